@@ -1,0 +1,100 @@
+//! A pacing limiter on tokio's clock: the account-wide API budget and each
+//! notifier's send rate.
+//!
+//! Hand-written rather than `governor` because it must follow tokio's clock:
+//! tests prove "no more than 20 a minute" with a paused clock, and governor
+//! reads the system clock. It is a GCRA with burst 1: requests are spaced
+//! `period / n` apart, so no window of `period` ever holds more than `n`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+#[derive(Debug)]
+pub struct RateLimiter {
+    interval: Duration,
+    /// The earliest time the next request may start.
+    next: Mutex<Option<Instant>>,
+}
+
+impl RateLimiter {
+    /// At most `n` acquisitions per `period` (`n` of 0 is treated as 1).
+    pub fn new(n: u32, period: Duration) -> RateLimiter {
+        RateLimiter {
+            interval: period / n.max(1),
+            next: Mutex::new(None),
+        }
+    }
+
+    pub fn per_minute(n: u32) -> RateLimiter {
+        RateLimiter::new(n, Duration::from_secs(60))
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Waits for a slot. Slots are handed out in call order: the slot is
+    /// reserved before the wait, so a cancelled waiter only wastes its own.
+    pub async fn acquire(&self) {
+        let start = {
+            // Poisoning would need a panic while holding this lock, and
+            // nothing in the block can panic.
+            let mut next = self.next.lock().expect("rate limiter lock");
+            let now = Instant::now();
+            let start = next.map_or(now, |n| n.max(now));
+            *next = Some(start + self.interval);
+            start
+        };
+        tokio::time::sleep_until(start).await;
+    }
+
+    /// Pauses everyone until `until` (a receiver or the gateway said so).
+    pub fn pause_until(&self, until: Instant) {
+        let mut next = self.next.lock().expect("rate limiter lock");
+        if next.is_none_or(|n| n < until) {
+            *next = Some(until);
+        }
+    }
+
+    /// When the next slot opens (for `state`/metrics); `None` if now.
+    pub fn next_slot(&self) -> Option<Instant> {
+        let next = *self.next.lock().expect("rate limiter lock");
+        next.filter(|n| *n > Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn never_more_than_n_in_any_period() {
+        let limiter = RateLimiter::per_minute(20);
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..45 {
+            limiter.acquire().await;
+            times.push(start.elapsed());
+        }
+        for (i, t) in times.iter().enumerate() {
+            let in_window = times[i..]
+                .iter()
+                .filter(|u| **u < *t + Duration::from_secs(60))
+                .count();
+            assert!(in_window <= 20, "{in_window} within a minute of {t:?}");
+        }
+        assert_eq!(times[44], Duration::from_secs(44 * 3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pause_holds_everyone() {
+        let limiter = RateLimiter::per_minute(600);
+        let start = Instant::now();
+        limiter.acquire().await;
+        limiter.pause_until(start + Duration::from_secs(30));
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,1 @@
+//! The embedded Workspace API simulator (`jobwatch sim`).

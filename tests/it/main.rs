@@ -1,0 +1,3 @@
+//! The one integration-test binary (see STYLE.md): modules per area.
+
+mod signer;

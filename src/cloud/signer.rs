@@ -191,7 +191,9 @@ fn canonical_uri(path: &str) -> String {
     uri
 }
 
-fn canonical_query(query: &[(String, String)]) -> String {
+/// The sorted, encoded query string; also what the client puts in its URLs,
+/// so the signed query and the sent one are the same bytes.
+pub fn canonical_query(query: &[(String, String)]) -> String {
     let mut pairs: Vec<&(String, String)> = query.iter().collect();
     pairs.sort();
     pairs

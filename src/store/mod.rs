@@ -732,3 +732,38 @@ impl FromSql for OutboxState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `due` and `prune_delivered` compare time columns as text, which is
+    /// only right if every value has the same width. jiff's own display
+    /// drops trailing zeros (`…:00Z` sorts after `…:00.5Z`), hence `DbTime`.
+    #[test]
+    fn stored_times_sort_as_text_in_time_order() {
+        let conn = Connection::open_in_memory().expect("opens");
+        let base: Timestamp = "2026-01-05T10:00:00Z".parse().expect("a valid literal");
+        let times = [
+            base,
+            base + jiff::SignedDuration::from_nanos(1),
+            base + jiff::SignedDuration::from_millis(500),
+            base + jiff::SignedDuration::from_secs(1),
+        ];
+        let text: Vec<String> = times
+            .iter()
+            .map(|t| {
+                conn.query_row("SELECT ?1", [DbTime(*t)], |r| r.get(0))
+                    .expect("round trips")
+            })
+            .collect();
+        assert!(text.windows(2).all(|w| w[0] < w[1]), "{text:?}");
+        assert_eq!(text[0], "2026-01-05T10:00:00.000000000Z");
+        for (t, s) in times.iter().zip(&text) {
+            let back: DbTime = conn
+                .query_row("SELECT ?1", [s], |r| r.get(0))
+                .expect("round trips");
+            assert_eq!(back.0, *t);
+        }
+    }
+}

@@ -8,6 +8,8 @@ pub mod ratelimit;
 pub mod retry;
 pub mod secret;
 pub mod sim;
+pub mod store;
+pub mod watch;
 
 /// Installs the one TLS crypto provider (ring) for the process. reqwest and
 /// lettre would otherwise disagree and panic at the first client built.

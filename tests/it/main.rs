@@ -1,3 +1,5 @@
 //! The one integration-test binary (see STYLE.md): modules per area.
 
+mod diff;
 mod signer;
+mod store;

@@ -1,0 +1,769 @@
+//! The state file: each target's snapshot and the outbox of deliveries, in
+//! SQLite. Nothing else in jobwatch writes SQL.
+//!
+//! Durability is the product: a cycle's snapshot changes and its outbox
+//! rows are committed in one transaction ([`Store::commit_cycle`]), with
+//! `synchronous=FULL`, so a crash at any instant loses no event and sends
+//! none twice from our side. The API is synchronous; the daemon calls it
+//! from one owner thread or `spawn_blocking` (`Store` is `Send`).
+
+mod schema;
+
+use std::collections::BTreeMap;
+use std::fs::{DirBuilder, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior, params};
+
+use crate::cloud::model::{Status, SubJob};
+use crate::watch::{Change, DiffOutcome, Event, Target, TargetSnapshot, Tracked};
+
+/// How long a statement waits for another connection's lock (a `state`
+/// command beside the daemon) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open state file {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state file {path}: migrating the schema to version {version} failed")]
+    Migrate {
+        path: PathBuf,
+        version: u32,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "state file {path} has schema version {found}, newer than the {supported} this jobwatch \
+         supports; run a newer jobwatch or point state.path at another file"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("state store: {context}")]
+    Sql {
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// Wraps a rusqlite error with what we were doing.
+fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sql { context, source }
+}
+
+/// One outbox row to write: an event routed to a notifier.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub event: &'a Event,
+    pub notifier: &'a str,
+    /// Rows sharing a key may be sent as one message (a route's
+    /// `group_window`); `None` sends alone.
+    pub group_key: Option<&'a str>,
+}
+
+/// What [`Store::commit_cycle`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CycleCommit {
+    /// New outbox rows.
+    pub inserted: usize,
+    /// Deliveries already in the outbox (same event id and notifier).
+    pub duplicates: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Delivered => "delivered",
+            OutboxState::Dead => "dead",
+        }
+    }
+}
+
+/// One outbox row as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub event_id: String,
+    pub notifier: String,
+    pub group_key: Option<String>,
+    pub target: Target,
+    pub sub_job_id: String,
+    /// The event's kind as stored (text, so a row of a kind this version
+    /// does not know still lists).
+    pub kind: String,
+    /// The event's JSON (SPEC §4); see [`OutboxRow::event`].
+    pub payload_json: String,
+    pub state: OutboxState,
+    /// Attempts that ended: each `mark_*` call counts one.
+    pub attempts: u32,
+    pub created_at: Timestamp,
+    /// When it last entered `pending` (creation or `retry_dead`): the start
+    /// of its `delivery.max_age`.
+    pub queued_at: Timestamp,
+    pub next_attempt_at: Timestamp,
+    pub last_error: Option<String>,
+    /// When it was delivered or declared dead.
+    pub finished_at: Option<Timestamp>,
+}
+
+impl OutboxRow {
+    /// The event to deliver. A payload that does not read is the
+    /// dispatcher's to dead-letter; it does not stop other rows.
+    pub fn event(&self) -> Result<Event, serde_json::Error> {
+        serde_json::from_str(&self.payload_json)
+    }
+}
+
+/// One target as `state show` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSummary {
+    pub target: Target,
+    pub baselined: bool,
+    pub updated_at: Timestamp,
+    /// Sub-jobs in the snapshot.
+    pub tracked: usize,
+    /// Of those, in an active status.
+    pub active: usize,
+}
+
+/// The state file. Owns one SQLite connection.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// The schema version this build writes.
+    pub const SCHEMA_VERSION: u32 = schema::MIGRATIONS.len() as u32;
+
+    /// Opens (creating if needed) the state file at `path` and brings its
+    /// schema up to date. A new file and its directory are private to the
+    /// user (0600, 0700); a file of a newer schema is refused.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let path = path.as_ref();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let mut dir = DirBuilder::new();
+            dir.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+            dir.create(parent).map_err(|source| StoreError::Create {
+                path: parent.to_owned(),
+                source,
+            })?;
+        }
+        // Create the file ourselves so it is never, even briefly, readable
+        // by others; SQLite gives its -wal and -shm files the same mode. An
+        // existing file keeps the mode its owner chose.
+        let mut file = OpenOptions::new();
+        file.read(true).write(true).create(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+        file.open(path).map_err(|source| StoreError::Create {
+            path: path.to_owned(),
+            source,
+        })?;
+
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        Store::setup(conn, path.to_owned())
+    }
+
+    /// A store that lives in memory: for `once --dry-run` and tests.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        Store::setup(conn, path)
+    }
+
+    fn setup(mut conn: Connection, path: PathBuf) -> Result<Store, StoreError> {
+        let open_error = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
+        // The first statement that reads the file: a file that is not a
+        // database fails here, as an `Open` error naming the path. In
+        // memory the answer is "memory", which is fine.
+        let _mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(open_error)?;
+        // FULL: a committed cycle survives power loss, not just a crash.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_error)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(open_error)?;
+        migrate(&mut conn, &path)?;
+        Ok(Store { conn, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's schema version (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        user_version(&self.conn).map_err(sql("read schema version"))
+    }
+
+    /// The stored snapshot of `target`; empty and not baselined if the
+    /// target was never scanned.
+    pub fn load_snapshot(&self, target: &Target) -> Result<TargetSnapshot, StoreError> {
+        let context = "load snapshot";
+        let baselined: Option<bool> = self
+            .conn
+            .query_row(
+                "SELECT baselined FROM targets WHERE project_id = ?1 AND job_type = ?2",
+                params![target.project_id, target.job_type.as_str()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(sql(context))?;
+        let Some(baselined) = baselined else {
+            return Ok(TargetSnapshot::default());
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT job_json, since, stuck_reported, missing_scans FROM snapshot
+                 WHERE project_id = ?1 AND job_type = ?2",
+            )
+            .map_err(sql(context))?;
+        let rows = stmt
+            .query_map(
+                params![target.project_id, target.job_type.as_str()],
+                |row| {
+                    Ok(Tracked {
+                        job: row.get::<_, JsonCol<SubJob>>(0)?.0,
+                        since: row.get::<_, DbTime>(1)?.0,
+                        stuck_reported: row.get(2)?,
+                        missing_scans: row.get(3)?,
+                    })
+                },
+            )
+            .map_err(sql(context))?;
+        let mut jobs = BTreeMap::new();
+        for tracked in rows {
+            let tracked = tracked.map_err(sql(context))?;
+            jobs.insert(tracked.job.id.clone(), tracked);
+        }
+        Ok(TargetSnapshot { baselined, jobs })
+    }
+
+    /// Persists one cycle of `target` in ONE transaction: the snapshot
+    /// changes, the baseline flag and an outbox row per delivery. A delivery
+    /// already in the outbox (same event id and notifier) is counted as a
+    /// duplicate and not added again. On any error nothing is written.
+    pub fn commit_cycle(
+        &mut self,
+        target: &Target,
+        outcome: &DiffOutcome,
+        deliveries: &[Delivery<'_>],
+        now: Timestamp,
+    ) -> Result<CycleCommit, StoreError> {
+        // IMMEDIATE: take the write lock up front, so a concurrent writer
+        // makes us wait (busy_timeout) rather than fail halfway.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("begin cycle"))?;
+        // On error `tx` is dropped, which rolls everything back.
+        let commit = write_cycle(&tx, target, outcome, deliveries, now)?;
+        tx.commit().map_err(sql("commit cycle"))?;
+        Ok(commit)
+    }
+
+    /// Pending rows whose `next_attempt_at` has come, oldest first (by id,
+    /// which is the order events were committed in).
+    pub fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.outbox_rows(
+            "due outbox rows",
+            "WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
+            params![DbTime(now), limit],
+        )
+    }
+
+    /// One outbox row by id.
+    pub fn outbox_row(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
+        Ok(self
+            .outbox_rows("read outbox row", "WHERE id = ?1", params![id])?
+            .pop())
+    }
+
+    /// Every dead letter, oldest first.
+    pub fn dead(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        self.outbox_rows(
+            "list dead letters",
+            "WHERE state = 'dead' ORDER BY id",
+            params![],
+        )
+    }
+
+    /// Records a successful delivery. Returns whether a pending row with
+    /// this id existed.
+    pub fn mark_delivered(&mut self, id: i64, now: Timestamp) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,
+                     finished_at = ?2, last_error = NULL
+                 WHERE id = ?1 AND state = 'pending'",
+                params![id, DbTime(now)],
+            )
+            .map_err(sql("mark delivered"))?;
+        Ok(n > 0)
+    }
+
+    /// Records a retryable failure: one more attempt, the next not before
+    /// `next_attempt_at` (from [`crate::retry::Backoff::DELIVERY`] or the
+    /// receiver's `Retry-After`). Returns whether a pending row existed.
+    pub fn mark_retry(
+        &mut self,
+        id: i64,
+        next_attempt_at: Timestamp,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2,
+                     last_error = ?3
+                 WHERE id = ?1 AND state = 'pending'",
+                params![id, DbTime(next_attempt_at), error],
+            )
+            .map_err(sql("mark retry"))?;
+        Ok(n > 0)
+    }
+
+    /// Records a permanent failure (or `max_age` reached): a dead letter,
+    /// with the receiver's message kept. Returns whether a pending row existed.
+    pub fn mark_dead(&mut self, id: i64, error: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE outbox SET state = 'dead', attempts = attempts + 1,
+                     finished_at = ?2, last_error = ?3
+                 WHERE id = ?1 AND state = 'pending'",
+                params![id, DbTime(now), error],
+            )
+            .map_err(sql("mark dead"))?;
+        Ok(n > 0)
+    }
+
+    /// Requeues dead letters (`ids`, or all of them when empty) for delivery
+    /// now, with a fresh attempt count and `max_age`. The last error is kept
+    /// until the next attempt replaces it. Returns how many were requeued.
+    pub fn retry_dead(&mut self, ids: &[i64], now: Timestamp) -> Result<usize, StoreError> {
+        let context = "requeue dead letters";
+        let tx = self.conn.transaction().map_err(sql(context))?;
+        let update = "UPDATE outbox SET state = 'pending', attempts = 0, queued_at = ?1,
+                          next_attempt_at = ?1, finished_at = NULL
+                      WHERE state = 'dead'";
+        let n = if ids.is_empty() {
+            tx.execute(update, params![DbTime(now)])
+                .map_err(sql(context))?
+        } else {
+            let mut stmt = tx
+                .prepare(&format!("{update} AND id = ?2"))
+                .map_err(sql(context))?;
+            let mut n = 0;
+            for id in ids {
+                n += stmt
+                    .execute(params![DbTime(now), id])
+                    .map_err(sql(context))?;
+            }
+            n
+        };
+        tx.commit().map_err(sql(context))?;
+        Ok(n)
+    }
+
+    pub fn pending_count(&self) -> Result<u64, StoreError> {
+        self.count_state(OutboxState::Pending)
+    }
+
+    pub fn dead_count(&self) -> Result<u64, StoreError> {
+        self.count_state(OutboxState::Dead)
+    }
+
+    fn count_state(&self, state: OutboxState) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE state = ?1",
+                params![state.as_str()],
+                // SQLite integers are i64; a count is never negative.
+                |row| row.get::<_, i64>(0).map(|n| n.unsigned_abs()),
+            )
+            .map_err(sql("count outbox rows"))
+    }
+
+    /// Every target with a stored snapshot, by project then job type.
+    pub fn targets(&self) -> Result<Vec<TargetSummary>, StoreError> {
+        let context = "list targets";
+        // Counted by status here and classified in Rust, so "active" has
+        // one definition: `Status::is_active`.
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT t.project_id, t.job_type, t.baselined, t.updated_at, s.status,
+                        count(s.sub_job_id)
+                 FROM targets t LEFT JOIN snapshot s USING (project_id, job_type)
+                 GROUP BY t.project_id, t.job_type, s.status
+                 ORDER BY t.project_id, t.job_type",
+            )
+            .map_err(sql(context))?;
+        let rows = stmt
+            .query_map([], |row| {
+                let target = Target::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?);
+                let baselined: bool = row.get(2)?;
+                let updated_at = row.get::<_, DbTime>(3)?.0;
+                let status: Option<String> = row.get(4)?;
+                let count = usize::try_from(row.get::<_, i64>(5)?).unwrap_or(0);
+                Ok((target, baselined, updated_at, status, count))
+            })
+            .map_err(sql(context))?;
+        let mut out: Vec<TargetSummary> = Vec::new();
+        for row in rows {
+            let (target, baselined, updated_at, status, count) = row.map_err(sql(context))?;
+            if out.last().is_none_or(|last| last.target != target) {
+                out.push(TargetSummary {
+                    target,
+                    baselined,
+                    updated_at,
+                    tracked: 0,
+                    active: 0,
+                });
+            }
+            // Just pushed if it was missing.
+            let summary = out.last_mut().expect("a summary for this target");
+            summary.tracked += count;
+            if status.is_some_and(|s| Status::from(s).is_active()) {
+                summary.active += count;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets a target's snapshot (its next scan is a new baseline). Its
+    /// outbox rows stay: those alerts are still owed. Returns how many
+    /// sub-jobs were forgotten.
+    pub fn forget_target(&mut self, target: &Target) -> Result<usize, StoreError> {
+        let context = "forget target";
+        let tx = self.conn.transaction().map_err(sql(context))?;
+        let key = (target.project_id.as_str(), target.job_type.as_str());
+        let n = tx
+            .execute(
+                "DELETE FROM snapshot WHERE project_id = ?1 AND job_type = ?2",
+                key,
+            )
+            .map_err(sql(context))?;
+        tx.execute(
+            "DELETE FROM targets WHERE project_id = ?1 AND job_type = ?2",
+            key,
+        )
+        .map_err(sql(context))?;
+        tx.commit().map_err(sql(context))?;
+        Ok(n)
+    }
+
+    /// Deletes delivered rows finished before `older_than`. Until then they
+    /// show in `state show` and keep a re-detected transition from being
+    /// sent again. Returns how many were deleted.
+    pub fn prune_delivered(&mut self, older_than: Timestamp) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM outbox WHERE state = 'delivered' AND finished_at < ?1",
+                params![DbTime(older_than)],
+            )
+            .map_err(sql("prune delivered rows"))
+    }
+
+    fn outbox_rows(
+        &self,
+        context: &'static str,
+        filter: &str,
+        params: &[&dyn ToSql],
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT id, event_id, notifier, group_key, project_id, job_type, sub_job_id,
+                        kind, payload_json, state, attempts, created_at, queued_at,
+                        next_attempt_at, last_error, finished_at
+                 FROM outbox {filter}"
+            ))
+            .map_err(sql(context))?;
+        let rows = stmt
+            .query_map(params, |row| {
+                Ok(OutboxRow {
+                    id: row.get(0)?,
+                    event_id: row.get(1)?,
+                    notifier: row.get(2)?,
+                    group_key: row.get(3)?,
+                    target: Target::new(row.get::<_, String>(4)?, row.get::<_, String>(5)?),
+                    sub_job_id: row.get(6)?,
+                    kind: row.get(7)?,
+                    payload_json: row.get(8)?,
+                    state: row.get(9)?,
+                    attempts: row.get(10)?,
+                    created_at: row.get::<_, DbTime>(11)?.0,
+                    queued_at: row.get::<_, DbTime>(12)?.0,
+                    next_attempt_at: row.get::<_, DbTime>(13)?.0,
+                    last_error: row.get(14)?,
+                    finished_at: row.get::<_, Option<DbTime>>(15)?.map(|t| t.0),
+                })
+            })
+            .map_err(sql(context))?;
+        rows.collect::<Result<_, _>>().map_err(sql(context))
+    }
+}
+
+fn write_cycle(
+    tx: &Transaction<'_>,
+    target: &Target,
+    outcome: &DiffOutcome,
+    deliveries: &[Delivery<'_>],
+    now: Timestamp,
+) -> Result<CycleCommit, StoreError> {
+    let project = target.project_id.as_str();
+    let job_type = target.job_type.as_str();
+    // An upsert, never INSERT OR REPLACE: replacing the row would cascade
+    // and delete the target's snapshot.
+    tx.execute(
+        "INSERT INTO targets (project_id, job_type, baselined, updated_at)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (project_id, job_type)
+         DO UPDATE SET baselined = excluded.baselined, updated_at = excluded.updated_at",
+        params![project, job_type, outcome.baselined, DbTime(now)],
+    )
+    .map_err(sql("write target"))?;
+
+    let mut upsert = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO snapshot (project_id, job_type, sub_job_id, job_id, status,
+                 error_code, since, stuck_reported, missing_scans, job_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .map_err(sql("write snapshot"))?;
+    let mut remove = tx
+        .prepare_cached(
+            "DELETE FROM snapshot WHERE project_id = ?1 AND job_type = ?2 AND sub_job_id = ?3",
+        )
+        .map_err(sql("write snapshot"))?;
+    for change in &outcome.changes {
+        match change {
+            Change::Upsert(t) => {
+                upsert
+                    .execute(params![
+                        project,
+                        job_type,
+                        t.sub_job_id(),
+                        t.job.job_id,
+                        t.status().map(Status::as_str),
+                        t.error_code(),
+                        DbTime(t.since),
+                        t.stuck_reported,
+                        t.missing_scans,
+                        JsonCol(&t.job),
+                    ])
+                    .map_err(sql("write snapshot"))?;
+            }
+            Change::Remove(id) => {
+                remove
+                    .execute(params![project, job_type, id])
+                    .map_err(sql("write snapshot"))?;
+            }
+        }
+    }
+
+    // ON CONFLICT on the key, not INSERT OR IGNORE: OR IGNORE would also
+    // swallow a CHECK failure (a bad row) and count it as a duplicate.
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO outbox (event_id, notifier, group_key, project_id, job_type,
+                 sub_job_id, kind, payload_json, created_at, queued_at, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)
+             ON CONFLICT (event_id, notifier) DO NOTHING",
+        )
+        .map_err(sql("write outbox"))?;
+    let mut commit = CycleCommit::default();
+    for d in deliveries {
+        let e = d.event;
+        let n = insert
+            .execute(params![
+                e.event_id,
+                d.notifier,
+                d.group_key,
+                e.project_id,
+                e.job_type.as_str(),
+                e.sub_job_id,
+                e.kind.as_str(),
+                JsonCol(e),
+                DbTime(now),
+            ])
+            .map_err(sql("write outbox"))?;
+        if n == 0 {
+            commit.duplicates += 1;
+        } else {
+            commit.inserted += 1;
+        }
+    }
+    Ok(commit)
+}
+
+fn user_version(conn: &Connection) -> rusqlite::Result<u32> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+/// Brings the schema up to [`Store::SCHEMA_VERSION`], all steps in one
+/// IMMEDIATE transaction: two processes opening a new file at once cannot
+/// both run a step, and a failed step leaves the file as it was.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let supported = Store::SCHEMA_VERSION;
+    let open_error = |source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(open_error)?;
+    let found = user_version(&tx).map_err(open_error)?;
+    if found > supported {
+        return Err(StoreError::NewerSchema {
+            path: path.to_owned(),
+            found,
+            supported,
+        });
+    }
+    for (version, step) in (1..).zip(schema::MIGRATIONS).skip(found as usize) {
+        let migrate_error = |source| StoreError::Migrate {
+            path: path.to_owned(),
+            version,
+            source,
+        };
+        tx.execute_batch(step).map_err(migrate_error)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(migrate_error)?;
+    }
+    tx.commit().map_err(open_error)
+}
+
+/// A time column: fixed-width UTC text with nanoseconds, so string order is
+/// time order and a value reads back exactly (`since` feeds event ids).
+struct DbTime(Timestamp);
+
+impl ToSql for DbTime {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(
+            self.0.strftime("%Y-%m-%dT%H:%M:%S%.9fZ").to_string(),
+        ))
+    }
+}
+
+impl FromSql for DbTime {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        value
+            .as_str()?
+            .parse::<Timestamp>()
+            .map(DbTime)
+            .map_err(|e| FromSqlError::Other(Box::new(e)))
+    }
+}
+
+/// A JSON column holding a serde value.
+struct JsonCol<T>(T);
+
+impl<T: serde::Serialize> ToSql for JsonCol<&T> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        serde_json::to_string(self.0)
+            .map(ToSqlOutput::from)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> FromSql for JsonCol<T> {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        serde_json::from_str(value.as_str()?)
+            .map(JsonCol)
+            .map_err(|e| FromSqlError::Other(Box::new(e)))
+    }
+}
+
+impl FromSql for OutboxState {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        match value.as_str()? {
+            "pending" => Ok(OutboxState::Pending),
+            "delivered" => Ok(OutboxState::Delivered),
+            "dead" => Ok(OutboxState::Dead),
+            other => Err(FromSqlError::Other(
+                format!("unknown outbox state {other:?}").into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `due` and `prune_delivered` compare time columns as text, which is
+    /// only right if every value has the same width. jiff's own display
+    /// drops trailing zeros (`…:00Z` sorts after `…:00.5Z`), hence `DbTime`.
+    #[test]
+    fn stored_times_sort_as_text_in_time_order() {
+        let conn = Connection::open_in_memory().expect("opens");
+        let base: Timestamp = "2026-01-05T10:00:00Z".parse().expect("a valid literal");
+        let times = [
+            base,
+            base + jiff::SignedDuration::from_nanos(1),
+            base + jiff::SignedDuration::from_millis(500),
+            base + jiff::SignedDuration::from_secs(1),
+        ];
+        let text: Vec<String> = times
+            .iter()
+            .map(|t| {
+                conn.query_row("SELECT ?1", [DbTime(*t)], |r| r.get(0))
+                    .expect("round trips")
+            })
+            .collect();
+        assert!(text.windows(2).all(|w| w[0] < w[1]), "{text:?}");
+        assert_eq!(text[0], "2026-01-05T10:00:00.000000000Z");
+        for (t, s) in times.iter().zip(&text) {
+            let back: DbTime = conn
+                .query_row("SELECT ?1", [s], |r| r.get(0))
+                .expect("round trips");
+            assert_eq!(back.0, *t);
+        }
+    }
+}

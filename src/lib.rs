@@ -4,6 +4,8 @@
 pub mod cli;
 pub mod cloud;
 pub mod config;
+pub mod metrics;
+pub mod notify;
 pub mod ratelimit;
 pub mod retry;
 pub mod secret;

@@ -47,6 +47,8 @@ pub struct PasswordCredentials {
     /// The account (domain) name the user belongs to.
     pub domain: String,
     pub iam_endpoint: Url,
+    /// Scope every token to this project instead of each request's own.
+    pub scope_project: Option<String>,
 }
 
 /// An IAM token and when it stops working.

@@ -326,8 +326,11 @@ impl Client {
     /// Drops a cached IAM token; true if there was one to drop (only then
     /// is a 401 worth one more try).
     async fn forget_token(&self, project_id: &str) -> bool {
-        matches!(self.credentials, Credentials::Password(_))
-            && self.tokens.lock().await.iam.remove(project_id).is_some()
+        let Credentials::Password(creds) = &self.credentials else {
+            return false;
+        };
+        let project_id = creds.scope_project.as_deref().unwrap_or(project_id);
+        self.tokens.lock().await.iam.remove(project_id).is_some()
     }
 
     /// A fresh project-scoped IAM token, from the cache or from IAM.
@@ -335,6 +338,7 @@ impl Client {
         let Credentials::Password(creds) = &self.credentials else {
             return Err(ClientError::Auth("no password credentials".into()));
         };
+        let project_id = creds.scope_project.as_deref().unwrap_or(project_id);
         // Held across the fetch so concurrent pollers wait for one token
         // instead of each fetching their own.
         let mut cache = self.tokens.lock().await;

@@ -8,6 +8,9 @@
 //! from one owner thread or `spawn_blocking` (`Store` is `Send`).
 
 mod schema;
+mod shared;
+
+pub use shared::SharedStore;
 
 use std::collections::BTreeMap;
 use std::fs::{DirBuilder, OpenOptions};

@@ -1,0 +1,110 @@
+//! What an HTTP receiver's answer means, for every HTTP notifier kind:
+//! 2xx success; 408, 429 and 5xx retryable (429 throttles the notifier);
+//! other statuses permanent, with the receiver's words kept.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::HeaderMap;
+
+use crate::retry::{Retryable, Verdict, parse_retry_after};
+
+/// The receiver's answer, read whole (bounded) so its words can be kept.
+#[derive(Debug, Clone)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: String,
+}
+
+/// Receivers' bodies beyond this are cut: we only keep them for messages.
+const MAX_BODY: usize = 64 * 1024;
+
+impl HttpAnswer {
+    pub async fn read(response: reqwest::Response) -> HttpAnswer {
+        let status = response.status().as_u16();
+        let retry_after = retry_after(response.headers());
+        let mut body = response
+            .text()
+            .await
+            .unwrap_or_else(|e| format!("(unreadable body: {e})"));
+        if body.len() > MAX_BODY {
+            let mut cut = MAX_BODY;
+            while !body.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            body.truncate(cut);
+        }
+        HttpAnswer {
+            status,
+            retry_after,
+            body,
+        }
+    }
+
+    /// `HTTP 400: {"error":"…"}`, shortened for logs and dead letters.
+    pub fn describe(&self) -> String {
+        let body = self.body.trim();
+        if body.is_empty() {
+            format!("HTTP {}", self.status)
+        } else {
+            let short: String = body.chars().take(500).collect();
+            format!("HTTP {}: {short}", self.status)
+        }
+    }
+}
+
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    parse_retry_after(value, SystemTime::now())
+}
+
+/// The generic rule by status alone.
+pub fn classify_status(answer: &HttpAnswer) -> Verdict {
+    match answer.status {
+        200..=299 => Verdict::Success,
+        429 => Verdict::Retry(Retryable::throttled(answer.describe(), answer.retry_after)),
+        408 | 500..=599 => Verdict::Retry(Retryable {
+            reason: answer.describe(),
+            retry_after: answer.retry_after,
+            throttled: false,
+        }),
+        _ => Verdict::DontRetry(answer.describe()),
+    }
+}
+
+/// A request that got no answer is always worth another try.
+pub fn classify_transport(error: &reqwest::Error) -> Verdict {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        message.push_str(": ");
+        message.push_str(&e.to_string());
+        source = e.source();
+    }
+    Verdict::Retry(Retryable::new(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16) -> HttpAnswer {
+        HttpAnswer {
+            status,
+            retry_after: None,
+            body: "nope".into(),
+        }
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(classify_status(&answer(204)), Verdict::Success);
+        assert!(matches!(classify_status(&answer(503)), Verdict::Retry(r) if !r.throttled));
+        assert!(matches!(classify_status(&answer(408)), Verdict::Retry(_)));
+        assert!(matches!(classify_status(&answer(429)), Verdict::Retry(r) if r.throttled));
+        assert_eq!(
+            classify_status(&answer(400)),
+            Verdict::DontRetry("HTTP 400: nope".into())
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! Delivery: the notifier kinds and what a delivery attempt means. Only this
+//! module talks to receivers; the outbox (in `store`) decides when.
+
+pub mod dispatch;
+pub mod http;
+pub mod log;
+pub mod webhook;
+
+use serde::Serialize;
+
+use crate::retry::Verdict;
+use crate::watch::event::Event;
+
+/// One message to one notifier: a single event, or a group of them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    /// The event id, or the group id: stable across retries and restarts,
+    /// so receivers can de-duplicate (`webhook-id`).
+    pub id: String,
+    pub group: Option<GroupInfo>,
+    pub events: Vec<Event>,
+}
+
+/// What a grouped message says about its group.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub id: String,
+    /// The route's grouping key (`route` or a parent `job_id`).
+    pub key: String,
+    pub count: usize,
+}
+
+/// The outcome of one delivery attempt, with the receiver's own words.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub verdict: Verdict,
+    pub answer: String,
+}
+
+/// Every notifier kind behind one interface (an enum: the set is ours).
+#[derive(Debug, Clone)]
+pub enum Notifier {
+    Log(log::LogNotifier),
+    Webhook(webhook::WebhookNotifier),
+}
+
+impl Notifier {
+    pub async fn send(&self, message: &Message) -> Attempt {
+        match self {
+            Notifier::Log(n) => n.send(message),
+            Notifier::Webhook(n) => n.send(message).await,
+        }
+    }
+}

@@ -2,4 +2,5 @@
 //! request signer, authentication, the client and the drift-safe scan.
 
 pub mod model;
+pub mod region;
 pub mod signer;

@@ -469,8 +469,8 @@ impl fmt::Display for RateLimit {
             60 if self.per.subsec_nanos() == 0 => write!(f, "{}/min", self.count),
             3600 if self.per.subsec_nanos() == 0 => write!(f, "{}/h", self.count),
             _ => {
-                let per = jiff::fmt::friendly::SpanPrinter::new()
-                    .unsigned_duration_to_string(&self.per);
+                let per =
+                    jiff::fmt::friendly::SpanPrinter::new().unsigned_duration_to_string(&self.per);
                 write!(f, "{}/{per}", self.count)
             }
         }
@@ -514,9 +514,11 @@ impl EventKind {
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct Route {
-    /// Empty: every job type.
+    /// Empty: every job type. Not printed when empty, as in the input.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub job_types: Vec<JobType>,
     /// Statuses entered; empty: every status.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub to: Vec<Status>,
     pub kinds: Vec<EventKind>,
     /// Notifier names, each checked to exist.
@@ -604,6 +606,9 @@ impl ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.problems.as_slice() {
+            // A problem with no key is about the file as a whole (missing,
+            // unreadable) and says so itself.
+            [one] if one.key.is_empty() => write!(f, "{one}"),
             [one] => write!(f, "invalid configuration: {one}"),
             many => {
                 write!(f, "invalid configuration, {} problems:", many.len())?;

@@ -11,8 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::value::magic::RelativePathBuf;
 use figment::value::Value;
+use figment::value::magic::RelativePathBuf;
 use figment::{Figment, Metadata, Profile, Provider};
 use jiff::fmt::friendly::{SpanParser, SpanPrinter};
 use url::Url;
@@ -84,11 +84,16 @@ fn figment_error(f: &Figment, error: figment::Error) -> ConfigError {
             let mut path = e.path.clone();
             let message = match &e.kind {
                 figment::error::Kind::UnknownField(field, expected) => {
-                    path.push(field.clone());
+                    // figment's path usually ends with the field already.
+                    if path.last() != Some(field) {
+                        path.push(field.clone());
+                    }
                     format!("unknown key; expected one of: {}", expected.join(", "))
                 }
                 figment::error::Kind::MissingField(field) => {
-                    path.push(field.to_string());
+                    if path.last().map(String::as_str) != Some(field.as_ref()) {
+                        path.push(field.to_string());
+                    }
                     "missing".to_owned()
                 }
                 kind => kind.to_string(),
@@ -387,7 +392,10 @@ impl<'a> Validator<'a> {
         let names: Vec<_> = options.iter().map(|(n, _)| format!("\"{n}\"")).collect();
         self.err(
             key,
-            format!("unknown value {text:?}; expected one of {}", names.join(", ")),
+            format!(
+                "unknown value {text:?}; expected one of {}",
+                names.join(", ")
+            ),
         );
         default
     }
@@ -569,11 +577,7 @@ impl<'a> Validator<'a> {
             self.unused(&key.f("ak"), raw.ak.is_some(), &why);
             self.unused(&key.f("sk"), raw.sk.is_some(), &why);
             self.unused(&key.f("sk_file"), raw.sk_file.is_some(), &why);
-            self.unused(
-                &key.f("security_token"),
-                raw.security_token.is_some(),
-                &why,
-            );
+            self.unused(&key.f("security_token"), raw.security_token.is_some(), &why);
             self.unused(
                 &key.f("security_token_file"),
                 raw.security_token_file.is_some(),
@@ -619,10 +623,7 @@ impl<'a> Validator<'a> {
                     sdk_token,
                 );
                 if ak.is_none() {
-                    self.err(
-                        &key.f("ak"),
-                        "missing: set auth.ak or HUAWEICLOUD_SDK_AK",
-                    );
+                    self.err(&key.f("ak"), "missing: set auth.ak or HUAWEICLOUD_SDK_AK");
                 }
                 if sk.is_none() && !self.problems.iter().any(|p| p.key.starts_with("auth.sk")) {
                     self.err(
@@ -669,7 +670,10 @@ impl<'a> Validator<'a> {
                         }
                     }
                     (None, None) => {
-                        self.err(&key.f("token"), "missing: set auth.token or auth.token_file");
+                        self.err(
+                            &key.f("token"),
+                            "missing: set auth.token or auth.token_file",
+                        );
                         None
                     }
                 };
@@ -680,11 +684,17 @@ impl<'a> Validator<'a> {
             "password" => {
                 let user = self.non_empty(&key.f("user"), raw.user);
                 if user.is_none() && !self.problems.iter().any(|p| p.key == "auth.user") {
-                    self.err(&key.f("user"), "missing: password auth needs an IAM user name");
+                    self.err(
+                        &key.f("user"),
+                        "missing: password auth needs an IAM user name",
+                    );
                 }
                 let password = self.secret(key, "password", raw.password, raw.password_file, None);
                 if password.is_none()
-                    && !self.problems.iter().any(|p| p.key.starts_with("auth.password"))
+                    && !self
+                        .problems
+                        .iter()
+                        .any(|p| p.key.starts_with("auth.password"))
                 {
                     self.err(
                         &key.f("password"),
@@ -708,6 +718,7 @@ impl<'a> Validator<'a> {
     }
 
     fn poll(&mut self, key: &Key, raw: RawPoll) -> PollConfig {
+        let before = self.problems.len();
         let interval = self.duration(
             &key.f("interval"),
             raw.interval.as_ref(),
@@ -720,7 +731,9 @@ impl<'a> Validator<'a> {
             Duration::from_secs(5),
             SECOND,
         );
-        if active_interval > interval {
+        // Only compare values that parsed: a default standing in for a bad
+        // value would produce a second, confusing problem.
+        if self.problems.len() == before && active_interval > interval {
             self.err(
                 &key.f("active_interval"),
                 format!(
@@ -866,10 +879,15 @@ impl<'a> Validator<'a> {
                     continue;
                 }
                 if let Some(first) = seen.insert((project_id.clone(), jt.clone()), i) {
+                    let where_ = if first == i {
+                        "listed twice here".to_owned()
+                    } else {
+                        format!("already watched by targets[{first}]")
+                    };
                     self.err(
                         &k.f("job_types"),
                         format!(
-                            "duplicate target: project {project_id:?}, job type {jt} is already watched by targets[{first}]"
+                            "duplicate target: project {project_id:?}, job type {jt} is {where_}"
                         ),
                     );
                 }
@@ -940,7 +958,11 @@ impl<'a> Validator<'a> {
                     &key.f("kind"),
                     format!(
                         "missing: one of {}",
-                        NotifierKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                        NotifierKind::ALL
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 );
                 return None;
@@ -952,7 +974,11 @@ impl<'a> Validator<'a> {
                         &key.f("kind"),
                         format!(
                             "unknown notifier kind {text:?}; expected one of {}",
-                            NotifierKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                            NotifierKind::ALL
+                                .iter()
+                                .map(|k| k.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     );
                     return None;
@@ -969,7 +995,11 @@ impl<'a> Validator<'a> {
         let email = kind == NotifierKind::Email;
         self.unused(&key.f("url"), n.url.is_some() && !kind.is_http(), &why);
         self.unused(&key.f("secret"), n.secret.is_some() && !signed, &why);
-        self.unused(&key.f("secret_file"), n.secret_file.is_some() && !signed, &why);
+        self.unused(
+            &key.f("secret_file"),
+            n.secret_file.is_some() && !signed,
+            &why,
+        );
         self.unused(
             &key.f("headers"),
             n.headers.is_some() && kind != NotifierKind::Webhook,
@@ -1025,9 +1055,14 @@ impl<'a> Validator<'a> {
 
         let url = if kind.is_http() {
             match &n.url {
-                Some(text) => self.http_url(&key.f("url"), text, false).map(SecretUrl::new),
+                Some(text) => self
+                    .http_url(&key.f("url"), text, false)
+                    .map(SecretUrl::new),
                 None => {
-                    self.err(&key.f("url"), format!("missing: kind {:?} sends to a URL", kind.as_str()));
+                    self.err(
+                        &key.f("url"),
+                        format!("missing: kind {:?} sends to a URL", kind.as_str()),
+                    );
                     None
                 }
             }
@@ -1051,7 +1086,9 @@ impl<'a> Validator<'a> {
                         // The value is not shown: headers often carry credentials.
                         self.err(&hk, "the value is not a valid HTTP header value");
                     } else {
-                        self.inline_secrets.push(hk);
+                        if looks_like_credential(&h) {
+                            self.inline_secrets.push(hk);
+                        }
                         headers.insert(h, Secret::new(v));
                     }
                 }
@@ -1071,7 +1108,16 @@ impl<'a> Validator<'a> {
             NotifierKind::Dingtalk => {
                 NotifierSettings::Dingtalk(SignedChatSettings { url: url?, secret })
             }
-            NotifierKind::Email => NotifierSettings::Email(self.email(key, n.smtp, n.starttls, n.password, n.password_file, n.from, n.to, n.subject_template)?),
+            NotifierKind::Email => NotifierSettings::Email(self.email(
+                key,
+                n.smtp,
+                n.starttls,
+                n.password,
+                n.password_file,
+                n.from,
+                n.to,
+                n.subject_template,
+            )?),
             NotifierKind::Log => {
                 let level = self.choice(
                     &key.f("level"),
@@ -1124,7 +1170,9 @@ impl<'a> Validator<'a> {
             match (&server.user, &password) {
                 (Some(user), None) => self.err(
                     &key.f("password"),
-                    format!("missing: the smtp URL names user {user:?}; set password or password_file"),
+                    format!(
+                        "missing: the smtp URL names user {user:?}; set password or password_file"
+                    ),
                 ),
                 (None, Some(_)) => self.err(
                     &key.f("password"),
@@ -1135,7 +1183,10 @@ impl<'a> Validator<'a> {
         }
         let from = match from {
             None => {
-                self.err(&key.f("from"), "missing: the sender address, e.g. \"jobwatch@example.com\"");
+                self.err(
+                    &key.f("from"),
+                    "missing: the sender address, e.g. \"jobwatch@example.com\"",
+                );
                 None
             }
             Some(f) => self.mailbox(&key.f("from"), f),
@@ -1199,7 +1250,10 @@ impl<'a> Validator<'a> {
             return None;
         };
         // url keeps IPv6 hosts bracketed; the mail client wants them bare.
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         if tls == SmtpTls::None && !is_loopback(&host) {
             self.err(
                 key,
@@ -1328,11 +1382,17 @@ impl<'a> Validator<'a> {
             };
             let notify = match r.notify {
                 None => {
-                    self.err(&k.f("notify"), "missing: a route must notify at least one notifier");
+                    self.err(
+                        &k.f("notify"),
+                        "missing: a route must notify at least one notifier",
+                    );
                     Vec::new()
                 }
                 Some(list) if list.is_empty() => {
-                    self.err(&k.f("notify"), "empty: a route must notify at least one notifier");
+                    self.err(
+                        &k.f("notify"),
+                        "empty: a route must notify at least one notifier",
+                    );
                     Vec::new()
                 }
                 Some(list) => {
@@ -1346,7 +1406,10 @@ impl<'a> Validator<'a> {
                                     written.iter().cloned().collect::<Vec<_>>().join(", ")
                                 )
                             };
-                            self.err(&k.f("notify"), format!("unknown notifier {name:?}; {known}"));
+                            self.err(
+                                &k.f("notify"),
+                                format!("unknown notifier {name:?}; {known}"),
+                            );
                         }
                     }
                     let mut unique = Vec::new();
@@ -1359,7 +1422,12 @@ impl<'a> Validator<'a> {
                 }
             };
             let group_window = r.group_window.as_ref().map(|w| {
-                self.duration(&k.f("group_window"), Some(w), Duration::ZERO, Duration::from_millis(1))
+                self.duration(
+                    &k.f("group_window"),
+                    Some(w),
+                    Duration::ZERO,
+                    Duration::from_millis(1),
+                )
             });
             let group_by = self.choice(
                 &k.f("group_by"),
@@ -1388,7 +1456,10 @@ impl<'a> Validator<'a> {
         );
         let url = match raw.url {
             None => {
-                self.err(&key.f("url"), "missing: the URL to GET after healthy cycles");
+                self.err(
+                    &key.f("url"),
+                    "missing: the URL to GET after healthy cycles",
+                );
                 None
             }
             Some(text) => self.http_url(&key.f("url"), &text, false),
@@ -1412,7 +1483,9 @@ impl<'a> Validator<'a> {
             Err(e) => {
                 self.err(
                     &key.f("listen"),
-                    format!("{text:?} is not an IP address and port such as \"127.0.0.1:9464\": {e}"),
+                    format!(
+                        "{text:?} is not an IP address and port such as \"127.0.0.1:9464\": {e}"
+                    ),
                 );
                 None
             }
@@ -1534,6 +1607,24 @@ fn group_or_other_readable(_: &Path) -> Option<u32> {
     None
 }
 
+/// Whether a header's name suggests its value is a credential. All header
+/// values are redacted; only these count as inline secrets for the
+/// file-permission warning, so `X-Team = "platform"` does not trigger it.
+fn looks_like_credential(header: &str) -> bool {
+    let h = header.to_ascii_lowercase();
+    [
+        "auth",
+        "token",
+        "key",
+        "secret",
+        "signature",
+        "cookie",
+        "password",
+    ]
+    .iter()
+    .any(|w| h.contains(w))
+}
+
 /// Letters, digits, `-` and `_`, at least one.
 fn is_word(s: &str) -> bool {
     !s.is_empty()
@@ -1615,8 +1706,14 @@ mod tests {
         );
         assert!(parse_rate_limit("0/s").is_err());
         assert!(parse_rate_limit("fast").is_err());
-        assert_eq!(RateLimit::new(20, Duration::from_secs(60)).to_string(), "20/min");
-        assert_eq!(RateLimit::new(5, Duration::from_secs(2)).to_string(), "5/2s");
+        assert_eq!(
+            RateLimit::new(20, Duration::from_secs(60)).to_string(),
+            "20/min"
+        );
+        assert_eq!(
+            RateLimit::new(5, Duration::from_secs(2)).to_string(),
+            "5/2s"
+        );
     }
 
     #[test]

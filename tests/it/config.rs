@@ -84,26 +84,44 @@ fn bad_configs_name_their_key() {
             "poll.interval: invalid duration \"5 minutes please\"",
         ),
         ("[poll]\ninterval = 30", "duration string"),
-        ("[poll]\ninterval = \"500ms\"", "poll.interval: \"500ms\" is too short"),
+        (
+            "[poll]\ninterval = \"500ms\"",
+            "poll.interval: \"500ms\" is too short",
+        ),
         (
             "[poll]\ninterval = \"30s\"\nactive_interval = \"1m\"",
             "poll.active_interval: 1m is longer than poll.interval",
         ),
-        ("[poll]\nstrategy = \"lazy\"", "poll.strategy: unknown value \"lazy\""),
-        ("[poll]\nnotify_existing = \"maybe\"", "poll.notify_existing"),
+        (
+            "[poll]\nstrategy = \"lazy\"",
+            "poll.strategy: unknown value \"lazy\"",
+        ),
+        (
+            "[poll]\nnotify_existing = \"maybe\"",
+            "poll.notify_existing",
+        ),
         // api
-        ("[api]\nendpoint = \"not a url\"", "api.endpoint: invalid URL"),
+        (
+            "[api]\nendpoint = \"not a url\"",
+            "api.endpoint: invalid URL",
+        ),
         (
             "[api]\nendpoint = \"ftp://example.com\"",
             "api.endpoint: URL \"ftp://example.com\" must be http:// or https://",
         ),
-        ("[api]\nregion = \"mars-1\"", "api.region: unknown region \"mars-1\""),
+        (
+            "[api]\nregion = \"mars-1\"",
+            "api.region: unknown region \"mars-1\"",
+        ),
         (
             "[api]\nmax_requests_per_minute = 0",
             "api.max_requests_per_minute: 0 is out of range",
         ),
         // auth
-        ("[auth]\nmethod = \"magic\"", "auth.method: unknown method \"magic\""),
+        (
+            "[auth]\nmethod = \"magic\"",
+            "auth.method: unknown method \"magic\"",
+        ),
         (
             "[auth]\nsk_file = \"/nonexistent/jobwatch/sk\"",
             "auth.sk_file: cannot read /nonexistent/jobwatch/sk",
@@ -121,18 +139,36 @@ fn bad_configs_name_their_key() {
             "[auth]\nmethod = \"token\"\ntoken_file = \"/nonexistent/token\"",
             "auth.token_file: cannot read /nonexistent/token",
         ),
-        ("[auth]\nmethod = \"password\"\npassword = \"p\"", "auth.user: missing"),
+        (
+            "[auth]\nmethod = \"password\"\npassword = \"p\"",
+            "auth.user: missing",
+        ),
         // delivery, log, server
         (
             "[delivery]\ntimezone = \"Mars/Olympus\"",
             "delivery.timezone: unknown time zone \"Mars/Olympus\"",
         ),
-        ("[log]\nlevel = \"verbose\"", "log.level: \"verbose\" is not a level"),
-        ("[log]\nlevel = \"jobwatch=loud\"", "log.level: invalid log filter"),
-        ("[log]\nformat = \"xml\"", "log.format: unknown value \"xml\""),
-        ("[server]\nlisten = \"localhost:http\"", "server.listen: \"localhost:http\""),
+        (
+            "[log]\nlevel = \"verbose\"",
+            "log.level: \"verbose\" is not a level",
+        ),
+        (
+            "[log]\nlevel = \"jobwatch=loud\"",
+            "log.level: invalid log filter",
+        ),
+        (
+            "[log]\nformat = \"xml\"",
+            "log.format: unknown value \"xml\"",
+        ),
+        (
+            "[server]\nlisten = \"localhost:http\"",
+            "server.listen: \"localhost:http\"",
+        ),
         ("[server]", "server.listen: missing"),
-        ("[heartbeat]\nurl = \"hc-ping\"", "heartbeat.url: invalid URL"),
+        (
+            "[heartbeat]\nurl = \"hc-ping\"",
+            "heartbeat.url: invalid URL",
+        ),
         (
             "[heartbeat]\nurl = \"https://hc.example/x\"\nevery = \"0s\"",
             "heartbeat.every",
@@ -164,12 +200,18 @@ fn bad_configs_name_their_key() {
             "[notifiers.x]\nkind = \"chaat\"",
             "notifiers.x.kind: unknown notifier kind \"chaat\"",
         ),
-        ("[notifiers.x]\nurl = \"https://a\"", "notifiers.x.kind: missing"),
+        (
+            "[notifiers.x]\nurl = \"https://a\"",
+            "notifiers.x.kind: missing",
+        ),
         (
             "[notifiers.\"a b\"]\nkind = \"log\"",
             "notifier name \"a b\" may only use",
         ),
-        ("[notifiers.s]\nkind = \"slack\"", "notifiers.s.url: missing"),
+        (
+            "[notifiers.s]\nkind = \"slack\"",
+            "notifiers.s.url: missing",
+        ),
         (
             "[notifiers.s]\nkind = \"slack\"\nurl = \"gopher://hooks.example\"",
             "notifiers.s.url: URL must be http:// or https://",
@@ -276,7 +318,10 @@ fn every_problem_is_reported_together() {
     .unwrap_err();
     assert_eq!(e.problems.len(), 3, "{e}");
     let text = e.to_string();
-    assert!(text.starts_with("invalid configuration, 3 problems:"), "{text}");
+    assert!(
+        text.starts_with("invalid configuration, 3 problems:"),
+        "{text}"
+    );
     for key in ["poll.interval", "log.format", "routes[0].notify"] {
         assert!(text.contains(key), "{key} missing from:\n{text}");
     }
@@ -311,10 +356,7 @@ fn problems_name_the_file_or_variable_they_came_from() {
     let mut env = SDK_CREDS.to_vec();
     env.push(("JOBWATCH_API__TIMEOUT", "soon"));
     let e = load_with("", &env).unwrap_err().to_string();
-    assert!(
-        e.contains("api.timeout: invalid duration \"soon\""),
-        "{e}"
-    );
+    assert!(e.contains("api.timeout: invalid duration \"soon\""), "{e}");
     assert!(e.contains("(from env JOBWATCH_API__TIMEOUT)"), "{e}");
 
     let mut env = SDK_CREDS.to_vec();
@@ -395,7 +437,10 @@ fn env_overrides_the_file() {
         ("JOBWATCH_API__TIMEOUT", "20s"),
         ("JOBWATCH_API__MAX_REQUESTS_PER_MINUTE", "50"),
         ("JOBWATCH_POLL__NOTIFY_EXISTING", "true"),
-        ("JOBWATCH_NOTIFIERS__CHAT__URL", "https://hooks.example.com/new"),
+        (
+            "JOBWATCH_NOTIFIERS__CHAT__URL",
+            "https://hooks.example.com/new",
+        ),
         // The CLI's config path: must not be read as a key.
         ("JOBWATCH_CONFIG", "/etc/jobwatch/jobwatch.toml"),
     ]);
@@ -416,11 +461,18 @@ fn a_notifier_can_come_from_env_alone() {
     let env = [
         ("JOBWATCH_AUTH__METHOD", "none"),
         ("JOBWATCH_NOTIFIERS__OPS__KIND", "webhook"),
-        ("JOBWATCH_NOTIFIERS__OPS__URL", "https://hooks.example.com/x"),
+        (
+            "JOBWATCH_NOTIFIERS__OPS__URL",
+            "https://hooks.example.com/x",
+        ),
     ];
     let l = load_with("", &env).unwrap();
     assert!(matches!(l.config.auth, AuthConfig::None));
-    assert!(l.warnings.iter().any(|w| w.contains("auth.method = \"none\"")));
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("auth.method = \"none\""))
+    );
     assert!(l.config.notifiers.contains_key("ops"));
 }
 
@@ -630,11 +682,18 @@ fn the_api_budget_is_checked() {
         .iter()
         .find(|w| w.contains("max_requests_per_minute"))
         .unwrap_or_else(|| panic!("no budget warning in {:?}", l.warnings));
-    assert!(w.contains("30 targets") && w.contains("360") && w.contains("18s"), "{w}");
+    assert!(
+        w.contains("30 targets") && w.contains("360") && w.contains("18s"),
+        "{w}"
+    );
 
     // Within the budget: no warning.
     let l = load("[[targets]]\nproject_id = \"a\"\njob_types = [\"CREATE_SERVER\"]\n");
-    assert!(!l.warnings.iter().any(|w| w.contains("max_requests_per_minute")));
+    assert!(
+        !l.warnings
+            .iter()
+            .any(|w| w.contains("max_requests_per_minute"))
+    );
 }
 
 #[test]
@@ -787,9 +846,15 @@ fn check_prints_the_config_without_secrets() {
         assert!(!stdout.contains(secret), "{secret} in stdout:\n{stdout}");
         assert!(!stderr.contains(secret), "{secret} in stderr:\n{stderr}");
     }
-    assert!(stdout.contains("[api]") && stdout.contains("sk = \"***\""), "{stdout}");
+    assert!(
+        stdout.contains("[api]") && stdout.contains("sk = \"***\""),
+        "{stdout}"
+    );
     // The file is 0644 with inline secrets.
-    assert!(stderr.contains("warning: ") && stderr.contains("inline secrets"), "{stderr}");
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("inline secrets"),
+        "{stderr}"
+    );
     // What check prints is itself valid input, up to the redacted values.
     assert!(stdout.parse::<toml::Table>().is_ok(), "{stdout}");
 }
@@ -812,8 +877,14 @@ fn check_on_a_broken_file_exits_2_naming_the_keys() {
         .get_output()
         .clone();
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("poll.interval: invalid duration"), "{stderr}");
-    assert!(stderr.contains("routes[0].notify: unknown notifier \"chaat\""), "{stderr}");
+    assert!(
+        stderr.contains("poll.interval: invalid duration"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("routes[0].notify: unknown notifier \"chaat\""),
+        "{stderr}"
+    );
     assert!(stderr.contains(&path.display().to_string()), "{stderr}");
     assert!(!stderr.contains("sk-never-printed"));
     assert!(out.stdout.is_empty());

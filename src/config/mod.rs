@@ -27,7 +27,7 @@ pub mod raw;
 mod validate;
 
 pub use env::{CONFIG_VAR, EnvVars, SDK_PROFILE, SDK_VARS};
-pub use validate::validate;
+pub use validate::{SdkEnv, validate};
 
 /// Serialises durations the way they are written (`"1h 30m"`).
 mod dur {

@@ -195,6 +195,10 @@ fn bad_configs_name_their_key() {
              [[targets]]\nproject_id = \"p\"\njob_types = [\"DELETE_SERVER\", \"CREATE_SERVER\"]",
             "targets[1].job_types: duplicate target: project \"p\", job type CREATE_SERVER is already watched by targets[0]",
         ),
+        (
+            "[[targets]]\nproject_id = \"p\"\njob_types = [\"CREATE_SERVER\", \"CREATE_SERVER\"]",
+            "job type CREATE_SERVER is listed twice here",
+        ),
         // notifiers
         (
             "[notifiers.x]\nkind = \"chaat\"",
@@ -325,6 +329,31 @@ fn every_problem_is_reported_together() {
     for key in ["poll.interval", "log.format", "routes[0].notify"] {
         assert!(text.contains(key), "{key} missing from:\n{text}");
     }
+}
+
+#[test]
+fn a_bad_value_does_not_cause_a_second_derived_problem() {
+    // The default standing in for the bad interval (30s) is shorter than
+    // active_interval; that comparison must not be reported as well.
+    let e = load_with(
+        "[poll]\ninterval = \"soon\"\nactive_interval = \"1m\"\n",
+        SDK_CREDS,
+    )
+    .unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+}
+
+#[test]
+fn env_values_that_look_like_numbers_stay_strings() {
+    let env = [
+        ("JOBWATCH_AUTH__AK", "0123456789"),
+        ("JOBWATCH_AUTH__SK", "42"),
+    ];
+    let c = load_with("", &env).unwrap().config;
+    let AuthConfig::Aksk(a) = &c.auth else {
+        panic!("expected aksk")
+    };
+    assert_eq!((a.ak.as_str(), a.sk.expose()), ("0123456789", "42"));
 }
 
 #[test]

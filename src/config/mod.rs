@@ -1,7 +1,691 @@
 //! Configuration: raw serde structs from TOML + `JOBWATCH_` env, validated
 //! into a typed [`Config`].
+//!
+//! Two stages (STYLE.md item 9): [`raw`] mirrors what was written, with
+//! unknown keys rejected; [`validate`] turns it into the typed values below,
+//! collecting every problem with the key it concerns and, where figment's
+//! metadata knows it, the file or variable it came from. Every type here
+//! derives `Serialize` so `jobwatch check` can print the effective config;
+//! secrets serialise as `***` and secret-bearing URLs keep only their origin.
 
-/// A configuration error naming the offending key and where it came from.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use serde::Serialize;
+use url::Url;
+
+use crate::cloud::model::{JobType, Status};
+use crate::secret::Secret;
+
+mod env;
+pub mod raw;
+mod validate;
+
+pub use env::{CONFIG_VAR, EnvVars, SDK_PROFILE, SDK_VARS};
+pub use validate::{SdkEnv, validate};
+
+/// Serialises durations the way they are written (`"1h 30m"`).
+mod dur {
+    use std::time::Duration;
+
+    use jiff::fmt::serde::unsigned_duration::friendly::compact::required;
+
+    pub fn ser<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        required::serialize(d, s)
+    }
+
+    pub fn ser_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => required::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub api: ApiConfig,
+    pub auth: AuthConfig,
+    pub state: StateConfig,
+    pub poll: PollConfig,
+    pub delivery: DeliveryConfig,
+    pub log: LogConfig,
+    pub targets: Vec<Target>,
+    pub notifiers: BTreeMap<String, Notifier>,
+    pub routes: Vec<Route>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<Heartbeat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerConfig>,
+}
+
+/// A validated configuration and what `check` should warn about.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiConfig {
+    pub region: String,
+    /// The effective endpoint: `api.endpoint`, else the region's.
+    pub endpoint: Url,
+    #[serde(serialize_with = "dur::ser")]
+    pub timeout: Duration,
+    pub max_requests_per_minute: u32,
+    /// `api.iam_endpoint`, else `HUAWEICLOUD_SDK_IAM_ENDPOINT`, else the region's.
+    pub iam_endpoint: Url,
+}
+
+/// How requests authenticate (SPEC §1).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "method", rename_all = "lowercase")]
+pub enum AuthConfig {
+    Aksk(AkSk),
+    Token(TokenAuth),
+    Password(PasswordAuth),
+    /// No authentication: for simulators and authenticating proxies.
+    None,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AkSk {
+    pub ak: String,
+    pub sk: Secret,
+    /// Set for temporary credentials (sent as `X-Security-Token`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenAuth {
+    #[serde(flatten)]
+    pub source: TokenSource,
+}
+
+/// Where a static token comes from. A file is kept as a path because it is
+/// re-read when it changes (rotated tokens); load only checked it is readable.
+#[derive(Debug, Clone, Serialize)]
+pub enum TokenSource {
+    #[serde(rename = "token")]
+    Inline(Secret),
+    #[serde(rename = "token_file")]
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PasswordAuth {
+    pub user: String,
+    pub password: Secret,
+    /// The account (domain) name; defaults to `user`.
+    pub domain: String,
+    /// The project the token is scoped to; `None`: each target's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StateConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PollConfig {
+    #[serde(serialize_with = "dur::ser")]
+    pub interval: Duration,
+    #[serde(serialize_with = "dur::ser")]
+    pub active_interval: Duration,
+    pub notify_existing: bool,
+    #[serde(serialize_with = "dur::ser")]
+    pub stuck_after: Duration,
+    #[serde(serialize_with = "dur::ser")]
+    pub max_backoff: Duration,
+    pub strategy: PollStrategy,
+    #[serde(serialize_with = "dur::ser")]
+    pub full_scan_every: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PollStrategy {
+    Full,
+    Incremental,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryConfig {
+    #[serde(serialize_with = "dur::ser")]
+    pub max_age: Duration,
+    #[serde(serialize_with = "dur::ser")]
+    pub shutdown_grace: Duration,
+    #[serde(serialize_with = "jiff::fmt::serde::tz::required::serialize")]
+    pub timezone: jiff::tz::TimeZone,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogConfig {
+    /// A valid `EnvFilter` directive (kept as text: `EnvFilter` is not `Clone`).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One `[[targets]]` entry: a project and the job types watched in it.
+/// Each (project, job type) pair is one poll loop.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub project_id: String,
+    pub job_types: Vec<JobType>,
+}
+
+impl Config {
+    /// Every (project, job type) pair, in config order: one poll loop each.
+    /// Validation guarantees there are no duplicates.
+    pub fn watch_pairs(&self) -> impl Iterator<Item = (&str, &JobType)> {
+        self.targets
+            .iter()
+            .flat_map(|t| t.job_types.iter().map(|j| (t.project_id.as_str(), j)))
+    }
+}
+
+/// A URL that may carry a credential (a chat webhook's token, a wecom key,
+/// a heartbeat's UUID): it prints and serialises as its origin plus `/***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(Url);
+
+impl SecretUrl {
+    pub fn new(url: Url) -> SecretUrl {
+        SecretUrl(url)
+    }
+
+    pub fn expose(&self) -> &Url {
+        &self.0
+    }
+
+    fn redacted(&self) -> String {
+        format!("{}/***", self.0.origin().ascii_serialization())
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for SecretUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+/// One `[notifiers.NAME]` entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notifier {
+    #[serde(flatten)]
+    pub settings: NotifierSettings,
+    /// A minijinja template replacing the kind's default body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The configured limit, else the kind's known receiver limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    pub max_concurrency: u32,
+    #[serde(serialize_with = "dur::ser")]
+    pub timeout: Duration,
+}
+
+impl Notifier {
+    pub fn kind(&self) -> NotifierKind {
+        self.settings.kind()
+    }
+}
+
+/// What kind of receiver a notifier is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifierKind {
+    Webhook,
+    Slack,
+    Discord,
+    Teams,
+    Feishu,
+    Dingtalk,
+    Wecom,
+    Email,
+    Log,
+}
+
+impl NotifierKind {
+    pub const ALL: &'static [NotifierKind] = &[
+        NotifierKind::Webhook,
+        NotifierKind::Slack,
+        NotifierKind::Discord,
+        NotifierKind::Teams,
+        NotifierKind::Feishu,
+        NotifierKind::Dingtalk,
+        NotifierKind::Wecom,
+        NotifierKind::Email,
+        NotifierKind::Log,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifierKind::Webhook => "webhook",
+            NotifierKind::Slack => "slack",
+            NotifierKind::Discord => "discord",
+            NotifierKind::Teams => "teams",
+            NotifierKind::Feishu => "feishu",
+            NotifierKind::Dingtalk => "dingtalk",
+            NotifierKind::Wecom => "wecom",
+            NotifierKind::Email => "email",
+            NotifierKind::Log => "log",
+        }
+    }
+
+    /// The receiver's documented limit, used when `rate_limit` is absent:
+    /// DingTalk 20/min per robot, WeCom 20/min per robot, Slack 1/s per
+    /// webhook, Discord 5 per 2 s per webhook, Feishu 100/min per bot.
+    pub fn default_rate_limit(self) -> Option<RateLimit> {
+        let per_min = Duration::from_secs(60);
+        match self {
+            NotifierKind::Dingtalk | NotifierKind::Wecom => Some(RateLimit::new(20, per_min)),
+            NotifierKind::Slack => Some(RateLimit::new(1, Duration::from_secs(1))),
+            NotifierKind::Discord => Some(RateLimit::new(5, Duration::from_secs(2))),
+            NotifierKind::Feishu => Some(RateLimit::new(100, per_min)),
+            NotifierKind::Webhook
+            | NotifierKind::Teams
+            | NotifierKind::Email
+            | NotifierKind::Log => None,
+        }
+    }
+
+    /// How many deliveries run at once when `max_concurrency` is absent.
+    /// Chat receivers get one so messages arrive in order.
+    pub fn default_concurrency(self) -> u32 {
+        match self {
+            NotifierKind::Webhook => 4,
+            NotifierKind::Email => 2,
+            _ => 1,
+        }
+    }
+
+    /// Whether the kind sends to an HTTP `url`.
+    pub fn is_http(self) -> bool {
+        !matches!(self, NotifierKind::Email | NotifierKind::Log)
+    }
+}
+
+impl fmt::Display for NotifierKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The settings particular to each kind.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum NotifierSettings {
+    Webhook(WebhookSettings),
+    Slack(ChatSettings),
+    Discord(ChatSettings),
+    Teams(ChatSettings),
+    Feishu(SignedChatSettings),
+    Dingtalk(SignedChatSettings),
+    Wecom(ChatSettings),
+    Email(EmailSettings),
+    Log(LogNotifierSettings),
+}
+
+impl NotifierSettings {
+    pub fn kind(&self) -> NotifierKind {
+        match self {
+            NotifierSettings::Webhook(_) => NotifierKind::Webhook,
+            NotifierSettings::Slack(_) => NotifierKind::Slack,
+            NotifierSettings::Discord(_) => NotifierKind::Discord,
+            NotifierSettings::Teams(_) => NotifierKind::Teams,
+            NotifierSettings::Feishu(_) => NotifierKind::Feishu,
+            NotifierSettings::Dingtalk(_) => NotifierKind::Dingtalk,
+            NotifierSettings::Wecom(_) => NotifierKind::Wecom,
+            NotifierSettings::Email(_) => NotifierKind::Email,
+            NotifierSettings::Log(_) => NotifierKind::Log,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookSettings {
+    pub url: SecretUrl,
+    /// Standard Webhooks signing key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    /// Extra headers. Values are secrets: they usually carry credentials.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, Secret>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatSettings {
+    pub url: SecretUrl,
+}
+
+/// Feishu and DingTalk: a URL and an optional signing secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignedChatSettings {
+    pub url: SecretUrl,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EmailSettings {
+    pub smtp: SmtpServer,
+    /// Required exactly when the SMTP URL names a user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// A mailbox (`a@b` or `Name <a@b>`), checked to parse.
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_template: Option<String>,
+}
+
+/// Where mail goes, from the `smtp` URL (which may not carry a password).
+#[derive(Debug, Clone, Serialize)]
+pub struct SmtpServer {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// `smtps://`: TLS from the first byte (port 465 by default).
+    Implicit,
+    /// `smtp://` upgraded with STARTTLS, which must succeed (port 587).
+    Starttls,
+    /// `smtp://` with `starttls = false`: allowed to loopback hosts only.
+    None,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogNotifierSettings {
+    /// Overrides the level chosen per event (WARN for failures and stuck).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<LogLevel>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// At most `count` messages per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl RateLimit {
+    pub fn new(count: u32, per: Duration) -> RateLimit {
+        RateLimit { count, per }
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.per.as_secs() {
+            1 if self.per.subsec_nanos() == 0 => write!(f, "{}/s", self.count),
+            60 if self.per.subsec_nanos() == 0 => write!(f, "{}/min", self.count),
+            3600 if self.per.subsec_nanos() == 0 => write!(f, "{}/h", self.count),
+            _ => {
+                let per =
+                    jiff::fmt::friendly::SpanPrinter::new().unsigned_duration_to_string(&self.per);
+                write!(f, "{}/{per}", self.count)
+            }
+        }
+    }
+}
+
+impl Serialize for RateLimit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// What happened to a sub-job (SPEC §4), as routes name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Appeared,
+    Changed,
+    Stuck,
+    Vanished,
+}
+
+impl EventKind {
+    pub const ALL: &'static [EventKind] = &[
+        EventKind::Appeared,
+        EventKind::Changed,
+        EventKind::Stuck,
+        EventKind::Vanished,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Appeared => "appeared",
+            EventKind::Changed => "changed",
+            EventKind::Stuck => "stuck",
+            EventKind::Vanished => "vanished",
+        }
+    }
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    /// Empty: every job type. Not printed when empty, as in the input.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub job_types: Vec<JobType>,
+    /// Statuses entered; empty: every status.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<Status>,
+    pub kinds: Vec<EventKind>,
+    /// Notifier names, each checked to exist.
+    pub notify: Vec<String>,
+    #[serde(
+        serialize_with = "dur::ser_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub group_window: Option<Duration>,
+    pub group_by: GroupBy,
+}
+
+impl Route {
+    /// Whether an event of this kind, job type and new status takes this route.
+    pub fn matches(&self, kind: EventKind, job_type: &JobType, to: &Status) -> bool {
+        self.kinds.contains(&kind)
+            && (self.job_types.is_empty() || self.job_types.contains(job_type))
+            && (self.to.is_empty() || self.to.contains(to))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    Route,
+    JobId,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Heartbeat {
+    pub url: SecretUrl,
+    #[serde(serialize_with = "dur::ser")]
+    pub every: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key path, e.g. `routes[0].notify`; empty for the file as a whole.
+    pub key: String,
+    pub message: String,
+    /// Where the value came from, e.g. `in /etc/jobwatch/jobwatch.toml` or
+    /// `from env JOBWATCH_API__TIMEOUT`, when known.
+    pub origin: Option<String>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(origin) = &self.origin {
+            write!(f, " ({origin})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A configuration error: every problem found, each naming its key and,
+/// where known, its origin. `cli::exit_code` maps it to exit code 2.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl ConfigError {
+    /// A single problem with a key (may be empty) and no known origin.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            problems: vec![Problem {
+                key: key.into(),
+                message: message.into(),
+                origin: None,
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.problems.as_slice() {
+            // A problem with no key is about the file as a whole (missing,
+            // unreadable) and says so itself.
+            [one] if one.key.is_empty() => write!(f, "{one}"),
+            [one] => write!(f, "invalid configuration: {one}"),
+            many => {
+                write!(f, "invalid configuration, {} problems:", many.len())?;
+                for p in many {
+                    write!(f, "\n  {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (which must exist) merged with the process environment.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        Config::load_optional(path, true)
+    }
+
+    /// Loads `path` merged with the process environment. When `must_exist`
+    /// is false a missing file is fine and the config comes from the
+    /// environment alone (e.g. `jobs` with only `HUAWEICLOUD_SDK_*` set).
+    pub fn load_optional(path: &Path, must_exist: bool) -> Result<Loaded, ConfigError> {
+        Config::load_with_env(path, must_exist, EnvVars::from_process())
+    }
+
+    /// As [`Config::load_optional`], with the environment given explicitly.
+    pub fn load_with_env(
+        path: &Path,
+        must_exist: bool,
+        env: EnvVars,
+    ) -> Result<Loaded, ConfigError> {
+        let exists = match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {
+                return Err(ConfigError::new(
+                    "",
+                    format!("config file {}: is a directory", path.display()),
+                ));
+            }
+            Ok(_) => {
+                // figment would report an unreadable file without the reason.
+                if let Err(e) = std::fs::File::open(path) {
+                    return Err(ConfigError::new(
+                        "",
+                        format!("cannot read config file {}: {e}", path.display()),
+                    ));
+                }
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => false,
+            Err(e) => {
+                return Err(ConfigError::new(
+                    "",
+                    format!(
+                        "cannot read config file {}: {e} (set it with -c/--config or {CONFIG_VAR})",
+                        path.display()
+                    ),
+                ));
+            }
+        };
+        Config::from_figment(Config::figment(exists.then_some(path), env))
+    }
+
+    /// The providers `load` uses: the file (if any), then the environment,
+    /// which overrides it. Exposed so tests build the same thing.
+    pub fn figment(path: Option<&Path>, env: EnvVars) -> Figment {
+        let mut f = Figment::new();
+        if let Some(path) = path {
+            // `file_exact`: `file` would search parent directories for a
+            // relative path, which is surprising for an explicit `-c`.
+            f = f.merge(Toml::file_exact(path));
+        }
+        f.merge(env)
+    }
+
+    /// Extracts and validates a figment. SDK variables are read from the
+    /// [`SDK_PROFILE`] profile (see [`EnvVars`]).
+    pub fn from_figment(f: Figment) -> Result<Loaded, ConfigError> {
+        validate::from_figment(&f)
+    }
+}

@@ -44,6 +44,61 @@ pub struct SimArgs {
     pub iam_password: Option<String>,
 }
 
-pub async fn run(_args: &SimArgs) -> anyhow::Result<()> {
-    anyhow::bail!("sim: not yet implemented")
+pub async fn run(args: &SimArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+
+    use crate::secret::Secret;
+    use anyhow::Context;
+
+    let opts = crate::sim::SimOptions {
+        listen: args.listen,
+        seed: args.seed,
+        projects: args.projects.clone(),
+        history: args.history,
+        rate: args.rate,
+        fanout: args.fanout,
+        step_ms: args.step_ms,
+        fail_ratio: args.fail_ratio,
+        ak: args.ak.clone(),
+        sk: args.sk.clone().map(Secret::new),
+        token: args.token.clone().map(Secret::new),
+        iam_user: args.iam_user.clone(),
+        iam_password: args.iam_password.clone().map(Secret::new),
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let sim = match crate::sim::start(opts, shutdown.clone()).await {
+        Ok(sim) => sim,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            return Err(super::UsageError(format!("sim: {e}")).into());
+        }
+        Err(e) => return Err(e).with_context(|| format!("sim: cannot listen on {}", args.listen)),
+    };
+    // The first line is the contract: scripts read the address from it.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {}", sim.url()).context("sim: writing to stdout")?;
+    stdout.flush().context("sim: writing to stdout")?;
+    drop(stdout);
+    wait_for_signal().await?;
+    shutdown.cancel();
+    sim.wait().await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use anyhow::Context;
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("sim: cannot listen for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("sim: cannot listen for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("sim: cannot listen for Ctrl-C")?;
+    Ok(())
 }

@@ -73,32 +73,53 @@ pub async fn run(args: &SimArgs) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("sim: cannot listen on {}", args.listen)),
     };
+    // Handlers first, then the address: whoever reads the first line may
+    // send SIGTERM at once and must get a clean exit, not the default death.
+    let signals = Signals::install()?;
     // The first line is the contract: scripts read the address from it.
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", sim.url()).context("sim: writing to stdout")?;
     stdout.flush().context("sim: writing to stdout")?;
     drop(stdout);
-    wait_for_signal().await?;
+    signals.recv().await;
     shutdown.cancel();
     sim.wait().await;
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM.
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use anyhow::Context;
+/// Ctrl-C or SIGTERM, registered before they are awaited.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("sim: cannot listen for SIGTERM")?;
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use anyhow::Context;
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt()).context("sim: cannot handle SIGINT")?,
+                terminate: signal(SignalKind::terminate()).context("sim: cannot handle SIGTERM")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn recv(mut self) {
+        #[cfg(unix)]
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("sim: cannot listen for Ctrl-C")?,
-            _ = term.recv() => {}
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("sim: cannot listen for Ctrl-C")?;
-    Ok(())
 }

@@ -13,7 +13,7 @@ mod faults;
 pub mod generator;
 mod http;
 mod serve;
-pub mod state;
+mod state;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -124,6 +124,8 @@ impl SimOptions {
 pub(crate) struct Shared {
     store: Mutex<Store>,
     auth: AuthConfig,
+    /// Wakes the generator task when a planned job arrives from elsewhere.
+    wake: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -143,6 +145,8 @@ impl Shared {
             .control
             .planned(project, job_type, &job_id, Timestamp::now());
         store.insert(new, Instant::now());
+        drop(store);
+        self.wake.notify_one();
     }
 }
 
@@ -202,6 +206,7 @@ pub async fn start(opts: SimOptions, shutdown: CancellationToken) -> std::io::Re
     let shared = Arc::new(Shared {
         store: Mutex::new(store),
         auth,
+        wake: tokio::sync::Notify::new(),
     });
     let tracker = TaskTracker::new();
     tracker.spawn(serve::serve(
@@ -210,14 +215,7 @@ pub async fn start(opts: SimOptions, shutdown: CancellationToken) -> std::io::Re
         tracker.clone(),
         shutdown.clone(),
     ));
-    tracker.spawn(generate(
-        shared,
-        projects,
-        opts.rate,
-        opts.fanout,
-        step,
-        shutdown,
-    ));
+    tracker.spawn(generate(shared, projects, opts.rate, opts.fanout, shutdown));
     // Closed now so `wait` can finish; connection tasks spawned later
     // still keep it waiting while they run.
     tracker.close();
@@ -272,37 +270,49 @@ fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// Makes new parent jobs at `rate` per second and steps every planned
-/// sub-job when due, until `shutdown`.
+/// sub-job when due, until `shutdown`. It sleeps until the next thing is
+/// due; a newly planned job outside this task (`shift`) wakes it.
 async fn generate(
     shared: Arc<Shared>,
     projects: Vec<String>,
     rate: f64,
     fanout: u32,
-    step: Duration,
     shutdown: CancellationToken,
 ) {
-    // Ticks often enough for the step time, seldom enough to be cheap.
-    let tick = step.clamp(Duration::from_millis(1), Duration::from_millis(100));
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = Instant::now();
-    let mut credit = 0.0f64;
+    // At most a thousand parent jobs a second: more would only burn CPU.
+    let every = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate.min(1000.0)));
+    let mut next_spawn = every.map(|every| Instant::now() + every);
     loop {
+        let next_due = shared.store().next_due();
+        let wake = match (next_spawn, next_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = interval.tick() => {}
+            _ = sleep => {}
+            _ = shared.wake.notified() => {}
         }
         let now = Instant::now();
         let wall = Timestamp::now();
-        // A stalled tick must not end in a burst of many jobs at once.
-        credit = (credit + rate * (now - last).as_secs_f64()).min(rate.max(1.0));
-        last = now;
         let mut store = shared.store();
-        while credit >= 1.0 {
-            credit -= 1.0;
-            let jobs = store.generator.parent_job(&projects, fanout, wall);
-            for job in jobs {
-                store.insert(job, now);
+        if let (Some(every), Some(at)) = (every, next_spawn.as_mut()) {
+            // After a stall (a suspended laptop), carry on from now rather
+            // than make up for lost time in one burst.
+            if now.saturating_duration_since(*at) > Duration::from_secs(1) {
+                *at = now;
+            }
+            while *at <= now {
+                *at += every;
+                for job in store.generator.parent_job(&projects, fanout, wall) {
+                    store.insert(job, now);
+                }
             }
         }
         store.step_due(now, wall);

@@ -296,6 +296,10 @@ impl Store {
         let sets: Vec<&BTreeSet<ListKey>> =
             job_types.iter().filter_map(|t| index.get(*t)).collect();
         let unfiltered = filter.status.is_none() && filter.job_id.is_none();
+        if unfiltered && limit == 0 {
+            // A count: no walk at all.
+            return (sets.iter().map(|s| s.len() as u64).sum(), Vec::new());
+        }
         if unfiltered && sets.len() == 1 {
             // The common case: no scan, just a walk to the page.
             let set = sets[0];
@@ -308,7 +312,8 @@ impl Store {
             return (set.len() as u64, items);
         }
         let mut keys: Vec<&ListKey> = sets.into_iter().flatten().collect();
-        if job_types.len() > 1 {
+        if job_types.len() > 1 && limit > 0 {
+            // Merged listing order across types; a count needs none.
             keys.sort();
         }
         let mut count = 0u64;
@@ -328,21 +333,18 @@ impl Store {
         (count, items)
     }
 
+    /// When the earliest planned step is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.schedule.first().map(|(at, _, _)| *at)
+    }
+
+    #[cfg(test)]
     pub fn get(&self, id: &str) -> Option<&SubJob> {
         self.jobs.get(id).map(|e| &e.job)
     }
 
     pub fn events(&self) -> &[Event] {
         &self.events
-    }
-
-    /// How many sub-jobs the store holds.
-    pub fn len(&self) -> usize {
-        self.jobs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty()
     }
 }
 

@@ -916,7 +916,7 @@ async fn bad_options_are_invalid_input() {
 }
 
 #[test]
-fn the_binary_prints_its_address_first() {
+fn the_binary_prints_its_address_first_and_exits_cleanly_on_sigterm() {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"))
         .args(["sim", "--listen", "127.0.0.1:0", "--history", "1"])
@@ -925,13 +925,31 @@ fn the_binary_prints_its_address_first() {
         .expect("jobwatch runs");
     let mut line = String::new();
     let read = std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
-    let _ = child.kill();
-    let _ = child.wait();
-    read.expect("a first line");
-    let addr = line
+    if read.is_err() || !line.starts_with("listening on http://") {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("unexpected first line {line:?} ({read:?})");
+    }
+    let addr: std::net::SocketAddr = line
         .trim_end()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    let addr: std::net::SocketAddr = addr.parse().expect("an address");
+        .trim_start_matches("listening on http://")
+        .parse()
+        .expect("an address");
     assert_ne!(addr.port(), 0);
+    // SIGTERM straight after the first line: handlers are already in place.
+    #[cfg(unix)]
+    {
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        let status = child.wait().expect("exit status");
+        assert_eq!(status.code(), Some(0), "{status:?}");
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

@@ -159,9 +159,23 @@ pub async fn clear_faults(State(sim): State<Arc<Shared>>) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// `GET /sim/events`: every transition so far, oldest first.
-pub async fn events(State(sim): State<Arc<Shared>>) -> Response {
-    let body = serde_json::to_value(sim.store().events()).unwrap_or_default();
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    /// Skip this many events: a poller passes how many it has seen, so
+    /// long runs do not resend the whole log every time.
+    #[serde(default)]
+    since: usize,
+}
+
+/// `GET /sim/events[?since=N]`: every transition so far, oldest first.
+pub async fn events(
+    State(sim): State<Arc<Shared>>,
+    axum::extract::Query(query): axum::extract::Query<EventsQuery>,
+) -> Response {
+    let store = sim.store();
+    let events = store.events();
+    let body =
+        serde_json::to_value(events.get(query.since..).unwrap_or_default()).unwrap_or_default();
     json_response(StatusCode::OK, &body)
 }
 

@@ -761,6 +761,11 @@ async fn control_surface_round_trip_and_events() {
             (sub[1].clone(), json!("WAITING"), json!("PAUSED")),
         ]
     );
+    let (_, tail) = s.get_json("/sim/events?since=4").await;
+    assert_eq!(tail.as_array().unwrap().len(), 1);
+    assert_eq!(tail[0]["to"], "PAUSED");
+    let (_, none) = s.get_json("/sim/events?since=99").await;
+    assert_eq!(none, json!([]));
 }
 
 #[tokio::test]

@@ -44,6 +44,82 @@ pub struct SimArgs {
     pub iam_password: Option<String>,
 }
 
-pub async fn run(_args: &SimArgs) -> anyhow::Result<()> {
-    anyhow::bail!("sim: not yet implemented")
+pub async fn run(args: &SimArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+
+    use crate::secret::Secret;
+    use anyhow::Context;
+
+    let opts = crate::sim::SimOptions {
+        listen: args.listen,
+        seed: args.seed,
+        projects: args.projects.clone(),
+        history: args.history,
+        rate: args.rate,
+        fanout: args.fanout,
+        step_ms: args.step_ms,
+        fail_ratio: args.fail_ratio,
+        ak: args.ak.clone(),
+        sk: args.sk.clone().map(Secret::new),
+        token: args.token.clone().map(Secret::new),
+        iam_user: args.iam_user.clone(),
+        iam_password: args.iam_password.clone().map(Secret::new),
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let sim = match crate::sim::start(opts, shutdown.clone()).await {
+        Ok(sim) => sim,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            return Err(super::UsageError(format!("sim: {e}")).into());
+        }
+        Err(e) => return Err(e).with_context(|| format!("sim: cannot listen on {}", args.listen)),
+    };
+    // Handlers first, then the address: whoever reads the first line may
+    // send SIGTERM at once and must get a clean exit, not the default death.
+    let signals = Signals::install()?;
+    // The first line is the contract: scripts read the address from it.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {}", sim.url()).context("sim: writing to stdout")?;
+    stdout.flush().context("sim: writing to stdout")?;
+    drop(stdout);
+    signals.recv().await;
+    shutdown.cancel();
+    sim.wait().await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM, registered before they are awaited.
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use anyhow::Context;
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt()).context("sim: cannot handle SIGINT")?,
+                terminate: signal(SignalKind::terminate()).context("sim: cannot handle SIGTERM")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

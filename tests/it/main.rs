@@ -4,3 +4,4 @@ mod diff;
 mod config;
 mod signer;
 mod store;
+mod sim;

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod cloud;
 pub mod config;
+pub mod daemon;
 pub mod metrics;
 pub mod notify;
 pub mod ratelimit;

@@ -1,6 +1,14 @@
 //! `jobwatch jobs`: list sub-jobs straight from the API, every page.
 
+use std::io::{IsTerminal, Write};
+
+use anyhow::Context;
+use comfy_table::Table;
+use indicatif::{ProgressBar, ProgressStyle};
+
 use super::{Cli, Format};
+use crate::cloud::model::{JobType, Status, SubJob};
+use crate::cloud::{Client, Filter};
 
 #[derive(Debug, clap::Args)]
 pub struct JobsArgs {
@@ -23,6 +31,91 @@ pub struct JobsArgs {
     pub format: Format,
 }
 
-pub async fn run(_cli: &Cli, _args: &JobsArgs) -> anyhow::Result<()> {
-    anyhow::bail!("jobs: not yet implemented")
+pub async fn run(cli: &Cli, args: &JobsArgs) -> anyhow::Result<()> {
+    let client = super::client_from_config(cli, args.endpoint.as_deref())?;
+    let items = list(&client, args).await?;
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Json => {
+            let body = serde_json::json!({"count": items.len(), "items": items});
+            writeln!(out, "{body}")?;
+        }
+        Format::Table => writeln!(out, "{}", table(&items))?,
+    }
+    Ok(())
+}
+
+async fn list(client: &Client, args: &JobsArgs) -> anyhow::Result<Vec<SubJob>> {
+    let job_type = JobType::from(args.job_type.as_str());
+    let filter = Filter {
+        status: args.status.as_deref().map(Status::from),
+        job_id: args.job_id.clone(),
+    };
+    // Progress only where someone watches; pipes and files stay clean.
+    let bar = std::io::stdout().is_terminal().then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {pos}/{len} sub-jobs {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let scan = client
+        .scan(&args.project, &job_type, &filter, |p| {
+            if let Some(bar) = &bar {
+                bar.set_length(p.total);
+                bar.set_position(p.fetched);
+                if p.pass > 1 {
+                    bar.set_message(format!("(the list changed; pass {})", p.pass));
+                }
+            }
+        })
+        .await
+        .with_context(|| format!("listing {job_type} sub-jobs of project {}", args.project))?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if let Some(reason) = &scan.incomplete_reason {
+        eprintln!("warning: the listing may be incomplete: {reason}");
+    }
+    for rejected in &scan.rejected {
+        eprintln!(
+            "warning: item {} could not be read: {}",
+            rejected.index, rejected.reason
+        );
+    }
+    Ok(scan.items)
+}
+
+fn table(items: &[SubJob]) -> Table {
+    let mut table = Table::new();
+    table.set_header(["ID", "JOB", "STATUS", "BEGIN", "END", "RESOURCE", "ERROR"]);
+    let text = |s: Option<&str>| s.unwrap_or("").to_owned();
+    for job in items {
+        let error = match (&job.error_code, &job.error_message) {
+            (Some(code), Some(msg)) => format!("{code}: {msg}"),
+            (Some(code), None) => code.clone(),
+            (None, Some(msg)) => msg.clone(),
+            (None, None) => String::new(),
+        };
+        table.add_row([
+            job.id.clone(),
+            text(job.job_id.as_deref()),
+            job.status
+                .as_ref()
+                .map(Status::to_string)
+                .unwrap_or_default(),
+            job.begin_time
+                .as_ref()
+                .map(|t| t.raw.clone())
+                .unwrap_or_default(),
+            job.end_time
+                .as_ref()
+                .map(|t| t.raw.clone())
+                .unwrap_or_default(),
+            text(job.resource_name().or(job.resource_id())),
+            error,
+        ]);
+    }
+    table
 }

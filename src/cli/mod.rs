@@ -5,8 +5,13 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod check;
+pub mod demo;
 pub mod jobs;
+pub mod logging;
+pub mod once;
+pub mod run;
 pub mod sim;
+pub mod state;
 
 /// Where `-c/--config` points when neither the flag nor `JOBWATCH_CONFIG` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/jobwatch/jobwatch.toml";
@@ -36,12 +41,20 @@ impl Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daemon: poll every target, deliver every transition.
+    Run,
+    /// One poll cycle over every target: diff, persist, deliver, print.
+    Once(once::OnceArgs),
     /// Validate the configuration and print it with every secret redacted.
     Check,
     /// List sub-jobs straight from the API, every page.
     Jobs(jobs::JobsArgs),
+    /// What is tracked, the outbox backlog, dead letters.
+    State(state::StateArgs),
     /// The embedded Workspace API simulator.
     Sim(sim::SimArgs),
+    /// Zero-config demo: simulator, daemon, log and a local receiver.
+    Demo(demo::DemoArgs),
 }
 
 /// How a command prints what it found.
@@ -55,10 +68,69 @@ pub enum Format {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
+        Command::Run => run::run(&cli).await,
+        Command::Once(args) => once::run(&cli, args).await,
         Command::Check => check::run(&cli).await,
         Command::Jobs(args) => jobs::run(&cli, args).await,
+        Command::State(args) => state::run(&cli, args).await,
         Command::Sim(args) => sim::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
     }
+}
+
+/// Loads the config named by `-c` (a missing default file is fine when
+/// `must_exist` is false: everything may come from the environment).
+pub fn load_config(
+    cli: &Cli,
+    must_exist: bool,
+) -> Result<crate::config::Loaded, crate::config::ConfigError> {
+    crate::config::Config::load_optional(&cli.config, must_exist || !cli.config_is_default())
+}
+
+/// The cloud client for `jobs`: the config file if there is one, the
+/// environment, and `--endpoint`. With an endpoint given and no
+/// credentials anywhere, requests go unauthenticated (a simulator).
+pub fn client_from_config(
+    cli: &Cli,
+    endpoint: Option<&str>,
+) -> anyhow::Result<crate::cloud::Client> {
+    use crate::config::{Config, EnvVars};
+    use figment::providers::Serialized;
+    let must_exist = !cli.config_is_default();
+    let path = (must_exist || cli.config.exists()).then_some(cli.config.as_path());
+    if let Some(path) = path
+        && !path.exists()
+    {
+        return Err(crate::config::ConfigError::new(
+            "",
+            format!("config file {} does not exist", path.display()),
+        )
+        .into());
+    }
+    let env = EnvVars::from_process();
+    let has_sdk_keys = std::env::var_os("HUAWEICLOUD_SDK_AK").is_some();
+    let mut figment = Config::figment(path, env);
+    if let Some(endpoint) = endpoint {
+        figment = figment.merge(Serialized::default("api.endpoint", endpoint));
+        if figment.find_value("auth.method").is_err()
+            && figment.find_value("auth.ak").is_err()
+            && !has_sdk_keys
+        {
+            figment = figment.merge(Serialized::default("auth.method", "none"));
+        }
+    }
+    let loaded = Config::from_figment(figment)?;
+    crate::daemon::wiring::client(&loaded.config)
+}
+
+/// Parses a human duration (`30s`, `1h 30m`) for flags.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let span: jiff::Span = text
+        .parse()
+        .map_err(|e| format!("invalid duration {text:?}: {e}"))?;
+    let signed = jiff::SignedDuration::try_from(span)
+        .map_err(|e| format!("invalid duration {text:?}: {e}"))?;
+    std::time::Duration::try_from(signed).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
 /// A usage or configuration error: exit code 2 (SPEC §2).

@@ -483,33 +483,9 @@ impl Serialize for RateLimit {
     }
 }
 
-/// What happened to a sub-job (SPEC §4), as routes name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    Appeared,
-    Changed,
-    Stuck,
-    Vanished,
-}
-
-impl EventKind {
-    pub const ALL: &'static [EventKind] = &[
-        EventKind::Appeared,
-        EventKind::Changed,
-        EventKind::Stuck,
-        EventKind::Vanished,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Appeared => "appeared",
-            EventKind::Changed => "changed",
-            EventKind::Stuck => "stuck",
-            EventKind::Vanished => "vanished",
-        }
-    }
-}
+/// What happened to a sub-job (SPEC §4), as routes name it: the events'
+/// own kind, so a route and an event can never disagree on the names.
+pub use crate::watch::event::EventKind;
 
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone, Serialize)]

@@ -36,23 +36,27 @@ fn log_event(notifier: &str, e: &Event) {
         e.to.as_ref()
             .map(ToString::to_string)
             .unwrap_or_else(|| "-".into());
+    let resource = e
+        .resource_name
+        .as_deref()
+        .or(e.resource_id.as_deref())
+        .unwrap_or(&e.sub_job_id);
+    let error = match (&e.error_code, &e.error_message) {
+        (Some(code), Some(msg)) => format!(" ({code}: {msg})"),
+        (Some(code), None) => format!(" ({code})"),
+        (None, Some(msg)) => format!(" ({msg})"),
+        (None, None) => String::new(),
+    };
     macro_rules! emit {
         ($level:ident) => {
             tracing::$level!(
                 target: "jobwatch::transition",
                 notifier,
                 event_id = %e.event_id,
-                kind = %e.kind,
                 project_id = %e.project_id,
-                job_type = %e.job_type,
                 sub_job_id = %e.sub_job_id,
-                job_id = e.job_id.as_deref().unwrap_or(""),
-                resource = e.resource_name.as_deref().or(e.resource_id.as_deref()).unwrap_or(""),
-                error_code = e.error_code.as_deref().unwrap_or(""),
-                error_message = e.error_message.as_deref().unwrap_or(""),
-                "{} {} {} {from} → {to}",
+                "{} {resource} {}: {from} → {to}{error}",
                 e.job_type,
-                e.sub_job_id,
                 e.kind,
             )
         };

@@ -3,6 +3,7 @@
 
 pub mod diff;
 pub mod event;
+pub mod poller;
 
 use std::fmt;
 

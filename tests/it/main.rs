@@ -1,7 +1,10 @@
 //! The one integration-test binary (see STYLE.md): modules per area.
 
-mod diff;
+mod client;
 mod config;
+mod delivery;
+mod diff;
 mod signer;
-mod store;
 mod sim;
+mod store;
+mod support;

@@ -1,0 +1,335 @@
+//! The daemon: pollers per target, the dispatcher, the metrics server,
+//! signals and systemd, and reload — all tasks tracked, shutdown an argument.
+
+pub mod server;
+pub mod systemd;
+pub mod wiring;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::notify::dispatch::Dispatcher;
+use crate::store::{SharedStore, Store};
+use crate::watch::Target;
+use crate::watch::poller::{Beat, CycleContext, poll_loop};
+use server::Health;
+use systemd::Systemd;
+
+/// A cycle running longer than this means a poller is stuck: the
+/// watchdog stops being fed and systemd restarts us.
+const STUCK_CYCLE: Duration = Duration::from_secs(600);
+
+/// Where the daemon's config comes from, for SIGHUP.
+#[derive(Debug, Clone)]
+pub struct ReloadSource {
+    pub path: PathBuf,
+    pub must_exist: bool,
+}
+
+/// Runs the daemon until `shutdown` resolves. Each message on `reload`
+/// re-reads the config from `source`; an invalid one is logged and the old
+/// one kept.
+pub async fn run(
+    config: Config,
+    source: Option<ReloadSource>,
+    shutdown: impl Future<Output = ()>,
+    mut reload: mpsc::Receiver<()>,
+) -> anyhow::Result<()> {
+    let systemd = Systemd::from_env();
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let path = config.state.path.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&path))
+        .await
+        .context("opening the state store")??;
+    let store = SharedStore::new(store);
+
+    let stop_all = CancellationToken::new();
+    let services = TaskTracker::new();
+    let deliveries = TaskTracker::new();
+
+    if let Some(server) = &config.server {
+        let addr = server::serve(
+            server.listen,
+            metrics.clone(),
+            health.clone(),
+            &services,
+            stop_all.clone(),
+        )
+        .await
+        .with_context(|| format!("server.listen: cannot listen on {}", server.listen))?;
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    }
+
+    let dispatcher = Arc::new(Dispatcher::new(
+        store.clone(),
+        wiring::notifiers(&config)?,
+        wiring::dispatch_settings(&config),
+        metrics.clone(),
+    ));
+    {
+        let dispatcher = dispatcher.clone();
+        let deliveries = deliveries.clone();
+        let stop = stop_all.clone();
+        services.spawn(async move { dispatcher.run(deliveries, stop).await });
+    }
+
+    let liveness = Arc::new(Liveness::default());
+    let mut pollers = Pollers::start(&config, &store, &metrics, &dispatcher, &liveness)?;
+    spawn_gauges(&services, store.clone(), metrics.clone(), stop_all.clone());
+    if let Some(every) = systemd.watchdog_interval() {
+        spawn_watchdog(
+            &services,
+            systemd,
+            liveness.clone(),
+            every,
+            stop_all.clone(),
+        );
+    }
+
+    health.ready.store(true, Ordering::Relaxed);
+    systemd.ready();
+    let status = format!("watching {} target(s)", pollers.len());
+    systemd.status(&status);
+    tracing::info!(
+        targets = pollers.len(),
+        notifiers = config.notifiers.len(),
+        "jobwatch is running"
+    );
+
+    let mut config = config;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = reload.recv() => {
+                let Some(source) = &source else {
+                    tracing::warn!("reload asked for, but this daemon has no config file to re-read");
+                    continue;
+                };
+                systemd.reloading();
+                match reload_config(source, &config) {
+                    Ok(new) => {
+                        match wiring::notifiers(&new) {
+                            Ok(notifiers) => {
+                                pollers.stop().await;
+                                dispatcher.replace(notifiers, wiring::dispatch_settings(&new));
+                                match Pollers::start(&new, &store, &metrics, &dispatcher, &liveness) {
+                                    Ok(p) => {
+                                        pollers = p;
+                                        config = new;
+                                        tracing::info!(targets = pollers.len(), "configuration reloaded");
+                                    }
+                                    Err(e) => {
+                                        tracing::error!(error = %format!("{e:#}"), "reload failed; restarting with the old configuration");
+                                        dispatcher.replace(wiring::notifiers(&config)?, wiring::dispatch_settings(&config));
+                                        pollers = Pollers::start(&config, &store, &metrics, &dispatcher, &liveness)?;
+                                    }
+                                }
+                            }
+                            Err(e) => tracing::error!(error = %format!("{e:#}"), "reload rejected; keeping the old configuration"),
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "reload rejected; keeping the old configuration"),
+                }
+                systemd.ready();
+                systemd.status(&format!("watching {} target(s)", pollers.len()));
+            }
+        }
+    }
+
+    // Stop polling, give deliveries under way their grace, then stop.
+    tracing::info!("shutting down");
+    systemd.stopping();
+    health.stopping.store(true, Ordering::Relaxed);
+    pollers.stop().await;
+    stop_all.cancel();
+    deliveries.close();
+    let grace = config.delivery.shutdown_grace;
+    if tokio::time::timeout(grace, deliveries.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = dispatcher.in_flight(),
+            "deliveries still under way after shutdown_grace; they stay queued and go out after the restart"
+        );
+    }
+    services.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), services.wait()).await;
+    Ok(())
+}
+
+fn reload_config(source: &ReloadSource, _old: &Config) -> anyhow::Result<Config> {
+    let loaded = Config::load_optional(&source.path, source.must_exist)?;
+    for warning in &loaded.warnings {
+        tracing::warn!("config: {warning}");
+    }
+    Ok(loaded.config)
+}
+
+/// The running poll loops, stoppable as a set (reload replaces them).
+struct Pollers {
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    count: usize,
+}
+
+impl Pollers {
+    fn start(
+        config: &Config,
+        store: &SharedStore,
+        metrics: &Arc<Metrics>,
+        dispatcher: &Arc<Dispatcher>,
+        liveness: &Arc<Liveness>,
+    ) -> anyhow::Result<Pollers> {
+        let ctx = Arc::new(CycleContext {
+            client: Arc::new(wiring::client(config)?),
+            store: store.clone(),
+            router: wiring::router(config),
+            diff: wiring::diff_settings(config),
+            metrics: metrics.clone(),
+            dry_run: false,
+        });
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let pace = wiring::pace(config);
+        let mut count = 0;
+        liveness.reset();
+        for (project_id, job_type) in config.watch_pairs() {
+            let target = Target::new(project_id, job_type.clone());
+            let (ctx, stop, dispatcher, liveness) = (
+                ctx.clone(),
+                stop.clone(),
+                dispatcher.clone(),
+                liveness.clone(),
+            );
+            liveness.idle(&target);
+            tracker.spawn(async move {
+                let live = liveness.clone();
+                poll_loop(ctx, target, pace, stop, move |target, beat| match beat {
+                    Beat::CycleStarted => live.busy(target),
+                    Beat::CycleFinished { .. } => {
+                        live.idle(target);
+                        dispatcher.wake();
+                    }
+                })
+                .await
+            });
+            count += 1;
+        }
+        tracker.close();
+        Ok(Pollers {
+            stop,
+            tracker,
+            count,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.count
+    }
+
+    async fn stop(&mut self) {
+        self.stop.cancel();
+        self.tracker.wait().await;
+    }
+}
+
+/// When each poller's current cycle began (`None`: between cycles).
+#[derive(Debug, Default)]
+struct Liveness {
+    busy_since: Mutex<HashMap<Target, Option<Instant>>>,
+}
+
+impl Liveness {
+    fn reset(&self) {
+        self.busy_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    fn busy(&self, target: &Target) {
+        self.busy_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(target.clone(), Some(Instant::now()));
+    }
+
+    fn idle(&self, target: &Target) {
+        self.busy_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(target.clone(), None);
+    }
+
+    /// True while no cycle has run longer than [`STUCK_CYCLE`].
+    fn healthy(&self) -> bool {
+        self.busy_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .all(|since| since.is_none_or(|s| s.elapsed() < STUCK_CYCLE))
+    }
+}
+
+fn spawn_watchdog(
+    tracker: &TaskTracker,
+    systemd: Systemd,
+    liveness: Arc<Liveness>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if liveness.healthy() {
+                        systemd.watchdog();
+                    } else {
+                        tracing::error!("a poll cycle is stuck; no longer feeding the systemd watchdog");
+                    }
+                }
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
+}
+
+/// Keeps the outbox gauges current.
+fn spawn_gauges(
+    tracker: &TaskTracker,
+    store: SharedStore,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let counts = store.call(|s| Ok::<_, crate::store::StoreError>((s.pending_count()?, s.dead_count()?))).await;
+                    if let Ok((pending, dead)) = counts {
+                        metrics.outbox_pending.set(pending as i64);
+                        metrics.outbox_dead.set(dead as i64);
+                    }
+                }
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
+}

@@ -1,0 +1,381 @@
+//! The poller: one reconciling cycle per target (scan → diff → one
+//! transaction), and the loop that repeats it with jitter, an active pace
+//! and a backoff for failing targets.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use super::Target;
+use super::diff::{DiffSettings, Scan, diff};
+use super::event::Event;
+use crate::cloud::{Client, ClientError, Filter};
+use crate::config::{GroupBy, Route};
+use crate::metrics::{EventLabels, Metrics, PollLabels, TargetLabels};
+use crate::retry::Backoff;
+use crate::store::{CycleCommit, Delivery, SharedStore, StoreError};
+
+/// Which notifiers an event goes to, by the configured routes.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+/// One event for one notifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    pub notifier: String,
+    /// `Some` when the route groups (`group_window`): rows sharing a key
+    /// may leave as one message.
+    pub group_key: Option<String>,
+}
+
+impl Router {
+    pub fn new(routes: Vec<Route>) -> Router {
+        Router { routes }
+    }
+
+    /// Every notifier the event is routed to, once each (the first route
+    /// naming a notifier decides its grouping).
+    pub fn route(&self, event: &Event) -> Vec<Routed> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        let to = event
+            .to
+            .clone()
+            .unwrap_or_else(|| crate::cloud::model::Status::Other(String::new()));
+        for (index, route) in self.routes.iter().enumerate() {
+            // A route with a `to` filter never takes an event without a status.
+            if event.to.is_none() && !route.to.is_empty() {
+                continue;
+            }
+            if !route.matches(event.kind, &event.job_type, &to) {
+                continue;
+            }
+            let group_key = route.group_window.map(|_| match route.group_by {
+                GroupBy::Route => format!("routes[{index}]"),
+                GroupBy::JobId => format!(
+                    "routes[{index}]/{}/{}",
+                    event.project_id,
+                    event.job_id.as_deref().unwrap_or(&event.sub_job_id)
+                ),
+            });
+            for notifier in &route.notify {
+                if seen.insert(notifier.clone()) {
+                    out.push(Routed {
+                        notifier: notifier.clone(),
+                        group_key: group_key.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What one cycle of one target did; the CLI prints it, the loop paces on it.
+#[derive(Debug, Clone)]
+pub struct CycleReport {
+    pub target: Target,
+    pub events: Vec<Event>,
+    pub commit: CycleCommit,
+    pub complete: bool,
+    pub tracked: usize,
+    pub active: usize,
+    pub requests: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    #[error("{target}: {source}")]
+    Api {
+        target: Target,
+        #[source]
+        source: ClientError,
+        /// Events from what the failed scan did see (already committed).
+        partial: Box<Option<CycleReport>>,
+    },
+    #[error("{target}: {source}")]
+    Store {
+        target: Target,
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// Everything a cycle needs.
+#[derive(Debug)]
+pub struct CycleContext {
+    pub client: Arc<Client>,
+    pub store: SharedStore,
+    pub router: Router,
+    pub diff: DiffSettings,
+    pub metrics: Arc<Metrics>,
+    /// `once --dry-run`: scan and diff, write and send nothing.
+    pub dry_run: bool,
+}
+
+/// One reconciling cycle: read the target's current state, compare it with
+/// the stored one, and commit the snapshot and the outbox rows together.
+/// Safe to repeat: the same transition yields the same event id, and the
+/// outbox ignores copies.
+pub async fn cycle(ctx: &CycleContext, target: &Target) -> Result<CycleReport, CycleError> {
+    let started = std::time::Instant::now();
+    let scanned = ctx
+        .client
+        .scan(
+            &target.project_id,
+            &target.job_type,
+            &Filter::default(),
+            |_| {},
+        )
+        .await;
+    let labels = TargetLabels {
+        target: target.to_string(),
+    };
+    ctx.metrics
+        .scan_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    let (scan, requests, failure) = match scanned {
+        Ok(full) => {
+            if let Some(reason) = &full.incomplete_reason {
+                tracing::warn!(%target, %reason, "scan incomplete; nothing will be inferred from absences");
+            }
+            (
+                Scan {
+                    items: full.items,
+                    complete: full.complete,
+                },
+                full.requests,
+                None,
+            )
+        }
+        // What a failed scan saw still counts (its events are real), but
+        // nothing is inferred from what it did not see.
+        Err(failed) => (
+            Scan::partial(failed.seen),
+            failed.requests,
+            Some(failed.error),
+        ),
+    };
+    let report = if scan.items.is_empty() && failure.is_some() {
+        None
+    } else {
+        Some(apply(ctx, target, scan, requests).await?)
+    };
+    match failure {
+        Some(source) => Err(CycleError::Api {
+            target: target.clone(),
+            source,
+            partial: Box::new(report),
+        }),
+        // `report` is `None` only when there was a failure.
+        None => Ok(report.expect("a successful scan always yields a report")),
+    }
+}
+
+async fn apply(
+    ctx: &CycleContext,
+    target: &Target,
+    scan: Scan,
+    requests: u32,
+) -> Result<CycleReport, CycleError> {
+    let store_error = |source| CycleError::Store {
+        target: target.clone(),
+        source,
+    };
+    let now = Timestamp::now();
+    let t = target.clone();
+    let before = ctx
+        .store
+        .call(move |s| s.load_snapshot(&t))
+        .await
+        .map_err(store_error)?;
+    let outcome = diff(target, &before, &scan, now, &ctx.diff);
+    let routed: Vec<(usize, Routed)> = outcome
+        .events
+        .iter()
+        .enumerate()
+        .flat_map(|(i, e)| ctx.router.route(e).into_iter().map(move |r| (i, r)))
+        .collect();
+    let mut after = before;
+    after.apply(&outcome);
+    let (tracked, active) = (after.jobs.len(), after.active_count());
+    let commit = if ctx.dry_run {
+        CycleCommit::default()
+    } else {
+        let t = target.clone();
+        let outcome_for_store = outcome.clone();
+        ctx.store
+            .call(move |s| {
+                let deliveries: Vec<Delivery<'_>> = routed
+                    .iter()
+                    .map(|(i, r)| Delivery {
+                        event: &outcome_for_store.events[*i],
+                        notifier: &r.notifier,
+                        group_key: r.group_key.as_deref(),
+                    })
+                    .collect();
+                s.commit_cycle(&t, &outcome_for_store, &deliveries, now)
+            })
+            .await
+            .map_err(store_error)?
+    };
+    let labels = TargetLabels {
+        target: target.to_string(),
+    };
+    ctx.metrics
+        .tracked
+        .get_or_create(&labels)
+        .set(tracked as i64);
+    for event in &outcome.events {
+        ctx.metrics
+            .events
+            .get_or_create(&EventLabels {
+                kind: event.kind.as_str(),
+                to: Metrics::status_label(event.to.as_ref()),
+            })
+            .inc();
+        tracing::debug!(%target, event_id = %event.event_id, kind = event.kind.as_str(), "detected");
+    }
+    Ok(CycleReport {
+        target: target.clone(),
+        events: outcome.events,
+        commit,
+        complete: scan.complete,
+        tracked,
+        active,
+        requests,
+    })
+}
+
+/// Pacing of the poll loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub interval: Duration,
+    pub active_interval: Duration,
+    pub max_backoff: Duration,
+}
+
+/// What a poll loop tells its owner (liveness, the dispatcher's wake-up,
+/// the heartbeat).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    CycleStarted,
+    CycleFinished { ok: bool },
+}
+
+/// Polls one target until `shutdown`; `beat` hears when each cycle starts
+/// and ends.
+pub async fn poll_loop(
+    ctx: Arc<CycleContext>,
+    target: Target,
+    pace: Pace,
+    shutdown: CancellationToken,
+    beat: impl Fn(&Target, Beat) + Send,
+) {
+    // Spread targets over the first active interval rather than all at once.
+    let first = jitter_up_to(pace.active_interval.min(pace.interval));
+    if sleep_or_stop(first, &shutdown).await {
+        return;
+    }
+    let backoff = Backoff {
+        base: pace.active_interval,
+        cap: pace.max_backoff,
+        max_attempts: 0,
+        jitter: true,
+    };
+    let mut failures = 0u32;
+    let mut last_problem: Option<String> = None;
+    loop {
+        beat(&target, Beat::CycleStarted);
+        // Dropping a cycle half-way is safe: its commit is one transaction
+        // that either happened or did not.
+        let result = tokio::select! {
+            result = cycle(&ctx, &target) => result,
+            _ = shutdown.cancelled() => return,
+        };
+        let poll_labels = |result| PollLabels {
+            target: target.to_string(),
+            result,
+        };
+        let next = match &result {
+            Ok(report) => {
+                ctx.metrics.polls.get_or_create(&poll_labels("ok")).inc();
+                if last_problem.take().is_some() {
+                    tracing::info!(%target, "polling recovered");
+                }
+                failures = 0;
+                if !report.events.is_empty() {
+                    tracing::info!(%target, events = report.events.len(), queued = report.commit.inserted, "transitions detected");
+                }
+                if report.active > 0 {
+                    pace.active_interval
+                } else {
+                    pace.interval
+                }
+            }
+            Err(error) => {
+                ctx.metrics.polls.get_or_create(&poll_labels("error")).inc();
+                failures += 1;
+                // Logged once per change of state, not once per poll.
+                let problem = problem_key(error);
+                if last_problem.as_ref() != Some(&problem) {
+                    tracing::warn!(%target, error = %error, "polling failed; backing off");
+                    last_problem = Some(problem);
+                } else {
+                    tracing::debug!(%target, error = %error, "polling still failing");
+                }
+                backoff.delay(failures).max(pace.active_interval)
+            }
+        };
+        beat(&target, Beat::CycleFinished { ok: result.is_ok() });
+        if sleep_or_stop(with_jitter(next), &shutdown).await {
+            return;
+        }
+    }
+}
+
+/// What makes two failures "the same" for logging: status and error code,
+/// or the kind of failure when the API did not answer.
+fn problem_key(error: &CycleError) -> String {
+    match error {
+        CycleError::Api { source, .. } => match source {
+            ClientError::Api(api) => {
+                format!("{} {}", api.status, api.error_code.as_deref().unwrap_or(""))
+            }
+            ClientError::Transport { .. } => "transport".into(),
+            ClientError::Timeout { .. } => "timeout".into(),
+            ClientError::Decode { .. } => "decode".into(),
+            ClientError::Auth(_) => "auth".into(),
+            ClientError::Invalid(_) => "invalid".into(),
+        },
+        CycleError::Store { .. } => "store".into(),
+    }
+}
+
+/// ±10 % so targets that started together drift apart.
+fn with_jitter(d: Duration) -> Duration {
+    let factor = rand::rng().random_range(0.9..=1.1);
+    d.mul_f64(factor)
+}
+
+fn jitter_up_to(d: Duration) -> Duration {
+    if d.is_zero() {
+        return d;
+    }
+    rand::rng().random_range(Duration::ZERO..d)
+}
+
+/// Sleeps; true if `shutdown` came first.
+async fn sleep_or_stop(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = shutdown.cancelled() => true,
+    }
+}

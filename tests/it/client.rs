@@ -1,0 +1,338 @@
+//! The cloud client against the simulator: auth modes, faults, paging.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use jobwatch::cloud::auth::{Credentials, PasswordCredentials, TokenSource};
+use jobwatch::cloud::model::{JobType, Status};
+use jobwatch::cloud::{ClientError, Filter};
+use jobwatch::secret::Secret;
+use jobwatch::sim::SimOptions;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::{Sim, client_for};
+
+const CS: JobType = JobType::CreateServer;
+
+fn history(n: u32) -> SimOptions {
+    SimOptions {
+        history: n,
+        ..SimOptions::default()
+    }
+}
+
+fn aksk(ak: &str, sk: &str) -> Credentials {
+    Credentials::AkSk {
+        ak: ak.into(),
+        sk: Secret::new(sk),
+        security_token: None,
+    }
+}
+
+#[tokio::test]
+async fn signed_requests_are_accepted_and_a_wrong_key_is_not() {
+    let sim = Sim::start(SimOptions {
+        ak: Some("AK1".into()),
+        sk: Some(Secret::new("SK1")),
+        ..history(5)
+    })
+    .await;
+    let page = sim
+        .client(aksk("AK1", "SK1"))
+        .list_page("demo", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.count, 5);
+    let err = sim
+        .client(aksk("AK1", "wrong"))
+        .list_page("demo", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap_err();
+    assert_eq!(err.api().map(|a| a.status), Some(401), "{err}");
+}
+
+#[tokio::test]
+async fn three_503s_then_success() {
+    let sim = Sim::start(history(3)).await;
+    sim.fault(json!({"fault":"status","status":503,"times":3}))
+        .await;
+    let page = sim
+        .client(Credentials::None)
+        .list_page("demo", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 3);
+    assert_eq!(sim.stats().await["by_status"]["503"], 3);
+}
+
+#[tokio::test]
+async fn a_permanent_error_is_not_retried_and_keeps_the_api_answer() {
+    let sim = Sim::start(history(1)).await;
+    let err = sim
+        .client(Credentials::None)
+        .list_page("nope", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap_err();
+    let api = err.api().expect("an API error");
+    assert_eq!(api.status, 404);
+    assert!(
+        api.error_code.is_some() && api.error_msg.is_some() && api.request_id.is_some(),
+        "{api:?}"
+    );
+    assert_eq!(sim.stats().await["requests"], 1);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let sim = Sim::start(history(1)).await;
+    sim.fault(json!({"fault":"status","status":429,"times":1,"retry_after":1}))
+        .await;
+    let start = Instant::now();
+    sim.client(Credentials::None)
+        .list_page("demo", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap();
+    // The jitter-free backoff alone would wait 10 ms.
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_throttle_without_retry_after_waits_two_seconds_and_slows_the_budget() {
+    let sim = Sim::start(history(1)).await;
+    sim.fault(json!({"fault":"status","status":429,"times":1,"error_code":"APIG.0308","error_msg":"The throttling threshold has been reached: policy user over ratelimit,limit:100,time:1 minute"})).await;
+    let client = sim.client(Credentials::None);
+    let start = Instant::now();
+    client
+        .list_page("demo", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_exhausted_throttle_reports_the_gateway_code() {
+    let sim = Sim::start(history(1)).await;
+    sim.fault(json!({"fault":"status","status":503,"times":10,"error_code":"APIG.0308","error_msg":"throttled"})).await;
+    let err = sim
+        .client(Credentials::None)
+        .list_page("demo", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap_err();
+    let api = err.api().expect("API error");
+    assert!(api.is_throttle());
+    assert_eq!(api.error_code.as_deref(), Some("APIG.0308"));
+}
+
+#[tokio::test]
+async fn malformed_and_truncated_bodies_are_typed_errors() {
+    let sim = Sim::start(history(3)).await;
+    for fault in ["malformed", "truncated"] {
+        sim.fault(json!({"fault":fault,"times":10})).await;
+        let err = sim
+            .client(Credentials::None)
+            .list_page("demo", &CS, &Filter::default(), 0, 10)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Decode { .. }), "{fault}: {err}");
+        sim.control(Method::DELETE, "/sim/faults", json!(null))
+            .await;
+        // And it recovers once the fault is gone.
+        sim.fault(json!({"fault":fault,"times":1})).await;
+        let page = sim
+            .client(Credentials::None)
+            .list_page("demo", &CS, &Filter::default(), 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), 3, "{fault}");
+    }
+}
+
+#[tokio::test]
+async fn a_reset_connection_is_a_transport_error_and_is_retried() {
+    let sim = Sim::start(history(2)).await;
+    sim.fault(json!({"fault":"reset","times":10})).await;
+    let err = sim
+        .client(Credentials::None)
+        .list_page("demo", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Transport { .. }), "{err}");
+    sim.control(Method::DELETE, "/sim/faults", json!(null))
+        .await;
+    sim.fault(json!({"fault":"reset","times":1})).await;
+    let page = sim
+        .client(Credentials::None)
+        .list_page("demo", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 2);
+}
+
+#[tokio::test]
+async fn a_delay_beyond_the_timeout_is_a_timeout() {
+    let sim = Sim::start(history(2)).await;
+    sim.fault(json!({"fault":"delay","ms":3000,"times":10}))
+        .await;
+    let client = client_for(&sim.url(), Credentials::None, Duration::from_millis(200));
+    let err = client
+        .list_page("demo", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_shift_during_paging_loses_and_duplicates_nothing() {
+    let sim = Sim::start(history(250)).await;
+    sim.fault(json!({"fault":"shift","times":1})).await;
+    let scan = sim
+        .client(Credentials::None)
+        .scan("demo", &CS, &Filter::default(), |_| {})
+        .await
+        .unwrap();
+    assert!(scan.complete, "{:?}", scan.incomplete_reason);
+    assert_eq!(scan.count, 251);
+    assert!(
+        scan.passes >= 2,
+        "the shift should have forced a second pass"
+    );
+    let ids: HashSet<&str> = scan.items.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids.len(), scan.items.len(), "duplicates");
+    assert_eq!(ids.len(), 251, "missing ids");
+}
+
+#[tokio::test]
+async fn a_full_scan_reads_every_page() {
+    let sim = Sim::start(history(250)).await;
+    let scan = sim
+        .client(Credentials::None)
+        .scan("demo", &CS, &Filter::default(), |_| {})
+        .await
+        .unwrap();
+    assert!(scan.complete);
+    assert_eq!((scan.items.len(), scan.requests, scan.passes), (250, 3, 1));
+    let count = sim
+        .client(Credentials::None)
+        .count("demo", &CS, &Filter::default())
+        .await
+        .unwrap();
+    assert_eq!(count, 250);
+}
+
+#[tokio::test]
+async fn unknown_status_survives_a_round_trip() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let made = sim
+        .control(
+            Method::POST,
+            "/sim/jobs",
+            json!({"project_id":"demo","job_type":"CREATE_SERVER","count":1,"status":"WAITING"}),
+        )
+        .await;
+    let id = made["sub_job_ids"][0].as_str().unwrap().to_owned();
+    sim.control(
+        Method::POST,
+        &format!("/sim/jobs/{id}"),
+        json!({"status":"HIBERNATING"}),
+    )
+    .await;
+    let page = sim
+        .client(Credentials::None)
+        .list_page("demo", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap();
+    let job = &page.items[0];
+    assert_eq!(job.status, Some(Status::Other("HIBERNATING".into())));
+    assert_eq!(serde_json::to_value(job).unwrap()["status"], "HIBERNATING");
+}
+
+#[tokio::test]
+async fn static_tokens_inline_and_from_a_file_that_changes() {
+    let sim = Sim::start(SimOptions {
+        token: Some(Secret::new("tok-1")),
+        ..history(1)
+    })
+    .await;
+    let inline = sim.client(Credentials::Token(TokenSource::Inline(Secret::new(
+        "tok-1",
+    ))));
+    inline
+        .list_page("demo", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    std::fs::write(&path, "stale\n").unwrap();
+    let from_file = sim.client(Credentials::Token(TokenSource::File(path.clone())));
+    let err = from_file
+        .list_page("demo", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap_err();
+    assert_eq!(err.api().map(|a| a.status), Some(401));
+    std::fs::write(&path, "tok-1\n").unwrap();
+    from_file
+        .list_page("demo", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn password_auth_fetches_caches_and_refreshes_once_on_401() {
+    let sim = Sim::start(SimOptions {
+        iam_user: Some("ops".into()),
+        iam_password: Some(Secret::new("pw")),
+        ..history(1)
+    })
+    .await;
+    let creds = |password: &str| {
+        Credentials::Password(PasswordCredentials {
+            user: "ops".into(),
+            password: Secret::new(password),
+            domain: "acme".into(),
+            iam_endpoint: sim.url().parse().unwrap(),
+            scope_project: None,
+        })
+    };
+    let client = sim.client(creds("pw"));
+    client
+        .list_page("demo", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap();
+    client
+        .list_page("demo", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap();
+    // One token served both requests.
+    let tokens =
+        |stats: &serde_json::Value| stats["by_path"]["/v3/auth/tokens"].as_u64().unwrap_or(0);
+    assert_eq!(tokens(&sim.stats().await), 1);
+    // A 401 makes the client fetch a new token and try once more.
+    sim.fault(json!({"fault":"status","status":401,"times":1}))
+        .await;
+    client
+        .list_page("demo", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(tokens(&sim.stats().await), 2);
+
+    let err = sim
+        .client(creds("hunter2-not-it"))
+        .list_page("demo", &CS, &Filter::default(), 0, 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Auth(_)), "{err}");
+    assert!(
+        !err.to_string().contains("hunter2"),
+        "the password leaked: {err}"
+    );
+}

@@ -15,6 +15,7 @@ use super::auth::{
 use super::error::{ApiError, ClientError};
 use super::model::{JobType, Page, Status, json_kind};
 use super::signer;
+use crate::metrics::{ApiLabels, Metrics};
 use crate::ratelimit::RateLimiter;
 use crate::retry::{self, Backoff, THROTTLE_WAIT_MIN, parse_retry_after};
 use crate::secret::Secret;
@@ -54,6 +55,7 @@ pub struct Client {
     tokens: Mutex<TokenCache>,
     budget: Arc<RateLimiter>,
     backoff: Backoff,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// One answer, before it is read as a page or a count.
@@ -95,7 +97,14 @@ impl Client {
             tokens: Mutex::new(TokenCache::default()),
             budget,
             backoff: settings.backoff,
+            metrics: None,
         })
+    }
+
+    /// Counts every request by its HTTP status in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Client {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn budget(&self) -> &Arc<RateLimiter> {
@@ -247,7 +256,18 @@ impl Client {
                 }
             }
         };
-        let response = request.send().await.map_err(transport)?;
+        let response = request.send().await.map_err(transport);
+        if let Some(metrics) = &self.metrics {
+            let status = match &response {
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(_) => "error".to_owned(),
+            };
+            metrics
+                .api_requests
+                .get_or_create(&ApiLabels { status })
+                .inc();
+        }
+        let response = response?;
         let status = response.status().as_u16();
         let request_id = header(response.headers(), "x-request-id");
         let retry_after = header(response.headers(), "retry-after")

@@ -48,6 +48,11 @@ pub async fn run(
     mut reload: mpsc::Receiver<()>,
 ) -> anyhow::Result<()> {
     let systemd = Systemd::from_env();
+    if config.poll.strategy == crate::config::PollStrategy::Incremental {
+        // SPEC §5's target design; until it lands, full scans keep every
+        // guarantee and only cost more API calls.
+        tracing::warn!("poll.strategy = \"incremental\" is not implemented yet; using full scans");
+    }
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let path = config.state.path.clone();
@@ -196,7 +201,7 @@ impl Pollers {
         liveness: &Arc<Liveness>,
     ) -> anyhow::Result<Pollers> {
         let ctx = Arc::new(CycleContext {
-            client: Arc::new(wiring::client(config)?),
+            client: Arc::new(wiring::client(config)?.with_metrics(metrics.clone())),
             store: store.clone(),
             router: wiring::router(config),
             diff: wiring::diff_settings(config),

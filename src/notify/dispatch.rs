@@ -11,7 +11,9 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Message, Notifier};
+use sha2::{Digest, Sha256};
+
+use super::{GroupInfo, Message, Notifier};
 use crate::metrics::{DeliveryLabels, Metrics};
 use crate::ratelimit::RateLimiter;
 use crate::retry::{Backoff, Verdict};
@@ -117,8 +119,9 @@ impl Dispatcher {
         }
     }
 
-    /// Starts a delivery for every due row not already under way; returns
-    /// how many started.
+    /// Starts a delivery for every due row not already under way — rows
+    /// of one group (same notifier and group key) leave as one message —
+    /// and returns how many deliveries started.
     pub async fn launch_due(self: &Arc<Self>, tracker: &TaskTracker) -> usize {
         let now = Timestamp::now();
         let rows = match self.store.call(move |s| s.due(now, BATCH)).await {
@@ -128,50 +131,101 @@ impl Dispatcher {
                 return 0;
             }
         };
-        let mut launched = 0;
-        for row in rows {
-            let fresh = self
-                .in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(row.id);
-            if fresh {
-                launched += 1;
-                let this = Arc::clone(self);
-                tracker.spawn(async move { this.deliver(row).await });
+        let mut batches: Vec<Vec<OutboxRow>> = Vec::new();
+        let mut groups: HashMap<(String, String), usize> = HashMap::new();
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            for row in rows {
+                if !in_flight.insert(row.id) {
+                    continue;
+                }
+                match &row.group_key {
+                    Some(key) => {
+                        let at = *groups
+                            .entry((row.notifier.clone(), key.clone()))
+                            .or_insert_with(|| {
+                                batches.push(Vec::new());
+                                batches.len() - 1
+                            });
+                        batches[at].push(row);
+                    }
+                    None => batches.push(vec![row]),
+                }
             }
+        }
+        let launched = batches.len();
+        for batch in batches {
+            let this = Arc::clone(self);
+            tracker.spawn(async move { this.deliver(batch).await });
         }
         launched
     }
 
-    async fn deliver(self: Arc<Self>, row: OutboxRow) {
-        let id = row.id;
-        self.deliver_row(row).await;
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+    async fn deliver(self: Arc<Self>, rows: Vec<OutboxRow>) {
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        self.deliver_batch(rows).await;
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            for id in ids {
+                in_flight.remove(&id);
+            }
+        }
         // What this delivery freed (a permit, a pause) may let others go.
         self.wake();
     }
 
-    async fn deliver_row(&self, row: OutboxRow) {
+    /// Delivers rows of one notifier as one message (one row, or a group).
+    async fn deliver_batch(&self, rows: Vec<OutboxRow>) {
+        let Some(first) = rows.first() else { return };
+        let notifier = first.notifier.clone();
+        let group_key = first.group_key.clone();
         let slot = self
             .notifiers
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&row.notifier)
+            .get(&notifier)
             .cloned();
         let Some(slot) = slot else {
-            let reason = format!("notifier {:?} is no longer configured", row.notifier);
-            return self.dead(&row, &reason).await;
+            let reason = format!("notifier {notifier:?} is no longer configured");
+            return self.settle_dead(&rows, &reason).await;
         };
-        let event = match row.event() {
-            Ok(event) => event,
-            Err(e) => {
-                return self
-                    .dead(&row, &format!("unreadable event payload: {e}"))
-                    .await;
+        let mut events = Vec::with_capacity(rows.len());
+        let mut sendable = Vec::with_capacity(rows.len());
+        for row in rows {
+            match row.event() {
+                Ok(event) => {
+                    events.push(event);
+                    sendable.push(row);
+                }
+                Err(e) => {
+                    self.settle_dead(
+                        std::slice::from_ref(&row),
+                        &format!("unreadable event payload: {e}"),
+                    )
+                    .await
+                }
+            }
+        }
+        if sendable.is_empty() {
+            return;
+        }
+        let message = match &group_key {
+            None => Message {
+                id: sendable[0].event_id.clone(),
+                group: None,
+                events,
+            },
+            Some(key) => {
+                let id = group_id(sendable.iter().map(|r| r.event_id.as_str()));
+                Message {
+                    group: Some(GroupInfo {
+                        id: id.clone(),
+                        key: key.clone(),
+                        count: events.len(),
+                    }),
+                    id,
+                    events,
+                }
             }
         };
         // The semaphore is never closed, so acquiring cannot fail.
@@ -181,28 +235,31 @@ impl Dispatcher {
             .await
             .expect("notifier semaphore is never closed");
         slot.limiter.acquire().await;
-        let message = Message {
-            id: row.event_id.clone(),
-            group: None,
-            events: vec![event],
-        };
         let attempt = slot.notifier.send(&message).await;
         let settings = *self.settings.read().unwrap_or_else(|p| p.into_inner());
+        let rows = sendable;
         match attempt.verdict {
             Verdict::Success => {
-                self.count(&row.notifier, "delivered");
-                let id = row.id;
+                self.count(&notifier, "delivered", rows.len());
+                let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
                 let now = Timestamp::now();
-                if let Err(e) = self.store.call(move |s| s.mark_delivered(id, now)).await {
+                let result = self
+                    .store
+                    .call(move |s| {
+                        ids.iter()
+                            .try_for_each(|id| s.mark_delivered(*id, now).map(drop))
+                    })
+                    .await;
+                if let Err(e) = result {
                     tracing::error!(error = %e, "cannot record a delivery; it will be sent again");
                 }
             }
             Verdict::DontRetry(_) => {
-                tracing::warn!(notifier = %row.notifier, event_id = %row.event_id, answer = %attempt.answer, "delivery failed permanently; kept as a dead letter");
-                self.dead(&row, &attempt.answer).await;
+                tracing::warn!(notifier = %notifier, message_id = %message.id, events = rows.len(), answer = %attempt.answer, "delivery failed permanently; kept as a dead letter");
+                self.settle_dead(&rows, &attempt.answer).await;
             }
             Verdict::Retry(retryable) => {
-                let failures = row.attempts + 1;
+                let failures = rows.iter().map(|r| r.attempts).max().unwrap_or(0) + 1;
                 let wait = settings.backoff.delay_for(failures, &retryable);
                 if retryable.throttled {
                     // The receiver throttles the notifier, not one message.
@@ -210,33 +267,42 @@ impl Dispatcher {
                 }
                 let now = Timestamp::now();
                 let next = now + wait;
-                let deadline = row.queued_at + settings.max_age;
-                if next > deadline {
+                let queued_at = rows.iter().map(|r| r.queued_at).min().unwrap_or(now);
+                if next > queued_at + settings.max_age {
                     let reason = format!(
-                        "gave up after {} (delivery.max_age); last answer: {}",
+                        "gave up after {:#} (delivery.max_age); last answer: {}",
                         jiff::SignedDuration::try_from(settings.max_age).unwrap_or_default(),
                         attempt.answer
                     );
-                    tracing::warn!(notifier = %row.notifier, event_id = %row.event_id, %reason, "delivery expired");
-                    return self.dead(&row, &reason).await;
+                    tracing::warn!(notifier = %notifier, message_id = %message.id, %reason, "delivery expired");
+                    return self.settle_dead(&rows, &reason).await;
                 }
-                tracing::info!(notifier = %row.notifier, event_id = %row.event_id, attempt = failures, wait_ms = wait.as_millis() as u64, answer = %attempt.answer, "delivery failed; will retry");
-                self.count(&row.notifier, "retry");
-                let id = row.id;
+                tracing::info!(notifier = %notifier, message_id = %message.id, attempt = failures, wait_ms = wait.as_millis() as u64, answer = %attempt.answer, "delivery failed; will retry");
+                self.count(&notifier, "retry", rows.len());
+                let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
                 let answer = attempt.answer;
-                if let Err(e) = self
+                let result = self
                     .store
-                    .call(move |s| s.mark_retry(id, next, &answer))
-                    .await
-                {
+                    .call(move |s| {
+                        ids.iter()
+                            .try_for_each(|id| s.mark_retry(*id, next, &answer).map(drop))
+                    })
+                    .await;
+                if let Err(e) = result {
                     tracing::error!(error = %e, "cannot record a retry");
                 }
             }
         }
     }
 
+    async fn settle_dead(&self, rows: &[OutboxRow], reason: &str) {
+        for row in rows {
+            self.dead(row, reason).await;
+        }
+    }
+
     async fn dead(&self, row: &OutboxRow, reason: &str) {
-        self.count(&row.notifier, "dead");
+        self.count(&row.notifier, "dead", 1);
         let (id, reason, now) = (row.id, reason.to_owned(), Timestamp::now());
         if let Err(e) = self
             .store
@@ -247,13 +313,26 @@ impl Dispatcher {
         }
     }
 
-    fn count(&self, notifier: &str, result: &'static str) {
+    fn count(&self, notifier: &str, result: &'static str, n: usize) {
         self.metrics
             .deliveries
             .get_or_create(&DeliveryLabels {
                 notifier: notifier.to_owned(),
                 result,
             })
-            .inc();
+            .inc_by(n as u64);
     }
+}
+
+/// A group's message id: a hash of its members, so a retry of the same
+/// group carries the same id (`webhook-id`) and receivers can de-duplicate.
+fn group_id<'a>(event_ids: impl Iterator<Item = &'a str>) -> String {
+    let mut ids: Vec<&str> = event_ids.collect();
+    ids.sort_unstable();
+    let mut hash = Sha256::new();
+    for id in ids {
+        hash.update(id.as_bytes());
+        hash.update(b"\n");
+    }
+    format!("grp_{}", &hex::encode(hash.finalize())[..32])
 }

@@ -79,6 +79,9 @@ pub struct Delivery<'a> {
     /// Rows sharing a key may be sent as one message (a route's
     /// `group_window`); `None` sends alone.
     pub group_key: Option<&'a str>,
+    /// Not to be sent before this (the end of a group's window); `None`:
+    /// at once. Kept in the row, so a crash inside the window loses nothing.
+    pub not_before: Option<Timestamp>,
 }
 
 /// What [`Store::commit_cycle`] wrote.
@@ -616,13 +619,31 @@ fn write_cycle(
         .prepare_cached(
             "INSERT INTO outbox (event_id, notifier, group_key, project_id, job_type,
                  sub_job_id, kind, payload_json, created_at, queued_at, next_attempt_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)
              ON CONFLICT (event_id, notifier) DO NOTHING",
         )
         .map_err(sql("write outbox"))?;
+    // A group's window opens with its first row: later rows of the same
+    // open group wait for the same moment, so they leave together.
+    let mut open_group = tx
+        .prepare_cached(
+            "SELECT MIN(next_attempt_at) FROM outbox
+             WHERE state = 'pending' AND notifier = ?1 AND group_key = ?2
+               AND attempts = 0 AND next_attempt_at > ?3",
+        )
+        .map_err(sql("find open group"))?;
     let mut commit = CycleCommit::default();
     for d in deliveries {
         let e = d.event;
+        let mut not_before = d.not_before.unwrap_or(now);
+        if let (Some(key), Some(_)) = (d.group_key, d.not_before) {
+            let open: Option<DbTime> = open_group
+                .query_row(params![d.notifier, key, DbTime(now)], |row| row.get(0))
+                .map_err(sql("find open group"))?;
+            if let Some(DbTime(at)) = open {
+                not_before = at;
+            }
+        }
         let n = insert
             .execute(params![
                 e.event_id,
@@ -634,6 +655,7 @@ fn write_cycle(
                 e.kind.as_str(),
                 JsonCol(e),
                 DbTime(now),
+                DbTime(not_before),
             ])
             .map_err(sql("write outbox"))?;
         if n == 0 {

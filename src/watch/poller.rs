@@ -32,6 +32,8 @@ pub struct Routed {
     /// `Some` when the route groups (`group_window`): rows sharing a key
     /// may leave as one message.
     pub group_key: Option<String>,
+    /// The route's `group_window`: the row waits this long for company.
+    pub window: Option<Duration>,
 }
 
 impl Router {
@@ -69,6 +71,7 @@ impl Router {
                     out.push(Routed {
                         notifier: notifier.clone(),
                         group_key: group_key.clone(),
+                        window: route.group_window,
                     });
                 }
             }
@@ -219,6 +222,7 @@ async fn apply(
                         event: &outcome_for_store.events[*i],
                         notifier: &r.notifier,
                         group_key: r.group_key.as_deref(),
+                        not_before: r.window.map(|w| now + w),
                     })
                     .collect();
                 s.commit_cycle(&t, &outcome_for_store, &deliveries, now)

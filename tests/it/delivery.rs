@@ -59,6 +59,7 @@ fn queued_store(dir: &std::path::Path) -> Store {
         event: &outcome.events[0],
         notifier: "hook",
         group_key: None,
+        not_before: None,
     }];
     store
         .commit_cycle(&target, &outcome, &deliveries, now)

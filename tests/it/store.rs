@@ -48,6 +48,7 @@ fn route<'a>(events: &'a [Event], notifiers: &'a [&'a str]) -> Vec<Delivery<'a>>
                 event,
                 notifier,
                 group_key: None,
+                not_before: None,
             })
         })
         .collect()
@@ -248,11 +249,13 @@ fn a_cycle_that_fails_midway_writes_nothing() {
             event,
             notifier: "chat",
             group_key: None,
+            not_before: None,
         },
         Delivery {
             event,
             notifier: "",
             group_key: None,
+            not_before: None,
         },
     ];
     let err = store
@@ -536,11 +539,13 @@ fn make_state_v1() {
                         event,
                         notifier: "chat",
                         group_key: event.job_id.as_deref(),
+                        not_before: None,
                     },
                     Delivery {
                         event,
                         notifier: "log",
                         group_key: None,
+                        not_before: None,
                     },
                 ]
             })

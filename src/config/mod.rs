@@ -304,21 +304,11 @@ impl NotifierKind {
         }
     }
 
-    /// The receiver's documented limit, used when `rate_limit` is absent:
-    /// DingTalk 20/min per robot, WeCom 20/min per robot, Slack 1/s per
-    /// webhook, Discord 5 per 2 s per webhook, Feishu 100/min per bot.
+    /// The receiver's documented limit, used when `rate_limit` is absent
+    /// (e.g. DingTalk 20/min per robot, Slack 1/s per webhook).
     pub fn default_rate_limit(self) -> Option<RateLimit> {
-        let per_min = Duration::from_secs(60);
-        match self {
-            NotifierKind::Dingtalk | NotifierKind::Wecom => Some(RateLimit::new(20, per_min)),
-            NotifierKind::Slack => Some(RateLimit::new(1, Duration::from_secs(1))),
-            NotifierKind::Discord => Some(RateLimit::new(5, Duration::from_secs(2))),
-            NotifierKind::Feishu => Some(RateLimit::new(100, per_min)),
-            NotifierKind::Webhook
-            | NotifierKind::Teams
-            | NotifierKind::Email
-            | NotifierKind::Log => None,
-        }
+        // One source of truth: each notifier kind's file documents its limit.
+        crate::notify::default_rate(self.as_str()).map(|(count, per)| RateLimit::new(count, per))
     }
 
     /// How many deliveries run at once when `max_concurrency` is absent.

@@ -9,9 +9,15 @@ use crate::cloud::auth::{Credentials, PasswordCredentials, TokenSource};
 use crate::cloud::{Client, ClientSettings};
 use crate::config::{self, AuthConfig, Config, NotifierSettings};
 use crate::notify::Notifier;
+use crate::notify::dingtalk::DingTalkNotifier;
+use crate::notify::discord::DiscordNotifier;
 use crate::notify::dispatch::{DispatchSettings, Notifiers, Slot};
+use crate::notify::feishu::FeishuNotifier;
 use crate::notify::log::LogNotifier;
+use crate::notify::slack::SlackNotifier;
+use crate::notify::teams::TeamsNotifier;
 use crate::notify::webhook::WebhookNotifier;
+use crate::notify::wecom::WeComNotifier;
 use crate::retry::Backoff;
 use crate::watch::diff::DiffSettings;
 use crate::watch::poller::{Pace, Router};
@@ -83,6 +89,7 @@ pub fn notifiers(config: &Config) -> anyhow::Result<Notifiers> {
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("jobwatch/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let tz = config.delivery.timezone.clone();
         let notifier = match &cfg.settings {
             NotifierSettings::Log(_) => Notifier::Log(LogNotifier { name: name.clone() }),
             NotifierSettings::Webhook(w) => Notifier::Webhook(WebhookNotifier {
@@ -94,6 +101,38 @@ pub fn notifiers(config: &Config) -> anyhow::Result<Notifiers> {
                     .map(|(k, v)| (k.clone(), v.expose().to_owned()))
                     .collect(),
                 http,
+            }),
+            NotifierSettings::Feishu(c) => Notifier::Feishu(FeishuNotifier {
+                url: c.url.expose().clone(),
+                secret: c.secret.clone(),
+                http,
+                tz,
+            }),
+            NotifierSettings::Dingtalk(c) => Notifier::DingTalk(DingTalkNotifier {
+                url: c.url.expose().clone(),
+                secret: c.secret.clone(),
+                http,
+                tz,
+            }),
+            NotifierSettings::Wecom(c) => Notifier::WeCom(WeComNotifier {
+                url: c.url.expose().clone(),
+                http,
+                tz,
+            }),
+            NotifierSettings::Slack(c) => Notifier::Slack(SlackNotifier {
+                url: c.url.expose().clone(),
+                http,
+                tz,
+            }),
+            NotifierSettings::Discord(c) => Notifier::Discord(DiscordNotifier {
+                url: c.url.expose().clone(),
+                http,
+                tz,
+            }),
+            NotifierSettings::Teams(c) => Notifier::Teams(TeamsNotifier {
+                url: c.url.expose().clone(),
+                http,
+                tz,
             }),
             other => anyhow::bail!(
                 "notifiers.{name}: kind {:?} is not supported by this build yet",

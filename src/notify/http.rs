@@ -6,6 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
 
+use url::Url;
+
+use super::Attempt;
 use crate::retry::{Retryable, Verdict, parse_retry_after};
 
 /// The receiver's answer, read whole (bounded) so its words can be kept.
@@ -84,6 +87,63 @@ pub fn classify_transport(error: &reqwest::Error) -> Verdict {
     Verdict::Retry(Retryable::new(message))
 }
 
+/// Posts `body` as JSON to `url` and judges the answer with `classify`,
+/// the one send path of every chat kind. Nothing that names the URL
+/// reaches the attempt's text (see [`transport_failure`]).
+pub async fn post_json(
+    http: &reqwest::Client,
+    url: &Url,
+    body: &serde_json::Value,
+    classify: impl Fn(&HttpAnswer) -> Verdict,
+) -> Attempt {
+    match http.post(url.clone()).json(body).send().await {
+        Ok(response) => {
+            let mut answer = HttpAnswer::read(response).await;
+            // An unreadable body's error text names the URL.
+            answer.body = scrub(&answer.body, url);
+            Attempt {
+                verdict: classify(&answer),
+                answer: answer.describe(),
+            }
+        }
+        Err(error) => transport_failure(error, url),
+    }
+}
+
+/// The attempt for a request that got no answer. reqwest's errors name the
+/// URL, and a chat webhook's URL is its credential (WeCom's `?key=`, the
+/// token in Slack's and Discord's paths), so the URL is stripped from the
+/// error and, in case a source error repeats it, scrubbed from the text.
+pub fn transport_failure(error: reqwest::Error, url: &Url) -> Attempt {
+    let verdict = match classify_transport(&error.without_url()) {
+        Verdict::Retry(mut r) => {
+            r.reason = scrub(&r.reason, url);
+            Verdict::Retry(r)
+        }
+        Verdict::DontRetry(reason) => Verdict::DontRetry(scrub(&reason, url)),
+        Verdict::Success => Verdict::Success,
+    };
+    let answer = match &verdict {
+        Verdict::Retry(r) => r.reason.clone(),
+        Verdict::DontRetry(reason) => reason.clone(),
+        Verdict::Success => "sent".to_owned(),
+    };
+    Attempt { verdict, answer }
+}
+
+/// Removes the URL and its secret-bearing parts (path, query) from `text`.
+pub fn scrub(text: &str, url: &Url) -> String {
+    let mut out = text.replace(url.as_str(), "<webhook url>");
+    let path = url.path();
+    if path.len() > 1 {
+        out = out.replace(path, "/<redacted>");
+    }
+    if let Some(query) = url.query().filter(|q| !q.is_empty()) {
+        out = out.replace(query, "<redacted>");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +166,15 @@ mod tests {
             classify_status(&answer(400)),
             Verdict::DontRetry("HTTP 400: nope".into())
         );
+    }
+
+    #[test]
+    fn scrub_removes_keys() {
+        let url: Url = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=s3cr3t"
+            .parse()
+            .expect("a valid literal");
+        let text = format!("error sending request for url ({url}): key=s3cr3t");
+        let clean = scrub(&text, &url);
+        assert!(!clean.contains("s3cr3t"), "{clean}");
     }
 }

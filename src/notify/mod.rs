@@ -1,10 +1,19 @@
 //! Delivery: the notifier kinds and what a delivery attempt means. Only this
 //! module talks to receivers; the outbox (in `store`) decides when.
 
+pub mod dingtalk;
+pub mod discord;
 pub mod dispatch;
+pub mod feishu;
 pub mod http;
 pub mod log;
+pub mod slack;
+pub mod teams;
+pub mod text;
 pub mod webhook;
+pub mod wecom;
+
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -42,6 +51,12 @@ pub struct Attempt {
 pub enum Notifier {
     Log(log::LogNotifier),
     Webhook(webhook::WebhookNotifier),
+    Feishu(feishu::FeishuNotifier),
+    DingTalk(dingtalk::DingTalkNotifier),
+    WeCom(wecom::WeComNotifier),
+    Slack(slack::SlackNotifier),
+    Discord(discord::DiscordNotifier),
+    Teams(teams::TeamsNotifier),
 }
 
 impl Notifier {
@@ -49,6 +64,27 @@ impl Notifier {
         match self {
             Notifier::Log(n) => n.send(message),
             Notifier::Webhook(n) => n.send(message).await,
+            Notifier::Feishu(n) => n.send(message).await,
+            Notifier::DingTalk(n) => n.send(message).await,
+            Notifier::WeCom(n) => n.send(message).await,
+            Notifier::Slack(n) => n.send(message).await,
+            Notifier::Discord(n) => n.send(message).await,
+            Notifier::Teams(n) => n.send(message).await,
         }
+    }
+}
+
+/// The default pace of a notifier kind, by its config name: at most `n`
+/// messages per period, as its receiver documents. `None` for kinds with no
+/// receiver-imposed limit (or unknown names).
+pub fn default_rate(kind: &str) -> Option<(u32, Duration)> {
+    match kind {
+        "feishu" => Some(feishu::DEFAULT_RATE),
+        "dingtalk" => Some(dingtalk::DEFAULT_RATE),
+        "wecom" => Some(wecom::DEFAULT_RATE),
+        "slack" => Some(slack::DEFAULT_RATE),
+        "discord" => Some(discord::DEFAULT_RATE),
+        "teams" => Some(teams::DEFAULT_RATE),
+        _ => None,
     }
 }

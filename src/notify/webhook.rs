@@ -7,7 +7,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use url::Url;
 
-use super::http::{HttpAnswer, classify_status, classify_transport};
+use super::http::{HttpAnswer, classify_status, scrub, transport_failure};
 use super::{Attempt, Message};
 use crate::secret::Secret;
 
@@ -44,19 +44,16 @@ impl WebhookNotifier {
         }
         match request.body(body).send().await {
             Ok(response) => {
-                let answer = HttpAnswer::read(response).await;
+                let mut answer = HttpAnswer::read(response).await;
+                // An unreadable body's error text names the URL, which may
+                // carry a token.
+                answer.body = scrub(&answer.body, &self.url);
                 Attempt {
                     verdict: classify_status(&answer),
                     answer: answer.describe(),
                 }
             }
-            Err(e) => {
-                let verdict = classify_transport(&e);
-                Attempt {
-                    answer: format!("{verdict:?}"),
-                    verdict,
-                }
-            }
+            Err(e) => transport_failure(e, &self.url),
         }
     }
 }

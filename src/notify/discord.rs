@@ -1,0 +1,103 @@
+//! The `discord` kind (execute webhook): one embed, no mentions; 2xx is
+//! success, and a 429's body `retry_after` (seconds) pauses the notifier.
+
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+use serde_json::{Value, json};
+use url::Url;
+
+use super::http::{HttpAnswer, classify_status};
+use super::text::{self, Tone};
+use super::{Attempt, Message};
+use crate::retry::{Retryable, Verdict};
+
+/// Documented: message `content` is at most 2000 characters. We send the
+/// text as an embed instead (more room, a colour), and leave `content` out.
+pub const CONTENT_LIMIT_CHARS: usize = 2000;
+/// Documented: an embed's description is at most 4096 characters.
+pub const DESCRIPTION_LIMIT_CHARS: usize = 4096;
+/// Documented: an embed's title is at most 256 characters.
+pub const TITLE_LIMIT_CHARS: usize = 256;
+/// Documented: all embeds of a message total at most 6000 characters.
+pub const EMBEDS_TOTAL_LIMIT_CHARS: usize = 6000;
+
+/// Discord asks clients to follow its rate-limit headers rather than a
+/// fixed figure; 30 a minute per webhook is the commonly observed channel
+/// limit, and every 429's `retry_after` is honoured on top.
+pub const DEFAULT_RATE: (u32, Duration) = (30, Duration::from_secs(60));
+
+const FOOTER: &str = "jobwatch";
+
+#[derive(Debug, Clone)]
+pub struct DiscordNotifier {
+    /// `https://discord.com/api/webhooks/{id}/{token}`: the path is the credential.
+    pub url: Url,
+    pub http: reqwest::Client,
+    pub tz: TimeZone,
+}
+
+impl DiscordNotifier {
+    pub async fn send(&self, message: &Message) -> Attempt {
+        super::http::post_json(&self.http, &self.url, &self.body(message), classify).await
+    }
+
+    /// `{"allowed_mentions":{"parse":[]},"embeds":[{title, description, color}]}`.
+    /// Lengths are counted in UTF-16 units, never fewer than Discord's
+    /// characters.
+    pub fn body(&self, message: &Message) -> Value {
+        let title = text::clip(&text::title(message), TITLE_LIMIT_CHARS);
+        let lines: Vec<String> = match message.events.as_slice() {
+            [one] if message.group.is_none() => text::fields(one, &self.tz)
+                .into_iter()
+                .map(|(label, value)| format!("**{label}:** {value}"))
+                .collect(),
+            _ => text::lines(message, &self.tz),
+        };
+        let total_left = EMBEDS_TOTAL_LIMIT_CHARS - text::utf16(&title) - text::utf16(FOOTER);
+        let budget = DESCRIPTION_LIMIT_CHARS.min(total_left);
+        let description = text::fit_joined(&lines, budget, text::utf16);
+        let color = match text::tone(message) {
+            Tone::Alert => 0xE7_4C_3C,
+            Tone::Warning => 0xF3_9C_12,
+            Tone::Good => 0x2E_CC_71,
+            Tone::Info => 0x34_98_DB,
+        };
+        json!({
+            // Text from the API must not ping @everyone or anyone else.
+            "allowed_mentions": {"parse": []},
+            "embeds": [{
+                "title": title,
+                "description": description,
+                "color": color,
+                "footer": {"text": FOOTER},
+            }],
+        })
+    }
+}
+
+/// 2xx (204, or 200 with `?wait=true`) is success. A 429 names its wait in
+/// the body (`{"retry_after": 1.5, "global": false}`, seconds), which wins
+/// over the header; other statuses follow the generic rule.
+pub fn classify(answer: &HttpAnswer) -> Verdict {
+    if answer.status == 429 {
+        let body: Option<Value> = serde_json::from_str(&answer.body).ok();
+        let wait = body
+            .as_ref()
+            .and_then(|b| b.get("retry_after"))
+            .and_then(Value::as_f64)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .or(answer.retry_after);
+        let global = body
+            .as_ref()
+            .and_then(|b| b.get("global"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let scope = if global { "global" } else { "webhook" };
+        return Verdict::Retry(Retryable::throttled(
+            format!("Discord {scope} rate limit: {}", answer.describe()),
+            wait,
+        ));
+    }
+    classify_status(answer)
+}

@@ -1,0 +1,102 @@
+//! The `teams` kind (a Power Automate "Workflows" webhook): an Adaptive Card
+//! 1.4 in a `message` envelope; 2xx (usually 202 Accepted) is success.
+
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+use serde_json::{Value, json};
+use url::Url;
+
+use super::http::{HttpAnswer, classify_status};
+use super::text::{self, Tone};
+use super::{Attempt, Message};
+use crate::retry::Verdict;
+
+/// Documented: a posted message is limited to about 28 KB ("Request Entity
+/// too large" beyond). Users report rejections below it, so we keep the
+/// serialized body to 24,000 bytes.
+pub const BODY_LIMIT_BYTES: usize = 24_000;
+
+/// Documented for Teams webhooks: more than four requests a second are
+/// throttled.
+pub const DEFAULT_RATE: (u32, Duration) = (4, Duration::from_secs(1));
+
+#[derive(Debug, Clone)]
+pub struct TeamsNotifier {
+    /// The Workflows trigger URL; its `sig=` query is the credential.
+    pub url: Url,
+    pub http: reqwest::Client,
+    pub tz: TimeZone,
+}
+
+impl TeamsNotifier {
+    pub async fn send(&self, message: &Message) -> Attempt {
+        super::http::post_json(&self.http, &self.url, &self.body(message), classify).await
+    }
+
+    /// `{"type":"message","attachments":[{"contentType":
+    /// "application/vnd.microsoft.card.adaptive","content":{AdaptiveCard}}]}`,
+    /// at most [`BODY_LIMIT_BYTES`].
+    pub fn body(&self, message: &Message) -> Value {
+        let lines: Vec<String> = match message.events.as_slice() {
+            [one] if message.group.is_none() => text::fields(one, &self.tz)
+                .into_iter()
+                .map(|(label, value)| format!("**{label}:** {value}"))
+                .collect(),
+            // A markdown list: bare lines would run into one paragraph.
+            _ => text::lines(message, &self.tz)
+                .into_iter()
+                .map(|l| format!("- {l}"))
+                .collect(),
+        };
+        let overhead = envelope(message, "").to_string().len();
+        let budget = BODY_LIMIT_BYTES.saturating_sub(overhead);
+        let content = text::fit_joined(&lines, budget, text::json_bytes);
+        envelope(message, &content)
+    }
+}
+
+fn envelope(message: &Message, content: &str) -> Value {
+    let (style, colour) = match text::tone(message) {
+        Tone::Alert => ("attention", "attention"),
+        Tone::Warning => ("warning", "warning"),
+        Tone::Good => ("good", "good"),
+        Tone::Info => ("emphasis", "default"),
+    };
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "msteams": {"width": "Full"},
+                "body": [
+                    {
+                        "type": "Container",
+                        "style": style,
+                        "bleed": true,
+                        "items": [{
+                            "type": "TextBlock",
+                            "text": text::clip(&text::title(message), 200),
+                            "weight": "Bolder",
+                            "size": "Medium",
+                            "color": colour,
+                            "wrap": true,
+                        }],
+                    },
+                    {"type": "TextBlock", "text": content, "wrap": true},
+                    {"type": "TextBlock", "text": "jobwatch", "isSubtle": true, "size": "Small"},
+                ],
+            },
+        }],
+    })
+}
+
+/// 2xx (202 Accepted from Workflows) is success; the rest follows the
+/// generic rule (429 throttles, 5xx retries, other 4xx are permanent).
+pub fn classify(answer: &HttpAnswer) -> Verdict {
+    classify_status(answer)
+}

@@ -1,0 +1,430 @@
+//! What the chat kinds say: one line per event, a title for a single event
+//! or a group, the fields of a focused message, and [`fit`], which cuts a
+//! list of lines to a receiver's size limit with "… and N more".
+//!
+//! Everything here is pure, so every kind renders the same words and tests
+//! can pin them; each kind only adds its receiver's markup. The few helpers
+//! at the end turn a failed request into an [`Attempt`] with no secret in it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use jiff::tz::TimeZone;
+
+use super::Message;
+use crate::cloud::model::{ApiTime, Status};
+use crate::watch::event::{Event, EventKind};
+
+/// An error message longer than this (in chars) is clipped in event lines:
+/// one verbose sub-job must not push its neighbours out of a group.
+pub const MAX_ERROR_CHARS: usize = 200;
+
+/// How a message should look: the kinds map it to a colour or an emoji.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tone {
+    /// Progress or anything not better described (blue).
+    Info,
+    /// Everything succeeded (green).
+    Good,
+    /// Something is stuck (orange).
+    Warning,
+    /// Something failed: FAILED or ABNORMAL (red).
+    Alert,
+}
+
+/// Failures and stuck sub-jobs stand out.
+pub fn is_loud(event: &Event) -> bool {
+    event.kind == EventKind::Stuck || event.to.as_ref().is_some_and(Status::is_failure)
+}
+
+pub fn tone_of(event: &Event) -> Tone {
+    match (&event.kind, &event.to) {
+        (_, Some(to)) if to.is_failure() => Tone::Alert,
+        (EventKind::Stuck, _) => Tone::Warning,
+        (EventKind::Vanished, _) => Tone::Info,
+        (_, Some(Status::Success)) => Tone::Good,
+        _ => Tone::Info,
+    }
+}
+
+/// The loudest tone of a message, except that a group is only "good" when
+/// every event in it succeeded.
+pub fn tone(message: &Message) -> Tone {
+    let tones: Vec<Tone> = message.events.iter().map(tone_of).collect();
+    let loudest = tones.iter().copied().max().unwrap_or(Tone::Info);
+    if loudest == Tone::Good && tones.iter().any(|t| *t != Tone::Good) {
+        Tone::Info
+    } else {
+        loudest
+    }
+}
+
+pub fn emoji(tone: Tone) -> &'static str {
+    match tone {
+        Tone::Alert => "❌",
+        Tone::Warning => "⏳",
+        Tone::Good => "✅",
+        Tone::Info => "🔄",
+    }
+}
+
+/// `2026-11-29 10:40:43 +08:00`.
+pub fn format_time(at: jiff::Timestamp, tz: &TimeZone) -> String {
+    at.to_zoned_datetime(tz.clone())
+        .strftime("%Y-%m-%d %H:%M:%S %:z")
+        .to_string()
+}
+
+/// An API time in the notifier's zone, or the API's text when it did not
+/// parse (never dropped: it may be the only clue).
+pub fn format_api_time(time: &ApiTime, tz: &TimeZone) -> String {
+    match time.parsed {
+        Some(at) => format_time(at, tz),
+        None => time.raw.clone(),
+    }
+}
+
+/// When the transition happened as far as we can tell: the sub-job's end
+/// for a terminal status, otherwise when jobwatch saw it.
+pub fn happened_at(event: &Event) -> jiff::Timestamp {
+    let terminal = event.to.as_ref().is_some_and(Status::is_terminal);
+    match (&event.end_time, terminal) {
+        (
+            Some(ApiTime {
+                parsed: Some(at), ..
+            }),
+            true,
+        ) => *at,
+        _ => event.observed_at,
+    }
+}
+
+/// `FAILED`, `stuck in RUNNING`, `vanished (was RUNNING)`.
+fn what(event: &Event) -> String {
+    let status = |s: &Option<Status>| s.as_ref().map_or("?", Status::as_str).to_owned();
+    match event.kind {
+        EventKind::Stuck => format!("stuck in {}", status(&event.to)),
+        EventKind::Vanished => format!("vanished (was {})", status(&event.from)),
+        EventKind::Appeared | EventKind::Changed => status(&event.to),
+    }
+}
+
+/// The resource's name, its id, or at least the sub-job's id.
+pub fn subject(event: &Event) -> &str {
+    event
+        .resource_name
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .or(event.resource_id.as_deref().filter(|s| !s.is_empty()))
+        .unwrap_or(&event.sub_job_id)
+}
+
+/// `WKS.00129901: message`, clipped; `None` when the API gave neither.
+pub fn error_text(event: &Event) -> Option<String> {
+    let code = event.error_code.as_deref().filter(|s| !s.is_empty());
+    let message = event
+        .error_message
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|m| clip(m, MAX_ERROR_CHARS));
+    match (code, message) {
+        (Some(c), Some(m)) => Some(format!("{c}: {m}")),
+        (Some(c), None) => Some(c.to_owned()),
+        (None, Some(m)) => Some(m),
+        (None, None) => None,
+    }
+}
+
+/// The headline of one event:
+/// `❌ CREATE_SERVER FAILED on APS-20220902093902-AYOASWQDEJ`.
+pub fn headline(event: &Event) -> String {
+    format!(
+        "{} {} {} on {}",
+        emoji(tone_of(event)),
+        event.job_type,
+        what(event),
+        subject(event)
+    )
+}
+
+/// One line per event, as a group lists them:
+/// `❌ CREATE_SERVER FAILED on APS-… (WKS.00129901: …) project p1 at 2026-11-29 10:40:43 +08:00`.
+pub fn event_line(event: &Event, tz: &TimeZone) -> String {
+    let mut line = headline(event);
+    if let Some(error) = error_text(event) {
+        let _ = write!(line, " ({error})");
+    }
+    let _ = write!(
+        line,
+        " project {} at {}",
+        event.project_id,
+        format_time(happened_at(event), tz)
+    );
+    line
+}
+
+/// The labelled facts of a focused (single-event) message, in reading order.
+pub fn fields(event: &Event, tz: &TimeZone) -> Vec<(&'static str, String)> {
+    let status = |s: &Option<Status>| s.as_ref().map_or("—", Status::as_str).to_owned();
+    let mut out = vec![
+        ("Job type", event.job_type.to_string()),
+        (
+            "Transition",
+            format!(
+                "{} → {} ({})",
+                status(&event.from),
+                status(&event.to),
+                event.kind
+            ),
+        ),
+        ("Resource", subject(event).to_owned()),
+    ];
+    if let Some(error) = error_text(event) {
+        out.push(("Error", error));
+    }
+    out.push(("Project", event.project_id.clone()));
+    if let Some(job) = &event.job_id {
+        out.push(("Job", job.clone()));
+    }
+    out.push(("Sub-job", event.sub_job_id.clone()));
+    if let Some(t) = &event.begin_time {
+        out.push(("Began", format_api_time(t, tz)));
+    }
+    if let Some(t) = &event.end_time {
+        out.push(("Ended", format_api_time(t, tz)));
+    }
+    out.push(("Observed", format_time(event.observed_at, tz)));
+    out.push(("Event id", event.event_id.clone()));
+    out
+}
+
+/// What a whole group amounts to, per job type in first-seen order:
+/// `CREATE_SERVER: 18 SUCCESS, 2 FAILED`. Stuck and vanished sub-jobs are
+/// counted by what happened to them, not by their status.
+pub fn summary(events: &[Event]) -> String {
+    #[derive(PartialEq, Eq, PartialOrd, Ord)]
+    enum Bucket<'a> {
+        To(&'a Status),
+        Stuck,
+        Vanished,
+    }
+    let mut order: Vec<&str> = Vec::new();
+    let mut counts: BTreeMap<&str, BTreeMap<Bucket<'_>, usize>> = BTreeMap::new();
+    for e in events {
+        let job_type = e.job_type.as_str();
+        if !order.contains(&job_type) {
+            order.push(job_type);
+        }
+        let bucket = match (&e.kind, &e.to) {
+            (EventKind::Stuck, _) => Bucket::Stuck,
+            (EventKind::Vanished, _) | (_, None) => Bucket::Vanished,
+            (_, Some(to)) => Bucket::To(to),
+        };
+        *counts
+            .entry(job_type)
+            .or_default()
+            .entry(bucket)
+            .or_default() += 1;
+    }
+    let parts: Vec<String> = order
+        .iter()
+        .map(|job_type| {
+            let by: Vec<String> = counts[job_type]
+                .iter()
+                .map(|(bucket, n)| match bucket {
+                    Bucket::To(s) => format!("{n} {s}"),
+                    Bucket::Stuck => format!("{n} stuck"),
+                    Bucket::Vanished => format!("{n} vanished"),
+                })
+                .collect();
+            format!("{job_type}: {}", by.join(", "))
+        })
+        .collect();
+    parts.join("; ")
+}
+
+/// The title of a message: the headline of a single event, or the emoji
+/// and summary of a group (naming the parent job when grouped by it).
+pub fn title(message: &Message) -> String {
+    match message.events.as_slice() {
+        [] => "jobwatch: no events".to_owned(),
+        [one] if message.group.is_none() => headline(one),
+        events => {
+            let job = common_job(events).filter(|job| {
+                message
+                    .group
+                    .as_ref()
+                    .is_some_and(|g| g.key == *job || g.key == "job_id")
+            });
+            let summary = summary(events);
+            match job {
+                Some(job) => format!("{} job {job}: {summary}", emoji(tone(message))),
+                None => format!("{} {summary}", emoji(tone(message))),
+            }
+        }
+    }
+}
+
+/// The parent job every event shares, if they share one.
+fn common_job(events: &[Event]) -> Option<&str> {
+    let first = events.first()?.job_id.as_deref()?;
+    events
+        .iter()
+        .all(|e| e.job_id.as_deref() == Some(first))
+        .then_some(first)
+}
+
+/// The event lines of a message in the notifier's zone.
+pub fn lines(message: &Message, tz: &TimeZone) -> Vec<String> {
+    message.events.iter().map(|e| event_line(e, tz)).collect()
+}
+
+/// `… and 37 more`.
+pub fn and_more(n: usize) -> String {
+    format!("… and {n} more")
+}
+
+/// Keeps the longest prefix of `lines` that fits `budget` when joined by
+/// `"\n"`, measured by `measure` (bytes, chars, JSON-escaped bytes: the
+/// receiver's unit). When not all fit, the second value is the line to add
+/// after them (`… and N more`, naming how many were left out), and the
+/// budget covers it too. Lines are never split: a group is cut between
+/// events. If not even the tail fits, nothing is kept and the tail is still
+/// returned — the caller's budget is wrong, and a short message beats none.
+pub fn fit<S: AsRef<str>>(
+    lines: &[S],
+    budget: usize,
+    measure: impl Fn(&str) -> usize,
+) -> (&[S], Option<String>) {
+    let sep = measure("\n");
+    let sizes: Vec<usize> = lines.iter().map(|l| measure(l.as_ref())).collect();
+    let all: usize = sizes.iter().sum::<usize>() + sep * lines.len().saturating_sub(1);
+    if all <= budget {
+        return (lines, None);
+    }
+    // `prefix` is the size of the first `k` lines joined; the tail for `k`
+    // names `n - k`, so its length shrinks as `k` grows. Take the largest
+    // `k` whose prefix and tail fit together.
+    let mut best = 0;
+    let mut prefix = 0usize;
+    for k in 0..lines.len() {
+        if k > 0 {
+            prefix += sep + sizes[k - 1];
+        }
+        if prefix > budget {
+            break;
+        }
+        let tail = measure(&and_more(lines.len() - k));
+        let joined = if k == 0 { tail } else { prefix + sep + tail };
+        if joined <= budget {
+            best = k;
+        }
+    }
+    (&lines[..best], Some(and_more(lines.len() - best)))
+}
+
+/// [`fit`], joined: the text to put in the message.
+pub fn fit_joined<S: AsRef<str>>(
+    lines: &[S],
+    budget: usize,
+    measure: impl Fn(&str) -> usize,
+) -> String {
+    let (kept, more) = fit(lines, budget, &measure);
+    let mut out: Vec<&str> = kept.iter().map(AsRef::as_ref).collect();
+    if let Some(more) = &more {
+        out.push(more);
+    }
+    out.join("\n")
+}
+
+/// Measures: UTF-8 bytes (WeCom, DingTalk).
+pub fn bytes(s: &str) -> usize {
+    s.len()
+}
+
+/// Measures: Unicode scalar values (Slack's "characters").
+pub fn chars(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// Measures: UTF-16 code units, what JavaScript's `length` counts. Discord
+/// limits "characters"; counting UTF-16 never undercounts those, so it is
+/// the safe reading.
+pub fn utf16(s: &str) -> usize {
+    s.encode_utf16().count()
+}
+
+/// Measures: the bytes `s` takes inside a JSON string (escapes included),
+/// for receivers whose limit is on the whole request body (Feishu, Teams).
+pub fn json_bytes(s: &str) -> usize {
+    // Serializing a `&str` cannot fail; minus the two quotes.
+    serde_json::to_string(s).map_or(s.len(), |j| j.len() - 2)
+}
+
+/// Cuts `s` to at most `max` chars, ending in `…` when cut.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("line {i:03}")).collect()
+    }
+
+    #[test]
+    fn fit_keeps_everything_that_fits() {
+        let l = lines(3);
+        let (kept, more) = fit(&l, 100, bytes);
+        assert_eq!(kept.len(), 3);
+        assert_eq!(more, None);
+        // Exactly the joined size fits: 3 × 8 + 2 separators.
+        assert_eq!(fit(&l, 26, bytes).0.len(), 3);
+    }
+
+    #[test]
+    fn fit_cuts_and_counts_what_it_left_out() {
+        let l = lines(100);
+        let budget = 200;
+        let text = fit_joined(&l, budget, bytes);
+        assert!(text.len() <= budget, "{} > {budget}", text.len());
+        let (kept, more) = fit(&l, budget, bytes);
+        assert_eq!(more, Some(and_more(100 - kept.len())));
+        assert!(text.ends_with(&and_more(100 - kept.len())));
+        // One more line would not have fitted.
+        let one_more = fit_joined(&l[..kept.len() + 1], usize::MAX, bytes).len()
+            + 1
+            + and_more(100 - kept.len() - 1).len();
+        assert!(one_more > budget);
+    }
+
+    #[test]
+    fn fit_measures_in_the_given_unit() {
+        let l = vec!["é".repeat(10); 10];
+        let (by_chars, _) = fit(&l, 60, chars);
+        let (by_bytes, _) = fit(&l, 60, bytes);
+        assert!(by_bytes.len() < by_chars.len());
+    }
+
+    #[test]
+    fn fit_with_a_tiny_budget_still_says_how_many() {
+        let l = lines(5);
+        let (kept, more) = fit(&l, 3, bytes);
+        assert!(kept.is_empty());
+        assert_eq!(more.as_deref(), Some("… and 5 more"));
+    }
+
+    #[test]
+    fn clip_marks_the_cut() {
+        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(clip("abc", 4), "abc");
+    }
+}

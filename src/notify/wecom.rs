@@ -1,0 +1,99 @@
+//! The `wecom` kind (WeCom group robot): markdown of at most 4096 UTF-8
+//! bytes; the key lives in the URL; success only with body `errcode == 0`.
+
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+use serde_json::{Value, json};
+use url::Url;
+
+use super::dingtalk::errcode;
+use super::http::{HttpAnswer, classify_status};
+use super::text::{self, Tone};
+use super::{Attempt, Message};
+use crate::retry::{Retryable, Verdict};
+
+/// Documented: markdown content at most 4096 bytes, UTF-8 (error 40058
+/// "markdown.content exceed max length 4096" otherwise).
+pub const CONTENT_LIMIT_BYTES: usize = 4096;
+
+/// Documented: at most 20 messages a minute per robot.
+pub const DEFAULT_RATE: (u32, Duration) = (20, Duration::from_secs(60));
+
+/// "api freq out of limit".
+pub const RATE_LIMITED_CODES: &[i64] = &[45009];
+
+/// "system busy": WeCom's global code for a transient failure, documented
+/// as worth a retry.
+pub const BUSY_CODE: i64 = -1;
+
+/// The limit is per minute; a throttled robot gets its next slot within one.
+pub const THROTTLE_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct WeComNotifier {
+    /// `…/cgi-bin/webhook/send?key=…`: the key is the credential.
+    pub url: Url,
+    pub http: reqwest::Client,
+    pub tz: TimeZone,
+}
+
+impl WeComNotifier {
+    pub async fn send(&self, message: &Message) -> Attempt {
+        super::http::post_json(&self.http, &self.url, &self.body(message), classify).await
+    }
+
+    /// `{"msgtype":"markdown","markdown":{"content"}}`, content at most
+    /// [`CONTENT_LIMIT_BYTES`].
+    pub fn body(&self, message: &Message) -> Value {
+        json!({"msgtype": "markdown", "markdown": {"content": self.content(message)}})
+    }
+
+    fn content(&self, message: &Message) -> String {
+        // WeCom markdown colours: warning (orange), info (green), comment (grey).
+        let colour = match text::tone(message) {
+            Tone::Alert | Tone::Warning => "warning",
+            Tone::Good => "info",
+            Tone::Info => "comment",
+        };
+        let title = text::clip(&text::title(message), 200);
+        let head = format!("**<font color=\"{colour}\">{title}</font>**\n");
+        let lines: Vec<String> = match message.events.as_slice() {
+            [one] if message.group.is_none() => text::fields(one, &self.tz)
+                .into_iter()
+                .map(|(label, value)| format!("> {label}: {value}"))
+                .collect(),
+            _ => text::lines(message, &self.tz),
+        };
+        let budget = CONTENT_LIMIT_BYTES.saturating_sub(head.len());
+        head + &text::fit_joined(&lines, budget, text::bytes)
+    }
+}
+
+/// Success only with `errcode == 0`; 45009 is a throttle and -1 a transient
+/// failure; any other code (93000 "invalid webhook url", 40058 too long…)
+/// is permanent.
+pub fn classify(answer: &HttpAnswer) -> Verdict {
+    let code = errcode(&answer.body);
+    match code {
+        Some(c) if RATE_LIMITED_CODES.contains(&c) => {
+            return Verdict::Retry(Retryable::throttled(
+                format!("WeCom rate limit (errcode {c}): {}", answer.describe()),
+                Some(answer.retry_after.unwrap_or(THROTTLE_WAIT)),
+            ));
+        }
+        Some(BUSY_CODE) => {
+            return Verdict::Retry(Retryable {
+                reason: format!("WeCom busy: {}", answer.describe()),
+                retry_after: answer.retry_after,
+                throttled: false,
+            });
+        }
+        _ => {}
+    }
+    match (answer.status, code) {
+        (200..=299, Some(0)) => Verdict::Success,
+        (200..=299, _) => Verdict::DontRetry(answer.describe()),
+        _ => classify_status(answer),
+    }
+}

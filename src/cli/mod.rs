@@ -8,6 +8,7 @@ pub mod check;
 pub mod demo;
 pub mod jobs;
 pub mod logging;
+pub mod notify_test;
 pub mod once;
 pub mod run;
 pub mod sim;
@@ -49,6 +50,8 @@ pub enum Command {
     Check,
     /// List sub-jobs straight from the API, every page.
     Jobs(jobs::JobsArgs),
+    /// Send a sample event to the named notifiers (all if none).
+    NotifyTest(notify_test::NotifyTestArgs),
     /// What is tracked, the outbox backlog, dead letters.
     State(state::StateArgs),
     /// The embedded Workspace API simulator.
@@ -72,6 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Once(args) => once::run(&cli, args).await,
         Command::Check => check::run(&cli).await,
         Command::Jobs(args) => jobs::run(&cli, args).await,
+        Command::NotifyTest(args) => notify_test::run(&cli, args).await,
         Command::State(args) => state::run(&cli, args).await,
         Command::Sim(args) => sim::run(args).await,
         Command::Demo(args) => demo::run(args).await,

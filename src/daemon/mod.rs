@@ -1,6 +1,7 @@
 //! The daemon: pollers per target, the dispatcher, the metrics server,
 //! signals and systemd, and reload — all tasks tracked, shutdown an argument.
 
+pub mod heartbeat;
 pub mod server;
 pub mod systemd;
 pub mod wiring;
@@ -24,6 +25,7 @@ use crate::notify::dispatch::Dispatcher;
 use crate::store::{SharedStore, Store};
 use crate::watch::Target;
 use crate::watch::poller::{Beat, CycleContext, poll_loop};
+use heartbeat::Heartbeat;
 use server::Health;
 use systemd::Systemd;
 
@@ -92,7 +94,14 @@ pub async fn run(
     }
 
     let liveness = Arc::new(Liveness::default());
-    let mut pollers = Pollers::start(&config, &store, &metrics, &dispatcher, &liveness)?;
+    let parts = Parts {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        dispatcher: dispatcher.clone(),
+        liveness: liveness.clone(),
+        services: services.clone(),
+    };
+    let mut pollers = Pollers::start(&config, &parts)?;
     spawn_gauges(&services, store.clone(), metrics.clone(), stop_all.clone());
     if let Some(every) = systemd.watchdog_interval() {
         spawn_watchdog(
@@ -131,7 +140,7 @@ pub async fn run(
                             Ok(notifiers) => {
                                 pollers.stop().await;
                                 dispatcher.replace(notifiers, wiring::dispatch_settings(&new));
-                                match Pollers::start(&new, &store, &metrics, &dispatcher, &liveness) {
+                                match Pollers::start(&new, &parts) {
                                     Ok(p) => {
                                         pollers = p;
                                         config = new;
@@ -140,7 +149,7 @@ pub async fn run(
                                     Err(e) => {
                                         tracing::error!(error = %format!("{e:#}"), "reload failed; restarting with the old configuration");
                                         dispatcher.replace(wiring::notifiers(&config)?, wiring::dispatch_settings(&config));
-                                        pollers = Pollers::start(&config, &store, &metrics, &dispatcher, &liveness)?;
+                                        pollers = Pollers::start(&config, &parts)?;
                                     }
                                 }
                             }
@@ -185,6 +194,16 @@ fn reload_config(source: &ReloadSource, _old: &Config) -> anyhow::Result<Config>
     Ok(loaded.config)
 }
 
+/// What every generation of pollers shares.
+struct Parts {
+    store: SharedStore,
+    metrics: Arc<Metrics>,
+    dispatcher: Arc<Dispatcher>,
+    liveness: Arc<Liveness>,
+    /// Heartbeat pings run here, so shutdown waits for them.
+    services: TaskTracker,
+}
+
 /// The running poll loops, stoppable as a set (reload replaces them).
 struct Pollers {
     stop: CancellationToken,
@@ -193,13 +212,22 @@ struct Pollers {
 }
 
 impl Pollers {
-    fn start(
-        config: &Config,
-        store: &SharedStore,
-        metrics: &Arc<Metrics>,
-        dispatcher: &Arc<Dispatcher>,
-        liveness: &Arc<Liveness>,
-    ) -> anyhow::Result<Pollers> {
+    fn start(config: &Config, parts: &Parts) -> anyhow::Result<Pollers> {
+        let Parts {
+            store,
+            metrics,
+            dispatcher,
+            liveness,
+            services,
+        } = parts;
+        let heartbeat = match &config.heartbeat {
+            Some(hb) => Some(Arc::new(Heartbeat::new(
+                hb.url.expose().clone(),
+                hb.every,
+                config.api.timeout,
+            )?)),
+            None => None,
+        };
         let ctx = Arc::new(CycleContext {
             client: Arc::new(wiring::client(config)?.with_metrics(metrics.clone())),
             store: store.clone(),
@@ -221,14 +249,21 @@ impl Pollers {
                 dispatcher.clone(),
                 liveness.clone(),
             );
+            let (heartbeat, services) = (heartbeat.clone(), services.clone());
             liveness.idle(&target);
             tracker.spawn(async move {
                 let live = liveness.clone();
                 poll_loop(ctx, target, pace, stop, move |target, beat| match beat {
                     Beat::CycleStarted => live.busy(target),
-                    Beat::CycleFinished { .. } => {
+                    Beat::CycleFinished { ok } => {
                         live.idle(target);
                         dispatcher.wake();
+                        if let Some(hb) = &heartbeat
+                            && hb.record(target, ok)
+                        {
+                            let hb = hb.clone();
+                            services.spawn(async move { hb.ping().await });
+                        }
                     }
                 })
                 .await

@@ -251,19 +251,68 @@ pub fn title(message: &Message) -> String {
         [] => "jobwatch: no events".to_owned(),
         [one] if message.group.is_none() => headline(one),
         events => {
+            // A per-job group (`group_by = "job_id"`) gets the digest; the
+            // router's key for those ends in the parent job id.
             let job = common_job(events).filter(|job| {
                 message
                     .group
                     .as_ref()
-                    .is_some_and(|g| g.key == *job || g.key == "job_id")
+                    .is_some_and(|g| g.key == *job || g.key.ends_with(&format!("/{job}")))
             });
-            let summary = summary(events);
             match job {
-                Some(job) => format!("{} job {job}: {summary}", emoji(tone(message))),
-                None => format!("{} {summary}", emoji(tone(message))),
+                Some(job) => format!("{} {}", emoji(tone(message)), digest(events, job)),
+                None => format!("{} {}", emoji(tone(message)), summary(events)),
             }
         }
     }
+}
+
+/// A parent job's digest:
+/// `CREATE_SERVER job 8f2d6a3b…: 18/20 succeeded, 2 FAILED (WKS.00129901)`.
+pub fn digest(events: &[Event], job: &str) -> String {
+    let mut job_types: Vec<&str> = Vec::new();
+    for e in events {
+        if !job_types.contains(&e.job_type.as_str()) {
+            job_types.push(e.job_type.as_str());
+        }
+    }
+    let short: String = if job.chars().count() > 8 {
+        format!("{}…", job.chars().take(8).collect::<String>())
+    } else {
+        job.to_owned()
+    };
+    let succeeded = events
+        .iter()
+        .filter(|e| e.to == Some(Status::Success))
+        .count();
+    let mut text = format!(
+        "{} job {short}: {succeeded}/{} succeeded",
+        job_types.join("+"),
+        events.len()
+    );
+    // Each other status entered, with the error codes seen for it.
+    let mut others: BTreeMap<&str, (usize, Vec<&str>)> = BTreeMap::new();
+    for e in events {
+        let status = match &e.to {
+            Some(Status::Success) => continue,
+            Some(to) => to.as_str(),
+            None => "VANISHED",
+        };
+        let entry = others.entry(status).or_default();
+        entry.0 += 1;
+        if let Some(code) = e.error_code.as_deref()
+            && !entry.1.contains(&code)
+        {
+            entry.1.push(code);
+        }
+    }
+    for (status, (n, codes)) in others {
+        let _ = write!(text, ", {n} {status}");
+        if !codes.is_empty() {
+            let _ = write!(text, " ({})", codes.join(", "));
+        }
+    }
+    text
 }
 
 /// The parent job every event shares, if they share one.
@@ -375,6 +424,36 @@ pub fn clip(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_group_reads_as_a_digest() {
+        let sample = crate::notify::sample_message().events.remove(0);
+        let events: Vec<Event> = (0..20)
+            .map(|i| {
+                let mut e = sample.clone();
+                e.sub_job_id = format!("sub-{i}");
+                if i < 18 {
+                    e.to = Some(Status::Success);
+                    e.error_code = None;
+                }
+                e
+            })
+            .collect();
+        let job = sample.job_id.clone().unwrap();
+        let message = Message {
+            id: "g".into(),
+            group: Some(crate::notify::GroupInfo {
+                id: "g".into(),
+                key: format!("routes[0]/{}/{job}", sample.project_id),
+                count: 20,
+            }),
+            events,
+        };
+        assert_eq!(
+            title(&message),
+            "❌ CREATE_SERVER job 8f2d6a3b…: 18/20 succeeded, 2 FAILED (WKS.00129901)"
+        );
+    }
 
     fn lines(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("line {i:03}")).collect()

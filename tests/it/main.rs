@@ -2,9 +2,11 @@
 
 mod chat;
 mod client;
+mod commands;
 mod config;
 mod delivery;
 mod diff;
+mod grouping;
 mod signer;
 mod sim;
 mod store;

@@ -173,6 +173,8 @@ async fn heartbeat_pings_after_healthy_cycles_and_falls_silent_while_polling_fai
     .await;
     let mut pings = Receiver::start(vec![]).await;
     let dir = tempfile::tempdir().unwrap();
+    // A free port for /metrics (the daemon binds it itself).
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let toml = format!(
         r#"
 [api]
@@ -192,6 +194,8 @@ job_types = ["CREATE_SERVER"]
 [heartbeat]
 url = "{}/ping/uuid-1234"
 every = "1s"
+[server]
+listen = "{metrics_addr}"
 "#,
         sim.url(),
         dir.path().join("state.db").display(),
@@ -214,6 +218,20 @@ every = "1s"
 
     let first = pings.next(Duration::from_secs(15)).await;
     assert_eq!(first.path, "/ping/uuid-1234");
+
+    // The probes and the metrics, while healthy.
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("http://{metrics_addr}{path}")).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    for needle in [
+        r#"jobwatch_polls_total{target="demo/CREATE_SERVER",result="ok"}"#,
+        r#"jobwatch_api_requests_total{status="200"}"#,
+        r#"jobwatch_tracked_sub_jobs{target="demo/CREATE_SERVER"} 2"#,
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
+    }
 
     // Every request fails from now on.
     sim.fault(json!({"fault":"status","status":503,"times":100000}))

@@ -17,7 +17,7 @@ use super::{GroupInfo, Message, Notifier};
 use crate::metrics::{DeliveryLabels, Metrics};
 use crate::ratelimit::RateLimiter;
 use crate::retry::{Backoff, Verdict};
-use crate::store::{OutboxRow, SharedStore};
+use crate::store::{OutboxRow, OutboxState, SharedStore};
 
 /// How often the outbox is looked at when nothing wakes the dispatcher:
 /// retries come due without anyone telling us.
@@ -163,6 +163,33 @@ impl Dispatcher {
 
     async fn deliver(self: Arc<Self>, rows: Vec<OutboxRow>) {
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        // The rows may be stale: the `due` read that produced them can run
+        // just before a previous delivery of one is recorded and dropped
+        // from `in_flight`, so it looked fresh. Now that `in_flight` holds
+        // them nobody else changes them: read them again and send only
+        // what is still pending and due.
+        let now = Timestamp::now();
+        let wanted = ids.clone();
+        let current = self
+            .store
+            .call(move |s| {
+                wanted
+                    .iter()
+                    .filter_map(|id| s.outbox_row(*id).transpose())
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await;
+        let rows = match current {
+            Ok(current) => current
+                .into_iter()
+                .filter(|r| r.state == OutboxState::Pending && r.next_attempt_at <= now)
+                .collect(),
+            Err(e) => {
+                // At least once: rather a possible repeat than a stall.
+                tracing::error!(error = %e, "cannot re-read outbox rows; delivering them as read");
+                rows
+            }
+        };
         self.deliver_batch(rows).await;
         {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());

@@ -2,6 +2,7 @@
 
 mod client;
 mod config;
+mod daemon;
 mod delivery;
 mod diff;
 mod signer;

@@ -15,7 +15,7 @@ use super::{Message, Notifier};
 use crate::metrics::{DeliveryLabels, Metrics};
 use crate::ratelimit::RateLimiter;
 use crate::retry::{Backoff, Verdict};
-use crate::store::{OutboxRow, SharedStore};
+use crate::store::{OutboxRow, OutboxState, SharedStore};
 
 /// How often the outbox is looked at when nothing wakes the dispatcher:
 /// retries come due without anyone telling us.
@@ -146,7 +146,26 @@ impl Dispatcher {
 
     async fn deliver(self: Arc<Self>, row: OutboxRow) {
         let id = row.id;
-        self.deliver_row(row).await;
+        // `row` may be stale. The `due` read that produced it can run just
+        // before this row's previous delivery is recorded and dropped from
+        // `in_flight`; then it looks fresh here and would go out a second
+        // time. Now that `in_flight` holds it, nobody else can change it:
+        // read it again and go only if it is still pending and due.
+        let now = Timestamp::now();
+        match self.store.call(move |s| s.outbox_row(id)).await {
+            Ok(Some(current))
+                if current.state == OutboxState::Pending && current.next_attempt_at <= now =>
+            {
+                self.deliver_row(current).await;
+            }
+            // Delivered, dead or rescheduled meanwhile: nothing to do.
+            Ok(_) => {}
+            Err(e) => {
+                // At least once: rather a possible repeat than a stall.
+                tracing::error!(error = %e, "cannot re-read an outbox row; delivering it as read");
+                self.deliver_row(row).await;
+            }
+        }
         self.in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -12,8 +12,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::support::{
-    Daemon, NotifySocket, Receiver, SIM_ERROR_CODE, Sim, daemon_config, eventually,
-    list_requests, outbox, wait_baselined,
+    Daemon, NotifySocket, Receiver, SIM_ERROR_CODE, Sim, daemon_config, eventually, list_requests,
+    outbox, wait_baselined,
 };
 
 /// Generous: a loaded 2-core machine builds other crates beside us.
@@ -39,15 +39,15 @@ async fn the_binary_signals_readiness_reloads_on_sighup_and_drains_on_sigterm() 
     let config = dir.path().join("jobwatch.toml");
     let hook = format!("{}/hook", receiver.url);
     let write_config = |job_types: &[&str]| {
-        std::fs::write(
-            &config,
-            daemon_config(&sim.url(), &hook, &state, job_types),
-        )
-        .unwrap()
+        std::fs::write(&config, daemon_config(&sim.url(), &hook, &state, job_types)).unwrap()
     };
     write_config(&["CREATE_SERVER"]);
     let mut notify = NotifySocket::bind(dir.path());
-    let mut daemon = Daemon::spawn(&config, Some(&notify.path), &dir.path().join("jobwatch.log"));
+    let mut daemon = Daemon::spawn(
+        &config,
+        Some(&notify.path),
+        &dir.path().join("jobwatch.log"),
+    );
 
     notify.expect("READY=1", WITHIN).await;
     wait_baselined(&state, "CREATE_SERVER", WITHIN).await;
@@ -220,7 +220,12 @@ async fn what_changed_while_the_daemon_was_down_is_reported_once_on_restart() {
     let expected = BTreeSet::from(
         [
             (failed.clone(), "changed", Some("WAITING"), "FAILED".into()),
-            (finished.clone(), "changed", Some("WAITING"), "SUCCESS".into()),
+            (
+                finished.clone(),
+                "changed",
+                Some("WAITING"),
+                "SUCCESS".into(),
+            ),
             (new_waiting.clone(), "appeared", None, "WAITING".into()),
             (new_failed.clone(), "appeared", None, "FAILED".into()),
         ]

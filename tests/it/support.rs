@@ -480,8 +480,7 @@ impl Recorder {
         let app = {
             let (got, delay_ms, in_flight) = (got.clone(), delay_ms.clone(), in_flight.clone());
             axum::Router::new().fallback(move |req: axum::extract::Request| {
-                let (got, delay_ms, in_flight) =
-                    (got.clone(), delay_ms.clone(), in_flight.clone());
+                let (got, delay_ms, in_flight) = (got.clone(), delay_ms.clone(), in_flight.clone());
                 async move {
                     in_flight.fetch_add(1, Ordering::SeqCst);
                     let _guard = InFlight(in_flight);

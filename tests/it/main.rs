@@ -2,6 +2,7 @@
 
 mod client;
 mod config;
+mod crash;
 mod daemon;
 mod delivery;
 mod diff;

@@ -12,8 +12,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::support::{
-    Daemon, NotifySocket, Receiver, SIM_ERROR_CODE, Sim, daemon_config, eventually, list_requests,
-    outbox, wait_baselined,
+    Daemon, NotifySocket, Receiver, Recorder, SIM_ERROR_CODE, Sim, daemon_config, eventually,
+    list_requests, outbox, wait_baselined,
 };
 
 /// Generous: a loaded 2-core machine builds other crates beside us.
@@ -249,4 +249,66 @@ async fn what_changed_while_the_daemon_was_down_is_reported_once_on_restart() {
         .map(|r| r.json())
         .collect();
     assert!(extra.is_empty(), "unexpected deliveries: {extra:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_delivery_under_way_finish_and_a_second_signal_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimOptions::default()).await;
+    let recorder = Recorder::start().await;
+    let jobs = sim.create_waiting("CREATE_SERVER", 2).await;
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("jobwatch.toml");
+    std::fs::write(
+        &config,
+        daemon_config(
+            &sim.url(),
+            &format!("{}/hook", recorder.url),
+            &state,
+            &["CREATE_SERVER"],
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("jobwatch.log");
+    let mut notify = NotifySocket::bind(dir.path());
+    let in_flight = |n: usize| {
+        let recorder = &recorder;
+        move || async move { (recorder.in_flight() >= n).then_some(()) }
+    };
+
+    // A delivery under way when SIGTERM comes is finished and recorded
+    // (shutdown_grace is 5 s, the receiver takes 2 s).
+    let mut daemon = Daemon::spawn(&config, Some(&notify.path), &log);
+    notify.expect("READY=1", WITHIN).await;
+    wait_baselined(&state, "CREATE_SERVER", WITHIN).await;
+    recorder.set_delay(Duration::from_secs(2));
+    sim.set_status(&jobs[0], "FAILED").await;
+    eventually(WITHIN, "a delivery in flight", in_flight(1)).await;
+    daemon.signal("TERM");
+    let status = daemon.exit_status(WITHIN).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(recorder.received().len(), 1);
+    assert_eq!(
+        outbox(&state).await,
+        (0, 0),
+        "the delivery was recorded, so no restart will send it again"
+    );
+
+    // One that outlasts the grace: a second SIGTERM ends the process at
+    // once (exit 1 rather than the drained 0), and the row stays owed.
+    recorder.set_delay(Duration::from_secs(60));
+    let mut daemon = Daemon::spawn(&config, Some(&notify.path), &log);
+    notify.expect("READY=1", WITHIN).await;
+    sim.set_status(&jobs[1], "FAILED").await;
+    eventually(WITHIN, "a second delivery in flight", in_flight(1)).await;
+    daemon.signal("TERM");
+    notify.expect("STOPPING=1", WITHIN).await;
+    daemon.signal("TERM");
+    let status = daemon.exit_status(WITHIN).await;
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    assert_eq!(
+        outbox(&state).await,
+        (1, 0),
+        "still pending for the next run"
+    );
 }

@@ -4,6 +4,8 @@ mod chat;
 mod client;
 mod commands;
 mod config;
+mod crash;
+mod daemon;
 mod delivery;
 mod diff;
 mod grouping;

@@ -198,3 +198,414 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+// ---- The daemon as a process, and what it tells systemd ----------------
+
+/// A daemon config for tests: the simulator at `api`, one webhook notifier
+/// `hook` at `hook_url`, `appeared` and `changed` routed to it, 1 s polls
+/// (the minimum) and the `demo` project watched for `job_types`.
+pub fn daemon_config(
+    api: &str,
+    hook_url: &str,
+    state: &std::path::Path,
+    job_types: &[&str],
+) -> String {
+    let job_types: Vec<String> = job_types.iter().map(|t| format!("{t:?}")).collect();
+    format!(
+        r#"[api]
+endpoint = "{api}"
+max_requests_per_minute = 6000
+timeout = "10s"
+
+[auth]
+method = "none"
+
+[state]
+path = {state:?}
+
+[poll]
+interval = "1s"
+active_interval = "1s"
+
+[delivery]
+shutdown_grace = "5s"
+
+[log]
+level = "info,jobwatch=debug"
+
+[[targets]]
+project_id = "demo"
+job_types = [{job_types}]
+
+[notifiers.hook]
+kind = "webhook"
+url = "{hook_url}"
+max_concurrency = {HOOK_CONCURRENCY}
+
+[[routes]]
+notify = ["hook"]
+kinds = ["appeared", "changed"]
+"#,
+        job_types = job_types.join(", "),
+    )
+}
+
+/// `max_concurrency` of the `hook` notifier in [`daemon_config`]: at most
+/// this many deliveries can be under way when the daemon dies.
+pub const HOOK_CONCURRENCY: usize = 4;
+
+/// `jobwatch run -c CONFIG` as a child process, its stdout and stderr
+/// appended to one log file (shared by restarts). Killed when dropped; the
+/// log is printed if the test is failing.
+pub struct Daemon {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(
+        config: &std::path::Path,
+        notify_socket: Option<&std::path::Path>,
+        log: &std::path::Path,
+    ) -> Daemon {
+        use std::process::{Command, Stdio};
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("daemon log file");
+        let err = out.try_clone().expect("daemon log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_jobwatch"));
+        command
+            .arg("run")
+            .arg("-c")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        // Hermetic: nothing from the test runner's environment (a systemd
+        // unit, JOBWATCH_ overrides, RUST_LOG) may change what runs.
+        for (name, _) in std::env::vars_os() {
+            let name_str = name.to_string_lossy();
+            if name_str.starts_with("JOBWATCH_")
+                || name_str.starts_with("HUAWEICLOUD_SDK_")
+                || ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "RUST_LOG"]
+                    .contains(&name_str.as_ref())
+            {
+                command.env_remove(&name);
+            }
+        }
+        if let Some(socket) = notify_socket {
+            command.env("NOTIFY_SOCKET", socket);
+        }
+        let child = command.spawn().expect("spawn jobwatch run");
+        Daemon {
+            child,
+            log: log.to_owned(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`, …) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
+    /// SIGKILL, and reap the process: when this returns it is gone.
+    pub fn kill9(&mut self) {
+        // `Child::kill` is SIGKILL on Unix.
+        self.child.kill().expect("SIGKILL the daemon");
+        self.child.wait().expect("reap the daemon");
+    }
+
+    /// `None` while it runs.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("poll the daemon")
+    }
+
+    /// Its exit status, or a panic after `within`.
+    pub async fn exit_status(&mut self, within: Duration) -> std::process::ExitStatus {
+        eventually(within, "the daemon to exit", || {
+            let status = self.exited();
+            async move { status }
+        })
+        .await
+    }
+
+    /// Everything the daemon (and its restarts) logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- jobwatch log ({}) ----\n{}",
+                self.log.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// A `NOTIFY_SOCKET` the test owns: a datagram socket that collects what
+/// the daemon tells systemd.
+pub struct NotifySocket {
+    pub path: std::path::PathBuf,
+    socket: tokio::net::UnixDatagram,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &std::path::Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let socket = tokio::net::UnixDatagram::bind(&path).expect("bind NOTIFY_SOCKET");
+        NotifySocket { path, socket }
+    }
+
+    /// Reads datagrams until a line equal to `line` arrives; returns every
+    /// line read on the way, that one included. Panics after `within`.
+    pub async fn expect(&mut self, line: &str, within: Duration) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let n = tokio::time::timeout_at(deadline, self.socket.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("timed out after {within:?} waiting for {line:?}; got {lines:?}")
+                })
+                .expect("read NOTIFY_SOCKET");
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let mut found = false;
+            for l in text.lines() {
+                found |= l == line;
+                lines.push(l.to_owned());
+            }
+            if found {
+                return lines;
+            }
+        }
+    }
+}
+
+/// The daemon's state file, read beside it (SQLite allows a second
+/// connection): is the target baselined?
+pub async fn baselined(state: &std::path::Path, project: &str, job_type: &str) -> bool {
+    let (state, project, job_type) = (state.to_owned(), project.to_owned(), job_type.to_owned());
+    tokio::task::spawn_blocking(move || {
+        if !state.exists() {
+            return false;
+        }
+        let store = jobwatch::store::Store::open(&state).expect("open the state file");
+        let targets = store.targets().expect("list targets");
+        targets.iter().any(|t| {
+            t.baselined && t.target.project_id == project && t.target.job_type.as_str() == job_type
+        })
+    })
+    .await
+    .expect("store query")
+}
+
+/// `(pending, dead)` rows in the daemon's outbox.
+pub async fn outbox(state: &std::path::Path) -> (u64, u64) {
+    let state = state.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let store = jobwatch::store::Store::open(&state).expect("open the state file");
+        (
+            store.pending_count().expect("pending"),
+            store.dead_count().expect("dead"),
+        )
+    })
+    .await
+    .expect("store query")
+}
+
+/// Requests to the simulator's list endpoint so far.
+pub async fn list_requests(sim: &Sim) -> u64 {
+    sim.stats().await["by_path"][jobwatch::sim::LIST_PATH]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// A webhook receiver that records every request as it arrives (before
+/// answering) and answers 200 after a delay the test can change: a slow
+/// receiver keeps deliveries in flight.
+pub struct Recorder {
+    pub url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: CancellationToken,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Recorder {
+    pub async fn start() -> Recorder {
+        use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind recorder");
+        let url = format!("http://{}", listener.local_addr().expect("recorder addr"));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        /// Counts a request as in flight until its handler ends or is
+        /// dropped (the client went away).
+        struct InFlight(Arc<AtomicUsize>);
+        impl Drop for InFlight {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let app = {
+            let (got, delay_ms, in_flight) = (got.clone(), delay_ms.clone(), in_flight.clone());
+            axum::Router::new().fallback(move |req: axum::extract::Request| {
+                let (got, delay_ms, in_flight) = (got.clone(), delay_ms.clone(), in_flight.clone());
+                async move {
+                    in_flight.fetch_add(1, Ordering::SeqCst);
+                    let _guard = InFlight(in_flight);
+                    let (parts, body) = req.into_parts();
+                    let body = axum::body::to_bytes(body, 16 << 20)
+                        .await
+                        .unwrap_or_default();
+                    got.lock().unwrap().push(Received {
+                        path: parts.uri.path().to_owned(),
+                        headers: parts.headers,
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                        at: std::time::Instant::now(),
+                    });
+                    // A slow receiver, not synchronisation.
+                    let delay = delay_ms.load(Ordering::SeqCst);
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
+                    "ok"
+                }
+            })
+        };
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+        });
+        Recorder {
+            url,
+            got,
+            delay_ms,
+            in_flight,
+            stop,
+        }
+    }
+
+    /// Every request so far, in order of arrival.
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// Requests received and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Control-surface shorthands for the daemon tests (project `demo`).
+impl Sim {
+    /// Makes one parent job of `count` WAITING sub-jobs; returns their ids.
+    pub async fn create_waiting(&self, job_type: &str, count: u32) -> Vec<String> {
+        let made = self
+            .control(
+                reqwest::Method::POST,
+                "/sim/jobs",
+                serde_json::json!({"project_id": "demo", "job_type": job_type, "count": count, "status": "WAITING"}),
+            )
+            .await;
+        made["sub_job_ids"]
+            .as_array()
+            .expect("sub_job_ids")
+            .iter()
+            .map(|id| id.as_str().expect("an id").to_owned())
+            .collect()
+    }
+
+    /// Sets a sub-job's status; a FAILED one gets [`SIM_ERROR_CODE`].
+    pub async fn set_status(&self, id: &str, status: &str) {
+        let body = if status == "FAILED" {
+            serde_json::json!({"status": status, "error_code": SIM_ERROR_CODE, "error_message": "quota exceeded"})
+        } else {
+            serde_json::json!({ "status": status })
+        };
+        self.control(reqwest::Method::POST, &format!("/sim/jobs/{id}"), body)
+            .await;
+    }
+
+    /// Every true transition so far (`GET /sim/events`).
+    pub async fn events(&self) -> Vec<Value> {
+        match self
+            .control(reqwest::Method::GET, "/sim/events", Value::Null)
+            .await
+        {
+            Value::Array(events) => events,
+            other => panic!("/sim/events: {other}"),
+        }
+    }
+}
+
+/// The error code [`Sim::set_status`] gives failures.
+pub const SIM_ERROR_CODE: &str = "WKS.00129901";
+
+/// Waits until the daemon's state file shows `demo/{job_type}` baselined.
+pub async fn wait_baselined(state: &std::path::Path, job_type: &str, within: Duration) {
+    eventually(within, &format!("demo/{job_type} to be baselined"), || {
+        let state = state.to_owned();
+        let job_type = job_type.to_owned();
+        async move { baselined(&state, "demo", &job_type).await.then_some(()) }
+    })
+    .await;
+}
+
+/// Event ids of every row still pending in the daemon's outbox.
+pub async fn pending_event_ids(state: &std::path::Path) -> std::collections::BTreeSet<String> {
+    let state = state.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let store = jobwatch::store::Store::open(&state).expect("open the state file");
+        // Due or not: anything pending, however far its next attempt.
+        let horizon = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 365);
+        store
+            .due(horizon, usize::MAX >> 1)
+            .expect("pending rows")
+            .into_iter()
+            .map(|row| row.event_id)
+            .collect()
+    })
+    .await
+    .expect("store query")
+}

@@ -10,6 +10,7 @@ use crate::cloud::{Client, ClientSettings};
 use crate::config::{self, AuthConfig, Config, NotifierSettings};
 use crate::notify::Notifier;
 use crate::notify::dispatch::{DispatchSettings, Notifiers, Slot};
+use crate::notify::email::EmailNotifier;
 use crate::notify::log::LogNotifier;
 use crate::notify::webhook::WebhookNotifier;
 use crate::retry::Backoff;
@@ -95,6 +96,11 @@ pub fn notifiers(config: &Config) -> anyhow::Result<Notifiers> {
                     .collect(),
                 http,
             }),
+            NotifierSettings::Email(e) => Notifier::Email(EmailNotifier::from_settings(
+                e,
+                cfg.timeout,
+                config.delivery.timezone.clone(),
+            )?),
             other => anyhow::bail!(
                 "notifiers.{name}: kind {:?} is not supported by this build yet",
                 other.kind().as_str()

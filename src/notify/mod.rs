@@ -2,6 +2,7 @@
 //! module talks to receivers; the outbox (in `store`) decides when.
 
 pub mod dispatch;
+pub mod email;
 pub mod http;
 pub mod log;
 pub mod webhook;
@@ -42,6 +43,7 @@ pub struct Attempt {
 pub enum Notifier {
     Log(log::LogNotifier),
     Webhook(webhook::WebhookNotifier),
+    Email(email::EmailNotifier),
 }
 
 impl Notifier {
@@ -49,6 +51,7 @@ impl Notifier {
         match self {
             Notifier::Log(n) => n.send(message),
             Notifier::Webhook(n) => n.send(message).await,
+            Notifier::Email(n) => n.send(message).await,
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::notify::Notifier;
 use crate::notify::dingtalk::DingTalkNotifier;
 use crate::notify::discord::DiscordNotifier;
 use crate::notify::dispatch::{DispatchSettings, Notifiers, Slot};
+use crate::notify::email::EmailNotifier;
 use crate::notify::feishu::FeishuNotifier;
 use crate::notify::log::LogNotifier;
 use crate::notify::slack::SlackNotifier;
@@ -134,6 +135,11 @@ pub fn notifiers(config: &Config) -> anyhow::Result<Notifiers> {
                 http,
                 tz,
             }),
+            NotifierSettings::Email(e) => Notifier::Email(EmailNotifier::from_settings(
+                e,
+                cfg.timeout,
+                config.delivery.timezone.clone(),
+            )?),
             other => anyhow::bail!(
                 "notifiers.{name}: kind {:?} is not supported by this build yet",
                 other.kind().as_str()

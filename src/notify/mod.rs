@@ -4,6 +4,7 @@
 pub mod dingtalk;
 pub mod discord;
 pub mod dispatch;
+pub mod email;
 pub mod feishu;
 pub mod http;
 pub mod log;
@@ -57,6 +58,7 @@ pub enum Notifier {
     Slack(slack::SlackNotifier),
     Discord(discord::DiscordNotifier),
     Teams(teams::TeamsNotifier),
+    Email(email::EmailNotifier),
 }
 
 impl Notifier {
@@ -70,6 +72,7 @@ impl Notifier {
             Notifier::Slack(n) => n.send(message).await,
             Notifier::Discord(n) => n.send(message).await,
             Notifier::Teams(n) => n.send(message).await,
+            Notifier::Email(n) => n.send(message).await,
         }
     }
 }

@@ -174,7 +174,10 @@ async fn heartbeat_pings_after_healthy_cycles_and_falls_silent_while_polling_fai
     let mut pings = Receiver::start(vec![]).await;
     let dir = tempfile::tempdir().unwrap();
     // A free port for /metrics (the daemon binds it itself).
-    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let toml = format!(
         r#"
 [api]

@@ -1,0 +1,882 @@
+//! The `email` kind: one mail per message (a text and an HTML part) over a
+//! pooled lettre SMTP transport, and what the server's reply means.
+//!
+//! Rendering is a pure function ([`EmailNotifier::render`]) so a template
+//! layer can replace it without touching transport or classification.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::AsyncSmtpTransportBuilder;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::response::Response;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use sha2::{Digest, Sha256};
+
+use super::{Attempt, Message};
+use crate::cloud::model::ApiTime;
+use crate::config::{EmailSettings, SmtpTls};
+use crate::retry::{Retryable, Verdict};
+use crate::secret::Secret;
+use crate::watch::event::{Event, EventKind};
+
+/// A group lists at most this many events; the rest are counted ("… and 37
+/// more"). Mail servers take megabytes, but a reader does not.
+pub const MAX_LISTED_EVENTS: usize = 200;
+
+/// Subjects are cut here: mail clients show far less, and a long error
+/// message must not make the header unwieldy.
+const MAX_SUBJECT_CHARS: usize = 200;
+
+/// A notifier that could not be built from its (already validated) settings.
+#[derive(Debug, thiserror::Error)]
+pub enum EmailError {
+    #[error("{field}: {value:?} is not an email address: {source}")]
+    Address {
+        field: &'static str,
+        value: String,
+        source: lettre::address::AddressError,
+    },
+    #[error("cannot set up TLS for SMTP server {host:?}: {source}")]
+    Tls {
+        host: String,
+        source: lettre::transport::smtp::Error,
+    },
+    /// The pooled transport spawns its idle-connection reaper on the current
+    /// tokio runtime; building it anywhere else would panic inside lettre.
+    #[error("the SMTP transport must be built inside a tokio runtime")]
+    NoRuntime,
+}
+
+/// Cheap to clone: clones share one transport and its pool.
+#[derive(Clone)]
+pub struct EmailNotifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The pooled transport in use, replaced after a timed-out attempt (see
+    /// [`EmailNotifier::send`]).
+    transport: Mutex<Pooled>,
+    /// How to build a fresh transport when one must be retired.
+    builder: AsyncSmtpTransportBuilder,
+    /// Bounds a whole attempt, as `timeout` does for the HTTP kinds.
+    timeout: Duration,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+    /// Times in messages are shown in this zone (`delivery.timezone`).
+    tz: jiff::tz::TimeZone,
+    /// Kept only to scrub it from answers: a server may echo what it got.
+    password: Option<Secret>,
+    /// Where the SMTP server is, for answers that name no reply.
+    server: String,
+}
+
+/// A transport and which one it is, so that of two attempts timing out on
+/// the same transport only the first replaces it.
+struct Pooled {
+    generation: u64,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+}
+
+impl std::fmt::Debug for EmailNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailNotifier")
+            .field("server", &self.inner.server)
+            .field("from", &self.inner.from.to_string())
+            .field("to", &self.inner.to.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmailNotifier {
+    /// Builds the transport once; its pool keeps connections for reuse.
+    /// `timeout` bounds the TCP connect and the whole attempt. Must run
+    /// inside a tokio runtime (see [`EmailError::NoRuntime`]).
+    pub fn from_settings(
+        settings: &EmailSettings,
+        timeout: Duration,
+        tz: jiff::tz::TimeZone,
+    ) -> Result<EmailNotifier, EmailError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(EmailError::NoRuntime);
+        }
+        let from = parse_mailbox("from", &settings.from)?;
+        let to = settings
+            .to
+            .iter()
+            .map(|a| parse_mailbox("to", a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let server = &settings.smtp;
+        let tls_error = |source| EmailError::Tls {
+            host: server.host.clone(),
+            source,
+        };
+        let builder = match server.tls {
+            SmtpTls::Implicit => {
+                AsyncSmtpTransport::<Tokio1Executor>::relay(&server.host).map_err(tls_error)?
+            }
+            // `Tls::Required`: no credentials or mail before the upgrade.
+            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&server.host)
+                .map_err(tls_error)?,
+            // Config validation allows this to loopback hosts only.
+            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&server.host),
+        };
+        let mut builder = builder.port(server.port).timeout(Some(timeout));
+        if let (Some(user), Some(password)) = (&server.user, &settings.password) {
+            builder = builder
+                .credentials(Credentials::new(user.clone(), password.expose().to_owned()))
+                .authentication(vec![Mechanism::Plain, Mechanism::Login]);
+        }
+        if settings.subject_template.is_some() {
+            tracing::warn!(
+                server = %server.host,
+                "notifiers: subject_template is not applied to email by this build yet; using the built-in subject"
+            );
+        }
+        Ok(EmailNotifier {
+            inner: Arc::new(Inner {
+                transport: Mutex::new(Pooled {
+                    generation: 0,
+                    transport: builder.clone().build(),
+                }),
+                builder,
+                timeout,
+                from,
+                to,
+                tz,
+                password: settings.password.clone(),
+                server: format!("{}:{}", server.host, server.port),
+            }),
+        })
+    }
+
+    pub async fn send(&self, message: &Message) -> Attempt {
+        let mail = match self.build(message) {
+            Ok(mail) => mail,
+            // Our own addresses and a body we built: a bug or bad config,
+            // and sending it again would build the same thing.
+            Err(e) => {
+                return Attempt {
+                    verdict: Verdict::DontRetry(format!("cannot build the mail: {e}")),
+                    answer: format!("cannot build the mail: {e}"),
+                };
+            }
+        };
+        let (generation, transport) = {
+            let pooled = self
+                .inner
+                .transport
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            (pooled.generation, pooled.transport.clone())
+        };
+        // lettre's async transport times out the TCP connect only; a server
+        // that stops answering would hold the attempt forever, so the whole
+        // send is bounded here.
+        let sent = tokio::time::timeout(self.inner.timeout, transport.send(mail)).await;
+        let attempt = match sent {
+            Err(_elapsed) => {
+                self.retire(generation, transport).await;
+                let reason = format!(
+                    "SMTP {} timed out after {:?} (the mail may have been accepted; \
+                     a retry keeps its Message-ID)",
+                    self.inner.server, self.inner.timeout
+                );
+                Attempt {
+                    verdict: Verdict::Retry(Retryable::new(reason.clone())),
+                    answer: reason,
+                }
+            }
+            Ok(Ok(response)) => Attempt {
+                verdict: Verdict::Success,
+                answer: describe_reply(&response),
+            },
+            Ok(Err(error)) => {
+                let verdict = classify(&error, &self.inner.server);
+                let answer = match &verdict {
+                    Verdict::Retry(r) => r.reason.clone(),
+                    Verdict::DontRetry(reason) => reason.clone(),
+                    Verdict::Success => String::new(),
+                };
+                Attempt { verdict, answer }
+            }
+        };
+        self.scrub(attempt)
+    }
+
+    /// Replaces a transport after an attempt on it was cut short. The cut
+    /// connection goes back to lettre's pool mid-conversation, with a reply
+    /// still unread; reused, every later reply would answer the command
+    /// before it, and a rejection could read as acceptance. A shut-down pool
+    /// closes every connection returned to it, so none is reused.
+    async fn retire(&self, generation: u64, old: AsyncSmtpTransport<Tokio1Executor>) {
+        {
+            let mut pooled = self
+                .inner
+                .transport
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if pooled.generation == generation {
+                pooled.generation += 1;
+                pooled.transport = self.inner.builder.clone().build();
+            }
+        }
+        old.shutdown().await;
+    }
+
+    /// The whole mail: headers, envelope (From and every To) and both parts.
+    fn build(&self, message: &Message) -> Result<lettre::Message, lettre::error::Error> {
+        let (subject, text, html) = self.render(message);
+        let mut builder = lettre::Message::builder()
+            .from(self.inner.from.clone())
+            .subject(subject)
+            .message_id(Some(message_id(&message.id)))
+            // RFC 3834: vacation responders and the like must not answer.
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("Auto-Submitted"),
+                "auto-generated".to_owned(),
+            ))
+            .user_agent(concat!("jobwatch/", env!("CARGO_PKG_VERSION")).to_owned());
+        for to in &self.inner.to {
+            builder = builder.to(to.clone());
+        }
+        builder.multipart(
+            MultiPart::alternative()
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(text),
+                )
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_HTML)
+                        .body(html),
+                ),
+        )
+    }
+
+    /// Subject, text part and HTML part for a message. Pure: the seam where
+    /// templates can take over.
+    pub fn render(&self, message: &Message) -> (String, String, String) {
+        let subject = subject(message);
+        (
+            subject.clone(),
+            render_text(message, &self.inner.tz),
+            render_html(message, &subject, &self.inner.tz),
+        )
+    }
+
+    /// Removes the password (and the AUTH encodings that carry it) from an
+    /// answer. lettre never puts it in an error, but a server's reply is
+    /// outside input and could echo what it received.
+    fn scrub(&self, mut attempt: Attempt) -> Attempt {
+        let Some(password) = self.inner.password.as_ref().filter(|p| !p.is_empty()) else {
+            return attempt;
+        };
+        let scrub = |s: &mut String| *s = redact(s, password);
+        scrub(&mut attempt.answer);
+        match &mut attempt.verdict {
+            Verdict::Retry(r) => scrub(&mut r.reason),
+            Verdict::DontRetry(reason) => scrub(reason),
+            Verdict::Success => {}
+        }
+        attempt
+    }
+}
+
+fn parse_mailbox(field: &'static str, value: &str) -> Result<Mailbox, EmailError> {
+    value.trim().parse().map_err(|source| EmailError::Address {
+        field,
+        value: value.to_owned(),
+        source,
+    })
+}
+
+/// `<{id}@jobwatch>`: the same message id on every retry, so mail clients
+/// and archives fold duplicates. Ids outside the safe `msg-id` characters
+/// (event ids are hex; group ids are ours too, but make no promise) are
+/// replaced by a hash of themselves.
+pub fn message_id(id: &str) -> String {
+    let safe = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !id.starts_with('.')
+        && !id.ends_with('.')
+        && !id.contains("..");
+    if safe {
+        format!("<{id}@jobwatch>")
+    } else {
+        let digest = Sha256::digest(id.as_bytes());
+        format!("<{}@jobwatch>", hex::encode(&digest[..16]))
+    }
+}
+
+/// What lettre's error means for the next attempt. SMTP 4xx is transient by
+/// definition (RFC 5321 §4.2.1) and 5xx permanent; a client-side refusal
+/// (STARTTLS not offered, no common AUTH mechanism, 8-bit mail to a 7-bit
+/// server) is configuration and will not change by itself; everything else
+/// (connect, DNS, timeout, TLS handshake, a garbled or cut reply) is the
+/// network and worth another try.
+fn classify(error: &lettre::transport::smtp::Error, server: &str) -> Verdict {
+    if error.is_transient() {
+        return Verdict::Retry(Retryable::new(describe_negative(error)));
+    }
+    if error.is_permanent() {
+        return Verdict::DontRetry(describe_negative(error));
+    }
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_client() {
+        "refused by the client"
+    } else {
+        "failed"
+    };
+    let reason = format!("SMTP {server} {what}: {}", error_chain(error));
+    if error.is_client() {
+        Verdict::DontRetry(reason)
+    } else {
+        Verdict::Retry(Retryable::new(reason))
+    }
+}
+
+/// `550 5.1.1 <x@example.com>: Recipient address rejected`: the code and
+/// the server's own words, as a mail admin would quote them.
+fn describe_negative(error: &lettre::transport::smtp::Error) -> String {
+    let text = std::error::Error::source(error)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    match error.status() {
+        Some(code) if text.is_empty() => code.to_string(),
+        Some(code) => format!("{code} {text}"),
+        None => error.to_string(),
+    }
+}
+
+fn describe_reply(response: &Response) -> String {
+    let text = response.message().collect::<Vec<_>>().join(" ");
+    format!("{} {text}", response.code()).trim_end().to_owned()
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        // lettre's Display already appends its source.
+        if !out.contains(&next) {
+            out.push_str(": ");
+            out.push_str(&next);
+        }
+        source = e.source();
+    }
+    out
+}
+
+/// Replaces the password and the base64 forms AUTH PLAIN and LOGIN send it
+/// in. The PLAIN blob also holds the user, which we do not know here, so
+/// every base64 run that decodes to text containing the password goes too.
+fn redact(text: &str, password: &Secret) -> String {
+    let secret = password.expose();
+    let mut out = text.replace(secret, "***");
+    let encoded = BASE64.encode(secret);
+    out = out.replace(&encoded, "***");
+    out.split_inclusive(|c: char| c.is_whitespace() || matches!(c, ':' | '<' | '>' | '"' | '\''))
+        .map(|piece| {
+            let word = piece.trim_end_matches(|c: char| {
+                c.is_whitespace() || matches!(c, ':' | '<' | '>' | '"' | '\'')
+            });
+            let carries = word.len() >= 8
+                && BASE64
+                    .decode(word)
+                    .is_ok_and(|raw| String::from_utf8_lossy(&raw).contains(secret));
+            if carries {
+                piece.replacen(word, "***", 1)
+            } else {
+                piece.to_owned()
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------
+
+/// `[jobwatch] CREATE_SERVER FAILED on APS-… (project 0a1b2c3d…)` for one
+/// event; `[jobwatch] 20 CREATE_SERVER transitions: 18 SUCCESS, 2 FAILED`
+/// for several.
+pub fn subject(message: &Message) -> String {
+    let text = match message.events.as_slice() {
+        [] => "no events".to_owned(),
+        [event] => format!(
+            "{} (project {})",
+            headline(event),
+            short_id(&event.project_id)
+        ),
+        events => {
+            let first = &events[0].job_type;
+            let what = if events.iter().all(|e| &e.job_type == first) {
+                format!("{} {first} transitions", events.len())
+            } else {
+                format!("{} transitions", events.len())
+            };
+            format!("{what}: {}", tally(events))
+        }
+    };
+    let mut subject = format!("[jobwatch] {}", one_line(&text));
+    if subject.chars().count() > MAX_SUBJECT_CHARS {
+        subject = subject.chars().take(MAX_SUBJECT_CHARS - 1).collect();
+        subject.push('…');
+    }
+    subject
+}
+
+/// `CREATE_SERVER FAILED on APS-…`: what happened, in the words an operator
+/// scans for.
+fn headline(event: &Event) -> String {
+    let job_type = &event.job_type;
+    let what = outcome(event);
+    format!("{job_type} {what} on {}", resource(event))
+}
+
+/// The one word or phrase for where an event left its sub-job.
+fn outcome(event: &Event) -> String {
+    let status = |s: &Option<crate::cloud::model::Status>| {
+        s.as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "?".into())
+    };
+    match event.kind {
+        EventKind::Appeared | EventKind::Changed => status(&event.to),
+        EventKind::Stuck => format!("stuck in {}", status(&event.to)),
+        EventKind::Vanished => format!("vanished (was {})", status(&event.from)),
+    }
+}
+
+/// What a group count calls an event: its new status, or `stuck`/`vanished`.
+fn tally_label(event: &Event) -> String {
+    match event.kind {
+        EventKind::Appeared | EventKind::Changed => event
+            .to
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "?".into()),
+        EventKind::Stuck => "stuck".into(),
+        EventKind::Vanished => "vanished".into(),
+    }
+}
+
+/// `18 SUCCESS, 2 FAILED`: largest count first, then by name, so the
+/// subject is deterministic.
+fn tally(events: &[Event]) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for e in events {
+        *counts.entry(tally_label(e)).or_default() += 1;
+    }
+    let mut counts: Vec<_> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    counts
+        .iter()
+        .map(|(label, n)| format!("{n} {label}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn resource(event: &Event) -> &str {
+    event
+        .resource_name
+        .as_deref()
+        .or(event.resource_id.as_deref())
+        .filter(|s| !s.is_empty())
+        .unwrap_or(&event.sub_job_id)
+}
+
+/// Project ids are 32 hex characters; eight tell them apart in a subject.
+fn short_id(id: &str) -> String {
+    if id.chars().count() <= 12 {
+        id.to_owned()
+    } else {
+        let mut s: String = id.chars().take(8).collect();
+        s.push('…');
+        s
+    }
+}
+
+/// Control characters (a newline in an error message) would break a header
+/// or a line; they become spaces.
+fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for word in s.split(|c: char| c.is_control() || c.is_whitespace()) {
+        if word.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+/// `2022-03-07 18:40:43 +08:00` in the notifier's zone; an API time that
+/// did not parse is shown as the API wrote it.
+fn show_time(time: &ApiTime, tz: &jiff::tz::TimeZone) -> String {
+    match time.parsed {
+        Some(at) => show_timestamp(at, tz),
+        None => time.raw.clone(),
+    }
+}
+
+fn show_timestamp(at: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> String {
+    at.to_zoned_datetime(tz.clone())
+        .strftime("%Y-%m-%d %H:%M:%S %:z")
+        .to_string()
+}
+
+/// One event's facts as label/value rows, shared by both parts so they
+/// never disagree. Absent values are left out rather than shown as "null".
+fn facts(event: &Event, tz: &jiff::tz::TimeZone) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    let mut put = |label, value: Option<String>| {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            rows.push((label, v));
+        }
+    };
+    put("Kind", Some(event.kind.to_string()));
+    put("Job type", Some(event.job_type.to_string()));
+    let from = event
+        .from
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "(new)".into());
+    let to = event
+        .to
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "(gone)".into());
+    put("Status", Some(format!("{from} → {to}")));
+    let error = match (&event.error_code, &event.error_message) {
+        (Some(code), Some(msg)) => Some(format!("{code}: {msg}")),
+        (Some(code), None) => Some(code.clone()),
+        (None, Some(msg)) => Some(msg.clone()),
+        (None, None) => None,
+    };
+    put("Error", error);
+    put("Resource name", event.resource_name.clone());
+    put("Resource id", event.resource_id.clone());
+    put("Project", Some(event.project_id.clone()));
+    put("Sub-job id", Some(event.sub_job_id.clone()));
+    put("Parent job id", event.job_id.clone());
+    put("Began", event.begin_time.as_ref().map(|t| show_time(t, tz)));
+    put("Ended", event.end_time.as_ref().map(|t| show_time(t, tz)));
+    put("Observed", Some(show_timestamp(event.observed_at, tz)));
+    put("Event id", Some(event.event_id.clone()));
+    rows
+}
+
+fn listed(message: &Message) -> (&[Event], usize) {
+    let shown = message.events.len().min(MAX_LISTED_EVENTS);
+    (&message.events[..shown], message.events.len() - shown)
+}
+
+fn render_text(message: &Message, tz: &jiff::tz::TimeZone) -> String {
+    let mut out = String::new();
+    // `write!` to a String cannot fail.
+    let (events, more) = listed(message);
+    if let Some(group) = &message.group {
+        let _ = writeln!(
+            out,
+            "{} transitions (group {}, key {})",
+            message.events.len(),
+            group.id,
+            group.key
+        );
+        let _ = writeln!(out, "{}\n", tally(&message.events));
+    }
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "{}", one_line(&headline(event)));
+        let rows = facts(event, tz);
+        let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        for (label, value) in rows {
+            let _ = writeln!(out, "  {label:<width$}  {}", one_line(&value));
+        }
+    }
+    if more > 0 {
+        let _ = writeln!(out, "\n… and {more} more");
+    }
+    let _ = write!(out, "\n-- \njobwatch {}\n", env!("CARGO_PKG_VERSION"));
+    out
+}
+
+/// HTML with every value escaped: error messages and resource names come
+/// from the cloud and are outside input.
+fn render_html(message: &Message, subject: &str, tz: &jiff::tz::TimeZone) -> String {
+    let mut out = String::new();
+    let (events, more) = listed(message);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{}</title></head>\n\
+         <body style=\"font-family: sans-serif; font-size: 14px;\">\n",
+        escape(subject)
+    );
+    if let Some(group) = &message.group {
+        let _ = writeln!(
+            out,
+            "<p><strong>{} transitions</strong>: {} <span style=\"color: #666;\">(group {}, key {})</span></p>",
+            message.events.len(),
+            escape(&tally(&message.events)),
+            escape(&group.id),
+            escape(&group.key)
+        );
+    }
+    for event in events {
+        let failure =
+            event.kind == EventKind::Stuck || event.to.as_ref().is_some_and(|s| s.is_failure());
+        let colour = if failure { "#b00020" } else { "#1b5e20" };
+        let _ = writeln!(
+            out,
+            "<h3 style=\"color: {colour}; margin-bottom: 4px;\">{}</h3>",
+            escape(&headline(event))
+        );
+        out.push_str("<table style=\"border-collapse: collapse;\">\n");
+        for (label, value) in facts(event, tz) {
+            let _ = writeln!(
+                out,
+                "<tr><th style=\"text-align: left; padding: 2px 12px 2px 0; color: #555;\">{}</th><td style=\"padding: 2px 0;\">{}</td></tr>",
+                escape(label),
+                escape(&value)
+            );
+        }
+        out.push_str("</table>\n");
+    }
+    if more > 0 {
+        let _ = writeln!(out, "<p>… and {more} more</p>");
+    }
+    let _ = write!(
+        out,
+        "<p style=\"color: #888; font-size: 12px;\">jobwatch {}</p>\n</body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    out
+}
+
+/// The five characters that matter in element content and attributes.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::model::Status;
+    use crate::config::SmtpServer;
+    use crate::notify::GroupInfo;
+
+    fn event(sub_job: &str, to: &str) -> Event {
+        Event {
+            event_id: format!("ev-{sub_job}"),
+            kind: EventKind::Changed,
+            project_id: "0a1b2c3d4e5f60718293a4b5c6d7e8f9".into(),
+            job_type: "CREATE_SERVER".into(),
+            sub_job_id: sub_job.into(),
+            job_id: Some("8f2e0000".into()),
+            resource_id: Some("res-1".into()),
+            resource_name: Some("APS-20220902093902-AYOASWQDEJ".into()),
+            from: Some(Status::Running),
+            to: Some(Status::from(to)),
+            error_code: None,
+            error_message: None,
+            begin_time: Some(ApiTime::parse("2022-03-07T10:40:43.858Z")),
+            end_time: None,
+            observed_at: "2022-03-07T10:41:00Z".parse().expect("a valid timestamp"),
+        }
+    }
+
+    fn settings(tls: SmtpTls) -> EmailSettings {
+        EmailSettings {
+            smtp: SmtpServer {
+                host: "smtp.example.com".into(),
+                port: 465,
+                tls,
+                user: Some("jobwatch".into()),
+            },
+            password: Some(Secret::new("hunter2-hunter2")),
+            from: "jobwatch@example.com".into(),
+            to: vec!["oncall@example.com".into()],
+            subject_template: None,
+        }
+    }
+
+    fn single(e: Event) -> Message {
+        Message {
+            id: e.event_id.clone(),
+            group: None,
+            events: vec![e],
+        }
+    }
+
+    #[test]
+    fn one_event_subject_names_type_status_resource_and_project() {
+        let s = subject(&single(event("s1", "FAILED")));
+        assert_eq!(
+            s,
+            "[jobwatch] CREATE_SERVER FAILED on APS-20220902093902-AYOASWQDEJ (project 0a1b2c3d…)"
+        );
+    }
+
+    #[test]
+    fn group_subject_counts_statuses_largest_first() {
+        let mut events: Vec<Event> = (0..18)
+            .map(|i| event(&format!("s{i}"), "SUCCESS"))
+            .collect();
+        events.push(event("f1", "FAILED"));
+        events.push(event("f2", "FAILED"));
+        let m = Message {
+            id: "g1".into(),
+            group: Some(GroupInfo {
+                id: "g1".into(),
+                key: "route".into(),
+                count: 20,
+            }),
+            events,
+        };
+        assert_eq!(
+            subject(&m),
+            "[jobwatch] 20 CREATE_SERVER transitions: 18 SUCCESS, 2 FAILED"
+        );
+    }
+
+    #[test]
+    fn stuck_and_vanished_read_as_such() {
+        let mut stuck = event("s1", "RUNNING");
+        stuck.kind = EventKind::Stuck;
+        assert!(subject(&single(stuck)).contains("CREATE_SERVER stuck in RUNNING on"));
+        let mut gone = event("s2", "RUNNING");
+        gone.kind = EventKind::Vanished;
+        gone.to = None;
+        assert!(subject(&single(gone)).contains("vanished (was RUNNING)"));
+    }
+
+    #[test]
+    fn subject_is_one_bounded_line() {
+        let mut e = event("s1", "FAILED");
+        e.resource_name = Some(format!("evil\r\nBcc: x@example.com {}", "y".repeat(500)));
+        let s = subject(&single(e));
+        assert!(!s.contains(['\r', '\n']));
+        assert_eq!(s.chars().count(), MAX_SUBJECT_CHARS);
+    }
+
+    #[test]
+    fn message_ids_are_stable_and_always_valid() {
+        assert_eq!(message_id("abc123"), "<abc123@jobwatch>");
+        assert_eq!(message_id("abc123"), message_id("abc123"));
+        let odd = message_id("group <x> @ y");
+        assert!(odd.starts_with('<') && odd.ends_with("@jobwatch>"));
+        assert!(!odd[1..].contains(['<', ' ']));
+        assert_ne!(message_id("a b"), message_id("a c"));
+    }
+
+    #[test]
+    fn html_escapes_values_and_times_use_the_zone() {
+        let mut e = event("s1", "FAILED");
+        e.error_code = Some("WKS.001".into());
+        e.error_message = Some("<script>alert('x')</script> & \"more\"".into());
+        let tz = jiff::tz::TimeZone::get("Asia/Shanghai").expect("tzdb has Asia/Shanghai");
+        let html = render_html(&single(e.clone()), "s", &tz);
+        assert!(!html.contains("<script>"));
+        assert!(
+            html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;more&quot;")
+        );
+        assert!(html.contains("2022-03-07 18:40:43 +08:00"));
+        let text = render_text(&single(e), &tz);
+        assert!(text.contains("WKS.001: <script>"));
+        assert!(text.contains("Observed"));
+        assert!(text.contains("2022-03-07 18:41:00 +08:00"));
+        assert!(text.contains("RUNNING → FAILED"));
+    }
+
+    #[test]
+    fn an_unparsed_api_time_is_shown_as_written() {
+        let mut e = event("s1", "FAILED");
+        e.end_time = Some(ApiTime::parse("yesterday-ish"));
+        let text = render_text(&single(e), &jiff::tz::TimeZone::UTC);
+        assert!(text.contains("yesterday-ish"));
+    }
+
+    #[test]
+    fn long_groups_are_cut_with_a_count() {
+        let events: Vec<Event> = (0..MAX_LISTED_EVENTS + 37)
+            .map(|i| event(&format!("s{i}"), "SUCCESS"))
+            .collect();
+        let m = Message {
+            id: "g".into(),
+            group: None,
+            events,
+        };
+        let text = render_text(&m, &jiff::tz::TimeZone::UTC);
+        assert!(text.contains("… and 37 more"));
+        assert_eq!(text.matches("Sub-job id").count(), MAX_LISTED_EVENTS);
+    }
+
+    #[test]
+    fn redact_removes_password_and_its_auth_encodings() {
+        let pw = Secret::new("hunter2-hunter2");
+        let plain = BASE64.encode("\0jobwatch\0hunter2-hunter2");
+        let login = BASE64.encode("hunter2-hunter2");
+        let text = format!("535 5.7.8 bad: hunter2-hunter2 {plain} <{login}>");
+        let out = redact(&text, &pw);
+        assert!(!out.contains("hunter2"), "{out}");
+        assert!(!out.contains(&plain) && !out.contains(&login), "{out}");
+        assert!(out.starts_with("535 5.7.8 bad: *** *** <***>"), "{out}");
+    }
+
+    /// Building the TLS transports runs lettre's rustls set-up; with our
+    /// one provider installed it must not panic (the DEPENDENCIES gotcha).
+    #[tokio::test]
+    async fn tls_transports_build_with_the_ring_provider() {
+        crate::install_crypto_provider();
+        for tls in [SmtpTls::Implicit, SmtpTls::Starttls] {
+            let n = EmailNotifier::from_settings(
+                &settings(tls),
+                Duration::from_secs(5),
+                jiff::tz::TimeZone::UTC,
+            )
+            .expect("transport builds without connecting");
+            assert!(!format!("{n:?}").contains("hunter2"));
+        }
+    }
+
+    #[test]
+    fn building_outside_a_runtime_is_an_error_not_a_panic() {
+        let e = EmailNotifier::from_settings(
+            &settings(SmtpTls::None),
+            Duration::from_secs(5),
+            jiff::tz::TimeZone::UTC,
+        )
+        .expect_err("no runtime here");
+        assert!(matches!(e, EmailError::NoRuntime));
+    }
+}

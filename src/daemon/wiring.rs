@@ -140,10 +140,6 @@ pub fn notifiers(config: &Config) -> anyhow::Result<Notifiers> {
                 cfg.timeout,
                 config.delivery.timezone.clone(),
             )?),
-            other => anyhow::bail!(
-                "notifiers.{name}: kind {:?} is not supported by this build yet",
-                other.kind().as_str()
-            ),
         };
         let rate = cfg
             .rate_limit

@@ -13,7 +13,7 @@
 //! | `id` | the message id (event id, or group id), stable across retries |
 //! | `events` | the SPEC §4 event objects of the message |
 //! | `event` | the first of them: handy when a route does not group |
-//! | `group` | `null`, or `{id, key, count}` for a grouped message |
+//! | `group` | `none`, or `{id, key, count}` for a grouped message |
 //! | `count` | how many events |
 //! | `counts` | events by the status they entered: `counts.FAILED`; every known status is present (0 when none) |
 //! | `notifier` | the notifier's name |
@@ -125,6 +125,18 @@ fn describe(e: &Error) -> String {
         Some(line) if line > 0 => format!("line {line}: {what}"),
         _ => what,
     };
+    // `undefined value` alone does not say which; the expression does.
+    let snippet = e
+        .template_source()
+        .zip(e.range())
+        .and_then(|(source, range)| source.get(range));
+    let said = e.detail().unwrap_or_default();
+    if let Some(snippet) = snippet
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && !said.contains(s))
+    {
+        out.push_str(&format!(" in `{}`", text::clip(snippet, 60)));
+    }
     // Our helpers' own errors, and serde's, come as a source.
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -156,17 +168,24 @@ impl Template {
                 .build()
                 .map_err(TemplateError)?,
         );
-        // Debug mode copies the whole render state into every error; the
-        // line number is all `check` prints.
-        env.set_debug(false);
-        if markup != Markup::Plain {
-            env.set_formatter(move |out, state, value| match value.as_str() {
-                Some(s) if !value.is_safe() => out
+        // Debug mode keeps the span of a failing expression, which `check`
+        // quotes; its cost (copying state into the error) is paid only on
+        // errors.
+        env.set_debug(true);
+        // A null field (`from` of an appeared event, `end_time` of a running
+        // one) prints as nothing rather than minijinja's `None`, so
+        // `{{ event.from or "—" }}` is all a template needs.
+        env.set_formatter(move |out, state, value| {
+            if value.is_none() {
+                return Ok(());
+            }
+            match value.as_str() {
+                Some(s) if markup != Markup::Plain && !value.is_safe() => out
                     .write_str(&markup.escape(s))
                     .map_err(|_| Error::from(ErrorKind::WriteFailure)),
                 _ => minijinja::escape_formatter(out, state, value),
-            });
-        }
+            }
+        });
         add_helpers(&mut env, settings);
         env.add_template_owned(name.to_owned(), source.to_owned())
             .map_err(TemplateError)?;

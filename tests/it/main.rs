@@ -9,3 +9,4 @@ mod signer;
 mod sim;
 mod store;
 mod support;
+mod templates;

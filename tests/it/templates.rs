@@ -294,8 +294,7 @@ fn check_rejects_bad_templates_naming_the_key() {
     // The log kind has no message to shape.
     let log = "[notifiers.x]\nkind = \"log\"\ntemplate = \"{{ event.to }}\"\n";
     let e = load(log)
-        .err()
-        .expect("a template on log is rejected")
+        .expect_err("a template on log is rejected")
         .to_string();
     assert!(e.contains("notifiers.x.template"), "{e}");
 }

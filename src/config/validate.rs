@@ -21,6 +21,7 @@ use super::env::{METADATA_NAME, SDK_PROFILE};
 use super::raw::*;
 use super::*;
 use crate::cloud::model::{JobType, Status};
+use crate::notify::template::{Markup, Template, TemplateSettings};
 use crate::secret::Secret;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -208,6 +209,9 @@ struct Validator<'a> {
     warnings: Vec<String>,
     /// Keys holding secrets written inline, for the file-permission warning.
     inline_secrets: Vec<Key>,
+    /// The zone and region templates render with, once `api` and
+    /// `delivery` are validated.
+    template_settings: TemplateSettings,
 }
 
 impl<'a> Validator<'a> {
@@ -218,6 +222,10 @@ impl<'a> Validator<'a> {
             problems: Vec::new(),
             warnings: Vec::new(),
             inline_secrets: Vec::new(),
+            template_settings: TemplateSettings {
+                timezone: jiff::tz::TimeZone::UTC,
+                region: String::new(),
+            },
         }
     }
 
@@ -284,6 +292,10 @@ impl<'a> Validator<'a> {
         let delivery = self.delivery(&root.f("delivery"), raw.delivery);
         let log = self.log(&root.f("log"), raw.log);
         let targets = self.targets(&root.f("targets"), raw.targets, &sdk);
+        self.template_settings = TemplateSettings {
+            timezone: delivery.timezone.clone(),
+            region: api.region.clone(),
+        };
         let notifiers = self.notifiers(&root.f("notifiers"), raw.notifiers);
         let routes = self.routes(&root.f("routes"), raw.routes, &notifiers);
         let heartbeat = raw
@@ -1021,10 +1033,30 @@ impl<'a> Validator<'a> {
             n.level.is_some() && kind != NotifierKind::Log,
             &why,
         );
+        // The log kind writes structured fields, not a message to shape.
+        self.unused(
+            &key.f("template"),
+            n.template.is_some() && kind == NotifierKind::Log,
+            &why,
+        );
 
-        let template = n
-            .template
-            .and_then(|t| self.template(&key.f("template"), t));
+        // The generic webhook posts the rendering as `application/json`
+        // unless the user set another Content-Type, so then it must be JSON.
+        let json_body = kind == NotifierKind::Webhook
+            && !n.headers.iter().flatten().any(|(h, v)| {
+                h.eq_ignore_ascii_case("content-type") && !v.to_ascii_lowercase().contains("json")
+            });
+        let name = key.segments().last().cloned().unwrap_or_default();
+        let template = match n.template {
+            Some(t) if kind != NotifierKind::Log => self.template(
+                &key.f("template"),
+                &name,
+                Markup::of_kind(kind.as_str()),
+                json_body,
+                t,
+            ),
+            _ => None,
+        };
         let rate_limit = match n.rate_limit {
             Some(text) => match parse_rate_limit(&text) {
                 Ok(r) => Some(r),
@@ -1206,8 +1238,10 @@ impl<'a> Validator<'a> {
                 .filter_map(|(i, a)| self.mailbox(&key.f("to").i(i), a))
                 .collect(),
         };
-        let subject_template =
-            subject_template.and_then(|t| self.template(&key.f("subject_template"), t));
+        let name = key.segments().last().cloned().unwrap_or_default();
+        let subject_template = subject_template.and_then(|t| {
+            self.template(&key.f("subject_template"), &name, Markup::Plain, false, t)
+        });
         Some(EmailSettings {
             smtp: server?,
             password,
@@ -1292,14 +1326,29 @@ impl<'a> Validator<'a> {
         }
     }
 
-    /// A template is compiled now so a syntax error surfaces at `check`
-    /// rather than at the first delivery.
-    fn template(&mut self, key: &Key, source: String) -> Option<String> {
-        let env = minijinja::Environment::new();
-        match env.template_from_str(&source) {
-            Ok(_) => Some(source),
+    /// A template is compiled and rendered against the samples now, so a
+    /// syntax error, an undefined name or an unknown filter surfaces at
+    /// `check` rather than at the first delivery. The wiring compiles it
+    /// again from the source kept here.
+    fn template(
+        &mut self,
+        key: &Key,
+        name: &str,
+        markup: Markup,
+        json: bool,
+        source: String,
+    ) -> Option<String> {
+        let template = match Template::compile(name, &source, &self.template_settings, markup) {
+            Ok(t) => t,
             Err(e) => {
                 self.err(key, format!("invalid template: {e}"));
+                return None;
+            }
+        };
+        match template.check(json) {
+            Ok(()) => Some(source),
+            Err(message) => {
+                self.err(key, message);
                 None
             }
         }

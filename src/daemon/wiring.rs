@@ -17,6 +17,7 @@ use crate::notify::feishu::FeishuNotifier;
 use crate::notify::log::LogNotifier;
 use crate::notify::slack::SlackNotifier;
 use crate::notify::teams::TeamsNotifier;
+use crate::notify::template::{Markup, Template, TemplateSettings};
 use crate::notify::webhook::WebhookNotifier;
 use crate::notify::wecom::WeComNotifier;
 use crate::retry::Backoff;
@@ -81,10 +82,31 @@ pub fn dispatch_settings(config: &Config) -> DispatchSettings {
     }
 }
 
+/// What templates need from the config: the zone of times, the region of
+/// console links.
+pub fn template_settings(config: &Config) -> TemplateSettings {
+    TemplateSettings {
+        timezone: config.delivery.timezone.clone(),
+        region: config.api.region.clone(),
+    }
+}
+
 /// Every configured notifier, ready to send.
 pub fn notifiers(config: &Config) -> anyhow::Result<Notifiers> {
     let mut out = Notifiers::new();
+    let settings = template_settings(config);
     for (name, cfg) in &config.notifiers {
+        // Validation already compiled and rendered it; an error here means
+        // the config did not come through `Config::load`.
+        let template = cfg
+            .template
+            .as_deref()
+            .map(|source| {
+                let markup = Markup::of_kind(cfg.kind().as_str());
+                Template::compile(name, source, &settings, markup)
+                    .map_err(|e| anyhow::anyhow!("notifiers.{name}.template: {e}"))
+            })
+            .transpose()?;
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
@@ -102,38 +124,45 @@ pub fn notifiers(config: &Config) -> anyhow::Result<Notifiers> {
                     .map(|(k, v)| (k.clone(), v.expose().to_owned()))
                     .collect(),
                 http,
+                template,
             }),
             NotifierSettings::Feishu(c) => Notifier::Feishu(FeishuNotifier {
                 url: c.url.expose().clone(),
                 secret: c.secret.clone(),
                 http,
                 tz,
+                template,
             }),
             NotifierSettings::Dingtalk(c) => Notifier::DingTalk(DingTalkNotifier {
                 url: c.url.expose().clone(),
                 secret: c.secret.clone(),
                 http,
                 tz,
+                template,
             }),
             NotifierSettings::Wecom(c) => Notifier::WeCom(WeComNotifier {
                 url: c.url.expose().clone(),
                 http,
                 tz,
+                template,
             }),
             NotifierSettings::Slack(c) => Notifier::Slack(SlackNotifier {
                 url: c.url.expose().clone(),
                 http,
                 tz,
+                template,
             }),
             NotifierSettings::Discord(c) => Notifier::Discord(DiscordNotifier {
                 url: c.url.expose().clone(),
                 http,
                 tz,
+                template,
             }),
             NotifierSettings::Teams(c) => Notifier::Teams(TeamsNotifier {
                 url: c.url.expose().clone(),
                 http,
                 tz,
+                template,
             }),
             NotifierSettings::Email(e) => Notifier::Email(EmailNotifier::from_settings(
                 e,

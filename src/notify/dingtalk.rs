@@ -12,6 +12,7 @@ use sha2::Sha256;
 use url::Url;
 
 use super::http::{HttpAnswer, classify_status};
+use super::template::{self, Template, TemplateError};
 use super::text;
 use super::{Attempt, Message};
 use crate::retry::{Retryable, Verdict};
@@ -38,6 +39,8 @@ pub struct DingTalkNotifier {
     pub secret: Option<Secret>,
     pub http: reqwest::Client,
     pub tz: TimeZone,
+    /// When set, its rendering replaces the built-in text (see `body`).
+    pub template: Option<Template>,
 }
 
 impl DingTalkNotifier {
@@ -46,13 +49,22 @@ impl DingTalkNotifier {
             Some(secret) => signed_url(&self.url, secret, jiff::Timestamp::now().as_millisecond()),
             None => self.url.clone(),
         };
-        super::http::post_json(&self.http, &url, &self.body(message), classify).await
+        match self.body(message) {
+            Ok(body) => super::http::post_json(&self.http, &url, &body, classify).await,
+            Err(e) => template::failed(&e),
+        }
     }
 
     /// `{"msgtype":"markdown","markdown":{"title","text"}}`, with `text` at
-    /// most [`TEXT_LIMIT_BYTES`].
-    pub fn body(&self, message: &Message) -> Value {
+    /// most [`TEXT_LIMIT_BYTES`]. A template's rendering is the whole
+    /// `text` (so a robot with keyword security needs the keyword in it);
+    /// `title`, shown only in the chat list, stays ours.
+    pub fn body(&self, message: &Message) -> Result<Value, TemplateError> {
         let title = text::clip(&text::title(message), 200);
+        if let Some(t) = &self.template {
+            let text = template::fit_rendered(&t.render(message)?, TEXT_LIMIT_BYTES, text::bytes);
+            return Ok(json!({"msgtype": "markdown", "markdown": {"title": title, "text": text}}));
+        }
         // The title heads the text (the `title` field only shows in the chat
         // list); the footer names us, for robots with keyword security.
         let head = format!("#### {title}\n\n");
@@ -60,10 +72,10 @@ impl DingTalkNotifier {
         let lines = content_lines(message, &self.tz);
         let budget = TEXT_LIMIT_BYTES.saturating_sub(head.len() + foot.len());
         let content = text::fit_joined(&lines, budget, text::bytes);
-        json!({
+        Ok(json!({
             "msgtype": "markdown",
             "markdown": {"title": title, "text": format!("{head}{content}{foot}")},
-        })
+        }))
     }
 }
 

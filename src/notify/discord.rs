@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::http::{HttpAnswer, classify_status};
+use super::template::{self, Template, TemplateError};
 use super::text::{self, Tone};
 use super::{Attempt, Message};
 use crate::retry::{Retryable, Verdict};
@@ -35,17 +36,28 @@ pub struct DiscordNotifier {
     pub url: Url,
     pub http: reqwest::Client,
     pub tz: TimeZone,
+    /// When set, its rendering replaces the built-in text (see `body`).
+    pub template: Option<Template>,
 }
 
 impl DiscordNotifier {
     pub async fn send(&self, message: &Message) -> Attempt {
-        super::http::post_json(&self.http, &self.url, &self.body(message), classify).await
+        match self.body(message) {
+            Ok(body) => super::http::post_json(&self.http, &self.url, &body, classify).await,
+            Err(e) => template::failed(&e),
+        }
     }
 
     /// `{"allowed_mentions":{"parse":[]},"embeds":[{title, description, color}]}`.
     /// Lengths are counted in UTF-16 units, never fewer than Discord's
-    /// characters.
-    pub fn body(&self, message: &Message) -> Value {
+    /// characters. With a template, its rendering is the message's
+    /// `content` (cut to 2000) and there is no embed.
+    pub fn body(&self, message: &Message) -> Result<Value, TemplateError> {
+        if let Some(t) = &self.template {
+            let content =
+                template::fit_rendered(&t.render(message)?, CONTENT_LIMIT_CHARS, text::utf16);
+            return Ok(json!({"allowed_mentions": {"parse": []}, "content": content}));
+        }
         let title = text::clip(&text::title(message), TITLE_LIMIT_CHARS);
         let lines: Vec<String> = match message.events.as_slice() {
             [one] if message.group.is_none() => text::fields(one, &self.tz)
@@ -63,7 +75,7 @@ impl DiscordNotifier {
             Tone::Good => 0x2E_CC_71,
             Tone::Info => 0x34_98_DB,
         };
-        json!({
+        Ok(json!({
             // Text from the API must not ping @everyone or anyone else.
             "allowed_mentions": {"parse": []},
             "embeds": [{
@@ -72,7 +84,7 @@ impl DiscordNotifier {
                 "color": color,
                 "footer": {"text": FOOTER},
             }],
-        })
+        }))
     }
 }
 

@@ -12,6 +12,7 @@ use sha2::Sha256;
 use url::Url;
 
 use super::http::{HttpAnswer, classify_status};
+use super::template::{self, Template, TemplateError};
 use super::text::{self, Tone};
 use super::{Attempt, Message};
 use crate::retry::{Retryable, Verdict};
@@ -37,29 +38,34 @@ pub struct FeishuNotifier {
     pub secret: Option<Secret>,
     pub http: reqwest::Client,
     pub tz: TimeZone,
+    /// When set, its rendering replaces the built-in text (see `body`).
+    pub template: Option<Template>,
 }
 
 impl FeishuNotifier {
     pub async fn send(&self, message: &Message) -> Attempt {
+        let body = match self.body(message) {
+            Ok(body) => body,
+            Err(e) => return template::failed(&e),
+        };
         let body = match &self.secret {
-            Some(secret) => signed(
-                self.body(message),
-                secret,
-                jiff::Timestamp::now().as_second(),
-            ),
-            None => self.body(message),
+            Some(secret) => signed(body, secret, jiff::Timestamp::now().as_second()),
+            None => body,
         };
         super::http::post_json(&self.http, &self.url, &body, classify).await
     }
 
     /// The unsigned body: `{"msg_type":"interactive","card":{…}}`, at most
-    /// [`BODY_LIMIT_BYTES`] once signed.
-    pub fn body(&self, message: &Message) -> Value {
-        let lines = content_lines(message, &self.tz);
+    /// [`BODY_LIMIT_BYTES`] once signed. A template's rendering replaces
+    /// the card's text; the coloured header and the note stay.
+    pub fn body(&self, message: &Message) -> Result<Value, TemplateError> {
         let overhead = card(message, "").to_string().len() + SIGN_RESERVE;
         let budget = BODY_LIMIT_BYTES.saturating_sub(overhead);
-        let content = text::fit_joined(&lines, budget, text::json_bytes);
-        card(message, &content)
+        let content = match &self.template {
+            Some(t) => template::fit_rendered(&t.render(message)?, budget, text::json_bytes),
+            None => text::fit_joined(&content_lines(message, &self.tz), budget, text::json_bytes),
+        };
+        Ok(card(message, &content))
     }
 }
 

@@ -10,6 +10,7 @@ pub mod http;
 pub mod log;
 pub mod slack;
 pub mod teams;
+pub mod template;
 pub mod text;
 pub mod webhook;
 pub mod wecom;

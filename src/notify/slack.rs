@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::http::{HttpAnswer, classify_status};
+use super::template::{self, Template, TemplateError};
 use super::text;
 use super::{Attempt, Message};
 use crate::retry::Verdict;
@@ -35,15 +36,30 @@ pub struct SlackNotifier {
     pub url: Url,
     pub http: reqwest::Client,
     pub tz: TimeZone,
+    /// When set, its rendering replaces the built-in text (see `body`).
+    pub template: Option<Template>,
 }
 
 impl SlackNotifier {
     pub async fn send(&self, message: &Message) -> Attempt {
-        super::http::post_json(&self.http, &self.url, &self.body(message), classify).await
+        match self.body(message) {
+            Ok(body) => super::http::post_json(&self.http, &self.url, &body, classify).await,
+            Err(e) => template::failed(&e),
+        }
     }
 
-    /// `{"text": title, "blocks": [header, section…, context?]}`.
-    pub fn body(&self, message: &Message) -> Value {
+    /// `{"text": title, "blocks": [header, section…, context?]}`; with a
+    /// template, its rendering as `text` and as one section, cut to a
+    /// section's limit.
+    pub fn body(&self, message: &Message) -> Result<Value, TemplateError> {
+        if let Some(t) = &self.template {
+            let rendered =
+                template::fit_rendered(&t.render(message)?, SECTION_LIMIT_CHARS, text::chars);
+            return Ok(json!({
+                "text": rendered,
+                "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": rendered}}],
+            }));
+        }
         let title = escape(&text::title(message));
         let lines: Vec<String> = match message.events.as_slice() {
             [one] if message.group.is_none() => text::fields(one, &self.tz)
@@ -70,11 +86,11 @@ impl SlackNotifier {
         // The 12,000-character cap keeps this far below 50; the check is
         // for whoever raises the cap.
         blocks.truncate(MAX_BLOCKS);
-        json!({
+        Ok(json!({
             // Shown in notifications and where blocks cannot be.
             "text": text::clip(&title, TEXT_LIMIT_CHARS),
             "blocks": blocks,
-        })
+        }))
     }
 }
 

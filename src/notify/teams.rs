@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::http::{HttpAnswer, classify_status};
+use super::template::{self, Template, TemplateError};
 use super::text::{self, Tone};
 use super::{Attempt, Message};
 use crate::retry::Verdict;
@@ -27,17 +28,29 @@ pub struct TeamsNotifier {
     pub url: Url,
     pub http: reqwest::Client,
     pub tz: TimeZone,
+    /// When set, its rendering replaces the built-in text (see `body`).
+    pub template: Option<Template>,
 }
 
 impl TeamsNotifier {
     pub async fn send(&self, message: &Message) -> Attempt {
-        super::http::post_json(&self.http, &self.url, &self.body(message), classify).await
+        match self.body(message) {
+            Ok(body) => super::http::post_json(&self.http, &self.url, &body, classify).await,
+            Err(e) => template::failed(&e),
+        }
     }
 
     /// `{"type":"message","attachments":[{"contentType":
     /// "application/vnd.microsoft.card.adaptive","content":{AdaptiveCard}}]}`,
-    /// at most [`BODY_LIMIT_BYTES`].
-    pub fn body(&self, message: &Message) -> Value {
+    /// at most [`BODY_LIMIT_BYTES`]. A template's rendering is the card's
+    /// text block; the coloured title stays.
+    pub fn body(&self, message: &Message) -> Result<Value, TemplateError> {
+        let overhead = envelope(message, "").to_string().len();
+        let budget = BODY_LIMIT_BYTES.saturating_sub(overhead);
+        if let Some(t) = &self.template {
+            let content = template::fit_rendered(&t.render(message)?, budget, text::json_bytes);
+            return Ok(envelope(message, &content));
+        }
         let lines: Vec<String> = match message.events.as_slice() {
             [one] if message.group.is_none() => text::fields(one, &self.tz)
                 .into_iter()
@@ -49,10 +62,8 @@ impl TeamsNotifier {
                 .map(|l| format!("- {l}"))
                 .collect(),
         };
-        let overhead = envelope(message, "").to_string().len();
-        let budget = BODY_LIMIT_BYTES.saturating_sub(overhead);
         let content = text::fit_joined(&lines, budget, text::json_bytes);
-        envelope(message, &content)
+        Ok(envelope(message, &content))
     }
 }
 

@@ -8,6 +8,7 @@ use sha2::Sha256;
 use url::Url;
 
 use super::http::{HttpAnswer, classify_status, scrub, transport_failure};
+use super::template::{self, Template, TemplateError};
 use super::{Attempt, Message};
 use crate::secret::Secret;
 
@@ -17,11 +18,16 @@ pub struct WebhookNotifier {
     pub secret: Option<Secret>,
     pub headers: Vec<(String, String)>,
     pub http: reqwest::Client,
+    /// When set, its rendering is the whole body instead of [`envelope`].
+    pub template: Option<Template>,
 }
 
 impl WebhookNotifier {
     pub async fn send(&self, message: &Message) -> Attempt {
-        let body = envelope(message).to_string();
+        let body = match self.body(message) {
+            Ok(body) => body,
+            Err(e) => return template::failed(&e),
+        };
         let mut request = self
             .http
             .post(self.url.clone())
@@ -54,6 +60,17 @@ impl WebhookNotifier {
                 }
             }
             Err(e) => transport_failure(e, &self.url),
+        }
+    }
+}
+
+impl WebhookNotifier {
+    /// What is posted: the template's rendering (the user writes JSON;
+    /// `check` made sure the samples render to JSON), else [`envelope`].
+    pub fn body(&self, message: &Message) -> Result<String, TemplateError> {
+        match &self.template {
+            Some(t) => t.render(message),
+            None => Ok(envelope(message).to_string()),
         }
     }
 }

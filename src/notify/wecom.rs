@@ -9,6 +9,7 @@ use url::Url;
 
 use super::dingtalk::errcode;
 use super::http::{HttpAnswer, classify_status};
+use super::template::{self, Template, TemplateError};
 use super::text::{self, Tone};
 use super::{Attempt, Message};
 use crate::retry::{Retryable, Verdict};
@@ -36,17 +37,28 @@ pub struct WeComNotifier {
     pub url: Url,
     pub http: reqwest::Client,
     pub tz: TimeZone,
+    /// When set, its rendering replaces the built-in text (see `body`).
+    pub template: Option<Template>,
 }
 
 impl WeComNotifier {
     pub async fn send(&self, message: &Message) -> Attempt {
-        super::http::post_json(&self.http, &self.url, &self.body(message), classify).await
+        match self.body(message) {
+            Ok(body) => super::http::post_json(&self.http, &self.url, &body, classify).await,
+            Err(e) => template::failed(&e),
+        }
     }
 
     /// `{"msgtype":"markdown","markdown":{"content"}}`, content at most
-    /// [`CONTENT_LIMIT_BYTES`].
-    pub fn body(&self, message: &Message) -> Value {
-        json!({"msgtype": "markdown", "markdown": {"content": self.content(message)}})
+    /// [`CONTENT_LIMIT_BYTES`]: the template's rendering when one is set.
+    pub fn body(&self, message: &Message) -> Result<Value, TemplateError> {
+        let content = match &self.template {
+            Some(t) => {
+                template::fit_rendered(&t.render(message)?, CONTENT_LIMIT_BYTES, text::bytes)
+            }
+            None => self.content(message),
+        };
+        Ok(json!({"msgtype": "markdown", "markdown": {"content": content}}))
     }
 
     fn content(&self, message: &Message) -> String {

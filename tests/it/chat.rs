@@ -308,6 +308,7 @@ async fn feishu_signs_the_card_and_reads_the_body_code() {
         secret: Some(Secret::new("feishu-s3cret")),
         http: http(),
         tz: tz(),
+        template: None,
     };
 
     let attempt = notifier.send(&single("FAILED")).await;
@@ -373,6 +374,7 @@ async fn feishu_cuts_a_big_group_to_its_body_limit() {
         secret: Some(Secret::new("k")),
         http: http(),
         tz: tz(),
+        template: None,
     };
     let attempt = notifier.send(&big_group()).await;
     assert_eq!(attempt.verdict, Verdict::Success);
@@ -425,6 +427,7 @@ async fn dingtalk_signs_the_query_and_reads_errcode() {
         secret: Some(Secret::new(secret)),
         http: http(),
         tz: tz(),
+        template: None,
     };
 
     let attempt = notifier.send(&single("ABNORMAL")).await;
@@ -466,6 +469,7 @@ async fn dingtalk_cuts_a_big_group() {
         secret: None,
         http: http(),
         tz: tz(),
+        template: None,
     };
     assert_eq!(notifier.send(&big_group()).await.verdict, Verdict::Success);
     let got = rx.next().await;
@@ -493,6 +497,7 @@ async fn wecom_fits_4096_bytes_and_reads_errcode() {
         url: rx.url("cgi-bin/webhook/send?key=wecom-key-123"),
         http: http(),
         tz: tz(),
+        template: None,
     };
 
     assert_eq!(notifier.send(&big_group()).await.verdict, Verdict::Success);
@@ -540,6 +545,7 @@ async fn slack_blocks_fit_and_429_waits_for_retry_after() {
         url: rx.url("services/T000/B000/slack-token"),
         http: http(),
         tz: tz(),
+        template: None,
     };
 
     assert_eq!(notifier.send(&big_group()).await.verdict, Verdict::Success);
@@ -587,6 +593,7 @@ async fn slack_escapes_control_characters_from_the_api() {
         url: rx.url("hook"),
         http: http(),
         tz: tz(),
+        template: None,
     };
     let mut message = single("FAILED");
     message.events[0].error_message = Some("<!channel> disk > 90% & rising".into());
@@ -613,6 +620,7 @@ async fn discord_embed_fits_and_429_body_sets_the_wait() {
         url: rx.url("api/webhooks/123/discord-token"),
         http: http(),
         tz: tz(),
+        template: None,
     };
 
     assert_eq!(notifier.send(&big_group()).await.verdict, Verdict::Success);
@@ -653,6 +661,7 @@ async fn teams_sends_an_adaptive_card_within_its_limit() {
         url: rx.url("workflows/abc/triggers/manual/paths/invoke?api-version=1&sig=teams-sig"),
         http: http(),
         tz: tz(),
+        template: None,
     };
 
     assert_eq!(
@@ -715,6 +724,7 @@ async fn a_connection_error_never_shows_the_url_secret() {
                 url: url("/cgi-bin/webhook/send?key=wecom-key-123"),
                 http: http(),
                 tz: tz(),
+                template: None,
             }),
         ),
         (
@@ -723,6 +733,7 @@ async fn a_connection_error_never_shows_the_url_secret() {
                 url: url("/services/T000/B000/slack-token-456"),
                 http: http(),
                 tz: tz(),
+                template: None,
             }),
         ),
         (
@@ -731,6 +742,7 @@ async fn a_connection_error_never_shows_the_url_secret() {
                 url: url("/api/webhooks/1/discord-token-789"),
                 http: http(),
                 tz: tz(),
+                template: None,
             }),
         ),
         (
@@ -740,6 +752,7 @@ async fn a_connection_error_never_shows_the_url_secret() {
                 secret: Some(Secret::new("SECxyz")),
                 http: http(),
                 tz: tz(),
+                template: None,
             }),
         ),
         (
@@ -749,6 +762,7 @@ async fn a_connection_error_never_shows_the_url_secret() {
                 secret: None,
                 http: http(),
                 tz: tz(),
+                template: None,
             }),
         ),
         (
@@ -757,6 +771,7 @@ async fn a_connection_error_never_shows_the_url_secret() {
                 url: url("/workflows/x/invoke?sig=teams-sig-222"),
                 http: http(),
                 tz: tz(),
+                template: None,
             }),
         ),
     ];

@@ -74,6 +74,7 @@ fn dispatcher(store: &SharedStore, url: &str) -> Arc<Dispatcher> {
         secret: Some(Secret::new(SECRET)),
         headers: vec![("X-Team".into(), "ops".into())],
         http: reqwest::Client::new(),
+        template: None,
     });
     let mut notifiers: Notifiers = HashMap::new();
     notifiers.insert("hook".into(), Arc::new(Slot::new(notifier, None, 2)));
@@ -223,6 +224,7 @@ async fn an_expired_retry_becomes_a_dead_letter() {
                 secret: None,
                 headers: vec![],
                 http: reqwest::Client::new(),
+                template: None,
             }),
             None,
             1,

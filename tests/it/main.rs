@@ -15,3 +15,4 @@ mod sim;
 mod smtp_sink;
 mod store;
 mod support;
+mod templates;

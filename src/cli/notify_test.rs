@@ -35,7 +35,9 @@ pub async fn run(cli: &Cli, args: &NotifyTestArgs) -> anyhow::Result<()> {
         args.names.iter().collect()
     };
     names.sort();
-    let message = sample_message();
+    let mut message = sample_message();
+    // Unique per run: receivers that de-duplicate must not drop a second test.
+    message.id = format!("notify-test-{}", jiff::Timestamp::now().as_millisecond());
     let mut failed = 0;
     for name in names {
         let slot = &notifiers[name];

@@ -164,11 +164,26 @@ pub fn notifiers(config: &Config) -> anyhow::Result<Notifiers> {
                 tz,
                 template,
             }),
-            NotifierSettings::Email(e) => Notifier::Email(EmailNotifier::from_settings(
-                e,
-                cfg.timeout,
-                config.delivery.timezone.clone(),
-            )?),
+            NotifierSettings::Email(e) => {
+                let subject = e
+                    .subject_template
+                    .as_deref()
+                    .map(|src| {
+                        Template::compile(
+                            &format!("{name}.subject_template"),
+                            src,
+                            &settings,
+                            Markup::Plain,
+                        )
+                    })
+                    .transpose()?;
+                Notifier::Email(EmailNotifier::from_settings(
+                    e,
+                    cfg.timeout,
+                    config.delivery.timezone.clone(),
+                    subject,
+                )?)
+            }
         };
         let rate = cfg
             .rate_limit

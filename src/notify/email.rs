@@ -19,6 +19,7 @@ use lettre::transport::smtp::response::Response;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use sha2::{Digest, Sha256};
 
+use super::template::{Template, TemplateError};
 use super::{Attempt, Message};
 use crate::cloud::model::ApiTime;
 use crate::config::{EmailSettings, SmtpTls};
@@ -76,6 +77,8 @@ struct Inner {
     password: Option<Secret>,
     /// Where the SMTP server is, for answers that name no reply.
     server: String,
+    /// `subject_template`, compiled (plain text: a subject has no markup).
+    subject_template: Option<Template>,
 }
 
 /// A transport and which one it is, so that of two attempts timing out on
@@ -103,6 +106,7 @@ impl EmailNotifier {
         settings: &EmailSettings,
         timeout: Duration,
         tz: jiff::tz::TimeZone,
+        subject_template: Option<Template>,
     ) -> Result<EmailNotifier, EmailError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(EmailError::NoRuntime);
@@ -134,12 +138,6 @@ impl EmailNotifier {
                 .credentials(Credentials::new(user.clone(), password.expose().to_owned()))
                 .authentication(vec![Mechanism::Plain, Mechanism::Login]);
         }
-        if settings.subject_template.is_some() {
-            tracing::warn!(
-                server = %server.host,
-                "notifiers: subject_template is not applied to email by this build yet; using the built-in subject"
-            );
-        }
         Ok(EmailNotifier {
             inner: Arc::new(Inner {
                 transport: Mutex::new(Pooled {
@@ -153,11 +151,20 @@ impl EmailNotifier {
                 tz,
                 password: settings.password.clone(),
                 server: format!("{}:{}", server.host, server.port),
+                subject_template,
             }),
         })
     }
 
     pub async fn send(&self, message: &Message) -> Attempt {
+        // A template that cannot render this message will not render it on
+        // a retry either: a dead letter with the reason.
+        if let Err(e) = self.templated_subject(message).transpose() {
+            return Attempt {
+                verdict: Verdict::DontRetry(format!("template error: {e}")),
+                answer: format!("template error: {e}"),
+            };
+        }
         let mail = match self.build(message) {
             Ok(mail) => mail,
             // Our own addresses and a body we built: a bug or bad config,
@@ -265,12 +272,29 @@ impl EmailNotifier {
     /// Subject, text part and HTML part for a message. Pure: the seam where
     /// templates can take over.
     pub fn render(&self, message: &Message) -> (String, String, String) {
-        let subject = subject(message);
+        let subject = match self.templated_subject(message) {
+            Some(Ok(subject)) => subject,
+            // `send` turns a failing template into a dead letter first.
+            Some(Err(_)) | None => subject(message),
+        };
         (
             subject.clone(),
             render_text(message, &self.inner.tz),
             render_html(message, &subject, &self.inner.tz),
         )
+    }
+
+    /// The `subject_template` rendered, on one bounded line.
+    fn templated_subject(&self, message: &Message) -> Option<Result<String, TemplateError>> {
+        let template = self.inner.subject_template.as_ref()?;
+        Some(template.render(message).map(|text| {
+            let mut subject = one_line(&text);
+            if subject.chars().count() > MAX_SUBJECT_CHARS {
+                subject = subject.chars().take(MAX_SUBJECT_CHARS - 1).collect();
+                subject.push('…');
+            }
+            subject
+        }))
     }
 
     /// Removes the password (and the AUTH encodings that carry it) from an
@@ -863,6 +887,7 @@ mod tests {
                 &settings(tls),
                 Duration::from_secs(5),
                 jiff::tz::TimeZone::UTC,
+                None,
             )
             .expect("transport builds without connecting");
             assert!(!format!("{n:?}").contains("hunter2"));
@@ -875,6 +900,7 @@ mod tests {
             &settings(SmtpTls::None),
             Duration::from_secs(5),
             jiff::tz::TimeZone::UTC,
+            None,
         )
         .expect_err("no runtime here");
         assert!(matches!(e, EmailError::NoRuntime));

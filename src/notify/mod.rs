@@ -15,6 +15,8 @@ pub mod text;
 pub mod webhook;
 pub mod wecom;
 
+pub use template::{sample_group, sample_message};
+
 use std::time::Duration;
 
 use serde::Serialize;
@@ -90,35 +92,5 @@ pub fn default_rate(kind: &str) -> Option<(u32, Duration)> {
         "discord" => Some(discord::DEFAULT_RATE),
         "teams" => Some(teams::DEFAULT_RATE),
         _ => None,
-    }
-}
-
-/// A realistic sample: a CREATE_SERVER sub-job that failed, as
-/// `notify-test` sends it (and as templates are checked against).
-pub fn sample_message() -> Message {
-    let event: Event = serde_json::from_value(serde_json::json!({
-        "event_id": "sample-0000000000000000000000000000",
-        "kind": "changed",
-        "project_id": "0a1b2c3d4e5f60718293a4b5c6d7e8f9",
-        "job_type": "CREATE_SERVER",
-        "sub_job_id": "3f1c2b9e-7a64-4e1b-9c1d-2f5e8a7b6c4d",
-        "job_id": "8f2d6a3b-b1c9-4a61-b0e9-c7d4e5f60718",
-        "resource_id": "a1a1245f-7c3d-4d2a-9b1e-1425af14c0de",
-        "resource_name": "APS-20220902093902-AYOASWQDEJ",
-        "from": "RUNNING",
-        "to": "FAILED",
-        "error_code": "WKS.00129901",
-        "error_message": "The service is now unavailable to process the request.",
-        "begin_time": "2022-03-07T10:40:43.858Z",
-        "end_time": "2022-03-07T10:52:13.102Z",
-        "observed_at": "2022-03-07T10:52:20Z"
-    }))
-    // A literal of our own shape; failing to read it is a bug here.
-    .expect("the sample event is a valid event");
-    Message {
-        // Unique per run: receivers that de-duplicate must not drop a second test.
-        id: format!("notify-test-{}", jiff::Timestamp::now().as_millisecond()),
-        group: None,
-        events: vec![event],
     }
 }

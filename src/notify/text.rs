@@ -427,7 +427,10 @@ mod tests {
 
     #[test]
     fn a_job_group_reads_as_a_digest() {
-        let sample = crate::notify::sample_message().events.remove(0);
+        let mut sample = crate::notify::sample_message().events.remove(0);
+        sample.job_id = Some("8f2d6a3b-b1c9-4a61-b0e9-c7d4e5f60718".into());
+        sample.to = Some(Status::Failed);
+        sample.error_code = Some("WKS.00129901".into());
         let events: Vec<Event> = (0..20)
             .map(|i| {
                 let mut e = sample.clone();

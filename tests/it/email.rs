@@ -40,7 +40,7 @@ fn notifier(port: u16, user: Option<&str>) -> EmailNotifier {
 fn notifier_with(settings: EmailSettings, timeout: Duration) -> EmailNotifier {
     jobwatch::install_crypto_provider();
     let tz = jiff::tz::TimeZone::get("Asia/Shanghai").expect("tzdb has Asia/Shanghai");
-    EmailNotifier::from_settings(&settings, timeout, tz).expect("email notifier")
+    EmailNotifier::from_settings(&settings, timeout, tz, None).expect("email notifier")
 }
 
 fn event(sub_job: &str, to: Status) -> Event {
@@ -478,5 +478,55 @@ async fn after_a_timed_out_attempt_the_next_one_uses_a_fresh_connection() {
         sink.connections.load(std::sync::atomic::Ordering::SeqCst),
         2,
         "the cut connection was reused"
+    );
+}
+
+#[tokio::test]
+async fn a_subject_template_names_the_subject_and_a_broken_one_is_a_dead_letter() {
+    use jobwatch::notify::template::{Markup, Template, TemplateSettings};
+    jobwatch::install_crypto_provider();
+    let mut sink = SmtpSink::start(vec![]).await;
+    let tz = jiff::tz::TimeZone::get("Asia/Shanghai").expect("tzdb has Asia/Shanghai");
+    let template_settings = TemplateSettings {
+        timezone: tz.clone(),
+        region: "cn-north-4".into(),
+    };
+    let compile = |src: &str| {
+        Template::compile(
+            "oncall.subject_template",
+            src,
+            &template_settings,
+            Markup::Plain,
+        )
+        .unwrap()
+    };
+    let good = compile("{{ event.job_type }} {{ event.to }}\non {{ event.resource_name }}");
+    let email = EmailNotifier::from_settings(
+        &settings(sink.port, None),
+        Duration::from_secs(5),
+        tz.clone(),
+        Some(good),
+    )
+    .unwrap();
+    let attempt = email.send(&single(event("T1", Status::Failed))).await;
+    assert_eq!(attempt.verdict, Verdict::Success, "{}", attempt.answer);
+    // Newlines in a rendered subject are folded: one header line.
+    assert_eq!(
+        parse(&sink.next().await).subject,
+        "CREATE_SERVER FAILED on APS-20220902093902-T1"
+    );
+
+    let broken = compile("{{ event.nope.deeper }}");
+    let email = EmailNotifier::from_settings(
+        &settings(sink.port, None),
+        Duration::from_secs(5),
+        tz,
+        Some(broken),
+    )
+    .unwrap();
+    let attempt = email.send(&single(event("T2", Status::Failed))).await;
+    assert!(
+        matches!(attempt.verdict, Verdict::DontRetry(ref r) if r.starts_with("template error")),
+        "{attempt:?}"
     );
 }

@@ -79,6 +79,7 @@ fn webhook(url: &str) -> Notifier {
         secret: None,
         headers: vec![],
         http: reqwest::Client::new(),
+        template: None,
     })
 }
 
@@ -156,6 +157,7 @@ async fn a_dingtalk_burst_never_exceeds_twenty_a_minute_and_drops_nothing() {
         secret: None,
         http: reqwest::Client::new(),
         tz: jiff::tz::TimeZone::UTC,
+        template: None,
     });
     let rate = jobwatch::notify::default_rate("dingtalk").expect("DingTalk has a documented limit");
     assert_eq!(rate, (20, Duration::from_secs(60)));

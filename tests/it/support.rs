@@ -92,6 +92,7 @@ pub fn client_for(url: &str, credentials: Credentials, timeout: Duration) -> Cli
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path: String,
+    pub query: Option<String>,
     pub headers: axum::http::HeaderMap,
     pub body: String,
     pub at: std::time::Instant,
@@ -144,6 +145,7 @@ impl Receiver {
                     .unwrap_or_default();
                 let _ = tx.send(Received {
                     path: parts.uri.path().to_owned(),
+                    query: parts.uri.query().map(str::to_owned),
                     headers: parts.headers,
                     body: String::from_utf8_lossy(&body).into_owned(),
                     at: std::time::Instant::now(),
@@ -490,6 +492,7 @@ impl Recorder {
                         .unwrap_or_default();
                     got.lock().unwrap().push(Received {
                         path: parts.uri.path().to_owned(),
+                        query: parts.uri.query().map(str::to_owned),
                         headers: parts.headers,
                         body: String::from_utf8_lossy(&body).into_owned(),
                         at: std::time::Instant::now(),

@@ -134,7 +134,7 @@ pub async fn run(
                     continue;
                 };
                 systemd.reloading();
-                match reload_config(source, &config) {
+                match reload_config(source) {
                     Ok(new) => {
                         match wiring::notifiers(&new) {
                             Ok(notifiers) => {
@@ -186,7 +186,7 @@ pub async fn run(
     Ok(())
 }
 
-fn reload_config(source: &ReloadSource, _old: &Config) -> anyhow::Result<Config> {
+fn reload_config(source: &ReloadSource) -> anyhow::Result<Config> {
     let loaded = Config::load_optional(&source.path, source.must_exist)?;
     for warning in &loaded.warnings {
         tracing::warn!("config: {warning}");

@@ -261,3 +261,70 @@ listen = "{metrics_addr}"
     stop_tx.send(()).unwrap();
     daemon.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_rejected_delivery_shows_in_state_dead_and_state_retry_requeues_it() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let made = sim
+        .control(
+            Method::POST,
+            "/sim/jobs",
+            json!({"project_id":"demo","job_type":"CREATE_SERVER","count":1,"status":"RUNNING"}),
+        )
+        .await;
+    let id = made["sub_job_ids"][0].as_str().unwrap().to_owned();
+    // The receiver refuses the first delivery for good, then accepts.
+    let mut receiver =
+        Receiver::start(vec![(400, vec![], r#"{"error":"unknown channel"}"#.into())]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+[api]
+endpoint = "{}"
+[auth]
+method = "none"
+[state]
+path = "{}"
+[[targets]]
+project_id = "demo"
+job_types = ["CREATE_SERVER"]
+[notifiers.hook]
+kind = "webhook"
+url = "{}/hook"
+[[routes]]
+notify = ["hook"]
+"#,
+            sim.url(),
+            dir.path().join("state.db").display(),
+            receiver.url
+        ),
+    );
+    assert!(jobwatch(&config, &["once"]).await.status.success());
+    sim.control(
+        Method::POST,
+        &format!("/sim/jobs/{id}"),
+        json!({"status":"FAILED"}),
+    )
+    .await;
+    assert!(jobwatch(&config, &["once"]).await.status.success());
+    receiver.next(Duration::from_secs(10)).await;
+
+    let dead = stdout(&jobwatch(&config, &["state", "dead"]).await);
+    assert!(
+        dead.contains("hook") && dead.contains("unknown channel") && dead.contains(&id),
+        "{dead}"
+    );
+    let show = stdout(&jobwatch(&config, &["state", "show"]).await);
+    assert!(show.contains("0 pending, 1 dead"), "{show}");
+
+    let retry = stdout(&jobwatch(&config, &["state", "retry"]).await);
+    assert!(retry.contains("requeued 1"), "{retry}");
+    // The next cycle delivers the requeued row; the receiver now accepts.
+    assert!(jobwatch(&config, &["once"]).await.status.success());
+    let again = receiver.next(Duration::from_secs(10)).await;
+    assert_eq!(again.json()["events"][0]["to"], "FAILED");
+    let show = stdout(&jobwatch(&config, &["state", "show"]).await);
+    assert!(show.contains("0 pending, 0 dead"), "{show}");
+}

@@ -1039,6 +1039,14 @@ impl<'a> Validator<'a> {
             n.template.is_some() && kind == NotifierKind::Log,
             &why,
         );
+        // Email's body is built in (text and HTML parts); only its subject
+        // takes a template. Refused rather than silently ignored.
+        if n.template.is_some() && kind == NotifierKind::Email {
+            self.err(
+                &key.f("template"),
+                "not used by kind \"email\": its text and HTML parts are built in; use subject_template for the subject",
+            );
+        }
 
         // The generic webhook posts the rendering as `application/json`
         // unless the user set another Content-Type, so then it must be JSON.
@@ -1048,7 +1056,7 @@ impl<'a> Validator<'a> {
             });
         let name = key.segments().last().cloned().unwrap_or_default();
         let template = match n.template {
-            Some(t) if kind != NotifierKind::Log => self.template(
+            Some(t) if !matches!(kind, NotifierKind::Log | NotifierKind::Email) => self.template(
                 &key.f("template"),
                 &name,
                 Markup::of_kind(kind.as_str()),

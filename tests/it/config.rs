@@ -69,6 +69,10 @@ fn bad_configs_name_their_key() {
     let cases: &[(&str, &str)] = &[
         // unknown keys, top level and nested
         ("bogus = 1", "bogus: unknown key"),
+        (
+            "[notifiers.m]\nkind = \"email\"\nsmtp = \"smtp://127.0.0.1:25\"\nstarttls = false\nfrom = \"a@example.com\"\nto = [\"b@example.com\"]\ntemplate = \"{{ event.to }}\"",
+            "notifiers.m.template: not used by kind \"email\"",
+        ),
         ("[api]\ntimeoutt = \"1s\"", "api.timeoutt: unknown key"),
         (
             "[notifiers.x]\nkind = \"log\"\nurll = \"https://a\"",

@@ -2,8 +2,6 @@
 //! reports ok for each loopback stand-in, and a route CREATE_SERVER → FAILED
 //! brings three failures to all of them, signed as each vendor documents.
 
-use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use base64::Engine;
@@ -15,7 +13,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use crate::smtp_sink::SmtpSink;
-use crate::support::{Answer, Receiver, Sim};
+use crate::support::{Answer, Receiver, Sim, jobwatch};
 
 const FEISHU_SECRET: &str = "feishu-secret-1";
 const DING_SECRET: &str = "SEC0123456789abcdef";
@@ -25,17 +23,6 @@ fn hmac_b64(key: &[u8], message: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
     mac.update(message);
     BASE64.encode(mac.finalize().into_bytes())
-}
-
-async fn jobwatch(config: &Path, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"))
-        .arg("-c")
-        .arg(config)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .expect("run jobwatch")
 }
 
 fn answers(status: u16, body: &str) -> Vec<Answer> {

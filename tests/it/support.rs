@@ -612,3 +612,16 @@ pub async fn pending_event_ids(state: &std::path::Path) -> std::collections::BTr
     .await
     .expect("store query")
 }
+
+/// Runs the `jobwatch` binary with `-c config` and `args`, to completion.
+pub async fn jobwatch(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"))
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("run jobwatch")
+}

@@ -477,6 +477,22 @@ impl<'a> Validator<'a> {
 
     /// Reports a key the context does not use (e.g. `auth.token` with
     /// `method = "aksk"`): silently ignoring it would hide a mistake.
+    /// A list that must be present and non-empty; `None` (after recording
+    /// "missing: {what}" or "empty: {what}") otherwise.
+    fn required_list<T>(&mut self, key: &Key, list: Option<Vec<T>>, what: &str) -> Option<Vec<T>> {
+        match list {
+            None => {
+                self.err(key, format!("missing: {what}"));
+                None
+            }
+            Some(list) if list.is_empty() => {
+                self.err(key, format!("empty: {what}"));
+                None
+            }
+            Some(list) => Some(list),
+        }
+    }
+
     fn unused(&mut self, key: &Key, present: bool, why: &str) {
         if present {
             self.err(key, format!("not used {why}"));
@@ -869,22 +885,13 @@ impl<'a> Validator<'a> {
                 }
                 Some(p) => p.trim().to_owned(),
             };
-            let job_types = match t.job_types {
-                None => {
-                    self.err(
-                        &k.f("job_types"),
-                        "missing: a target watches at least one job type, e.g. [\"CREATE_SERVER\"]",
-                    );
-                    Vec::new()
-                }
-                Some(list) if list.is_empty() => {
-                    self.err(
-                        &k.f("job_types"),
-                        "empty: a target watches at least one job type, e.g. [\"CREATE_SERVER\"]",
-                    );
-                    Vec::new()
-                }
+            let job_types = match self.required_list(
+                &k.f("job_types"),
+                t.job_types,
+                "a target watches at least one job type, e.g. [\"CREATE_SERVER\"]",
+            ) {
                 Some(list) => self.job_types(&k.f("job_types"), list),
+                None => Vec::new(),
             };
             for jt in &job_types {
                 if project_id.is_empty() {
@@ -1437,21 +1444,12 @@ impl<'a> Validator<'a> {
                     kinds
                 }
             };
-            let notify = match r.notify {
-                None => {
-                    self.err(
-                        &k.f("notify"),
-                        "missing: a route must notify at least one notifier",
-                    );
-                    Vec::new()
-                }
-                Some(list) if list.is_empty() => {
-                    self.err(
-                        &k.f("notify"),
-                        "empty: a route must notify at least one notifier",
-                    );
-                    Vec::new()
-                }
+            let notify = match self.required_list(
+                &k.f("notify"),
+                r.notify,
+                "a route must notify at least one notifier",
+            ) {
+                None => Vec::new(),
                 Some(list) => {
                     for name in &list {
                         if !written.contains(name) {

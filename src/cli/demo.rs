@@ -124,6 +124,8 @@ notify = ["receiver"]
     let result = daemon::run(
         loaded.config,
         None,
+        // The demo is run from a terminal, not as a unit.
+        daemon::systemd::Systemd::off(),
         async {
             let _ = tokio::signal::ctrl_c().await;
         },

@@ -53,6 +53,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     let result = daemon::run(
         loaded.config,
         Some(source),
+        daemon::systemd::Systemd::from_env(),
         async move {
             let _ = stop_rx.await;
         },

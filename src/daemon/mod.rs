@@ -42,14 +42,15 @@ pub struct ReloadSource {
 
 /// Runs the daemon until `shutdown` resolves. Each message on `reload`
 /// re-reads the config from `source`; an invalid one is logged and the old
-/// one kept.
+/// one kept. `systemd` is what to tell the service manager: the binary
+/// passes [`Systemd::from_env`], an embedded daemon [`Systemd::off`].
 pub async fn run(
     config: Config,
     source: Option<ReloadSource>,
+    systemd: Systemd,
     shutdown: impl Future<Output = ()>,
     mut reload: mpsc::Receiver<()>,
 ) -> anyhow::Result<()> {
-    let systemd = Systemd::from_env();
     if config.poll.strategy == crate::config::PollStrategy::Incremental {
         // SPEC §5's target design; until it lands, full scans keep every
         // guarantee and only cost more API calls.

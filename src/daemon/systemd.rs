@@ -20,6 +20,15 @@ impl Systemd {
         }
     }
 
+    /// Tells nobody anything: for a daemon embedded in another process
+    /// (tests, `demo`), whose environment belongs to someone else.
+    pub fn off() -> Systemd {
+        Systemd {
+            enabled: false,
+            watchdog: None,
+        }
+    }
+
     /// How often to send `WATCHDOG=1`: half the configured `WatchdogSec`.
     pub fn watchdog_interval(&self) -> Option<Duration> {
         self.watchdog.map(|d| d / 2)

@@ -201,6 +201,7 @@ listen = "{metrics_addr}"
     let daemon = tokio::spawn(jobwatch::daemon::run(
         loaded.config,
         None,
+        jobwatch::daemon::systemd::Systemd::off(),
         async {
             let _ = stop_rx.await;
         },

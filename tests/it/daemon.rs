@@ -121,6 +121,7 @@ impl InProcess {
             jobwatch::daemon::run(
                 config,
                 None,
+                jobwatch::daemon::systemd::Systemd::off(),
                 async move {
                     let _ = stopped.await;
                 },

@@ -923,11 +923,14 @@ async fn bad_options_are_invalid_input() {
 #[test]
 fn the_binary_prints_its_address_first_and_exits_cleanly_on_sigterm() {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"));
+    command
         .args(["sim", "--listen", "127.0.0.1:0", "--history", "1"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("jobwatch runs");
+        .stdout(std::process::Stdio::piped());
+    for name in crate::support::inherited_settings() {
+        command.env_remove(name);
+    }
+    let mut child = command.spawn().expect("jobwatch runs");
     let mut line = String::new();
     let read = std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
     if read.is_err() || !line.starts_with("listening on http://") {

@@ -285,17 +285,8 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        // Hermetic: nothing from the test runner's environment (a systemd
-        // unit, JOBWATCH_ overrides, RUST_LOG) may change what runs.
-        for (name, _) in std::env::vars_os() {
-            let name_str = name.to_string_lossy();
-            if name_str.starts_with("JOBWATCH_")
-                || name_str.starts_with("HUAWEICLOUD_SDK_")
-                || ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "RUST_LOG"]
-                    .contains(&name_str.as_ref())
-            {
-                command.env_remove(&name);
-            }
+        for name in inherited_settings() {
+            command.env_remove(name);
         }
         if let Some(socket) = notify_socket {
             command.env("NOTIFY_SOCKET", socket);
@@ -615,13 +606,31 @@ pub async fn pending_event_ids(state: &std::path::Path) -> std::collections::BTr
 
 /// Runs the `jobwatch` binary with `-c config` and `args`, to completion.
 pub async fn jobwatch(config: &std::path::Path, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"));
+    command
         .arg("-c")
         .arg(config)
         .args(args)
-        .env_remove("RUST_LOG")
-        .env("NO_COLOR", "1")
-        .output()
-        .await
-        .expect("run jobwatch")
+        .env("NO_COLOR", "1");
+    for name in inherited_settings() {
+        command.env_remove(name);
+    }
+    command.output().await.expect("run jobwatch")
+}
+
+/// The variables of the test runner's own environment that would change
+/// what a `jobwatch` child does (a systemd unit's socket and watchdog,
+/// `JOBWATCH_` overrides, SDK credentials, `RUST_LOG`). Every child the
+/// tests start removes them: a test sets what it needs, explicitly.
+pub fn inherited_settings() -> Vec<std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            let name = name.to_string_lossy();
+            name.starts_with("JOBWATCH_")
+                || name.starts_with("HUAWEICLOUD_SDK_")
+                || ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "RUST_LOG"]
+                    .contains(&name.as_ref())
+        })
+        .collect()
 }

@@ -210,8 +210,12 @@ impl Receiver {
         self.base.join(path_and_query).expect("a valid url")
     }
 
+    /// The next request; a panic, not a hang, if none comes.
     async fn next(&mut self) -> Got {
-        self.got.recv().await.expect("the receiver got a request")
+        tokio::time::timeout(Duration::from_secs(30), self.got.recv())
+            .await
+            .expect("the notifier sent a request within 30 s")
+            .expect("the receiver got a request")
     }
 }
 
@@ -244,13 +248,16 @@ async fn answer(
     response
 }
 
-/// A loopback port nothing listens on.
-async fn closed_port() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
+/// A loopback port that refuses connections for as long as the socket
+/// lives: bound, so no parallel test can take the port, but never
+/// listening.
+fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("an address"))
         .expect("loopback bind");
-    listener.local_addr().expect("a bound address").port()
-    // Dropped here: the port refuses connections from now on.
+    let port = socket.local_addr().expect("a bound address").port();
+    (socket, port)
 }
 
 // ---------------------------------------------------------------- the words
@@ -300,6 +307,10 @@ async fn feishu_signs_the_card_and_reads_the_body_code() {
             r#"{"code":19021,"data":{},"msg":"sign match fail or timestamp is not within one hour from current time"}"#,
         ),
         reply(200, r#"{"code":11232,"data":{},"msg":"frequency limited"}"#),
+        Reply {
+            headers: vec![("retry-after", "7")],
+            ..reply(200, r#"{"code":11232,"data":{},"msg":"frequency limited"}"#)
+        },
         reply(500, "upstream broke"),
     ])
     .await;
@@ -351,10 +362,13 @@ async fn feishu_signs_the_card_and_reads_the_body_code() {
         Verdict::DontRetry(reason) => assert!(reason.contains("sign match fail"), "{reason}"),
         other => panic!("expected permanent, got {other:?}"),
     }
-    // 11232 throttles the whole notifier.
+    // 11232 throttles the whole notifier. Feishu names no wait of its
+    // own, so the dispatcher's backoff decides; a `Retry-After` is kept.
     let attempt = notifier.send(&single("FAILED")).await;
-    throttled_for(&attempt);
+    assert_eq!(throttled_for(&attempt), None);
     assert!(attempt.answer.contains("frequency limited"));
+    let attempt = notifier.send(&single("FAILED")).await;
+    assert_eq!(throttled_for(&attempt), Some(Duration::from_secs(7)));
     // 5xx is worth another try.
     let attempt = notifier.send(&single("FAILED")).await;
     assert!(matches!(
@@ -515,8 +529,10 @@ async fn wecom_fits_4096_bytes_and_reads_errcode() {
     assert!(content.contains("创建云服务器失败"));
     assert_cut_right(content, 500);
 
+    // 45009: the bot's 20 messages a minute are used up; wait the minute.
     let attempt = notifier.send(&single("FAILED")).await;
-    throttled_for(&attempt);
+    assert_eq!(throttled_for(&attempt), Some(wecom::THROTTLE_WAIT));
+    assert_eq!(wecom::THROTTLE_WAIT, Duration::from_secs(60));
     assert!(attempt.answer.contains("api freq out of limit"));
     let attempt = notifier.send(&single("FAILED")).await;
     match &attempt.verdict {
@@ -714,7 +730,7 @@ async fn teams_sends_an_adaptive_card_within_its_limit() {
 /// webhook's URL is its credential.
 #[tokio::test]
 async fn a_connection_error_never_shows_the_url_secret() {
-    let port = closed_port().await;
+    let (_closed, port) = closed_port();
     let base = format!("http://127.0.0.1:{port}");
     let url = |rest: &str| -> Url { format!("{base}{rest}").parse().expect("a valid url") };
     let notifiers = [

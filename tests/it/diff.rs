@@ -497,6 +497,7 @@ fn event_ids_are_a_function_of_the_transition() {
     // Same transition in another target: another id.
     let other = Target::new("p2", JobType::CreateServer);
     let theirs = diff(&other, &s, &changed, t(1), &QUIET).events;
+    assert_eq!(theirs.len(), 2, "the same changes, seen in p2: {theirs:?}");
     assert!(theirs.iter().all(|e| !all.contains(&e.event_id)));
 }
 

@@ -393,13 +393,13 @@ async fn a_5xx_after_data_is_permanent_too() {
 
 #[tokio::test]
 async fn a_closed_port_is_retryable() {
-    // Bind to learn a free port, then close it: nothing listens there.
-    let port = {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        listener.local_addr().expect("addr").port()
-    };
+    // Bound but never listening: connections are refused, and no
+    // parallel test can take the port while the socket lives.
+    let closed = tokio::net::TcpSocket::new_v4().expect("a socket");
+    closed
+        .bind("127.0.0.1:0".parse().expect("an address"))
+        .expect("bind");
+    let port = closed.local_addr().expect("addr").port();
     let email = notifier(port, Some("u"));
     let attempt = checked(email.send(&single(event("A1", Status::Failed))).await);
     match &attempt.verdict {
@@ -451,13 +451,19 @@ async fn after_a_timed_out_attempt_the_next_one_uses_a_fresh_connection() {
     // The server answers MAIL FROM only after the client has given up; that
     // late reply must not be read as the answer to a later command, so the
     // cut connection is never reused.
+    //
+    // The timeout bounds a whole attempt, so it is generous (a loaded
+    // machine must finish the second session within it); the late reply
+    // lands inside the second attempt, where a reused connection would
+    // read it.
+    let timeout = Duration::from_secs(3);
     let mut sink = SmtpSink::start(vec![Scripted::late(
         Verb::MailFrom,
         "250 2.1.0 Ok",
-        Duration::from_millis(900),
+        timeout + Duration::from_millis(1500),
     )])
     .await;
-    let email = notifier_with(settings(sink.port, None), Duration::from_millis(300));
+    let email = notifier_with(settings(sink.port, None), timeout);
     let message = single(event("A1", Status::Failed));
 
     let attempt = checked(email.send(&message).await);

@@ -920,24 +920,28 @@ async fn bad_options_are_invalid_input() {
     }
 }
 
-#[test]
-fn the_binary_prints_its_address_first_and_exits_cleanly_on_sigterm() {
-    use std::io::BufRead;
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"));
+#[tokio::test]
+async fn the_binary_prints_its_address_first_and_exits_cleanly_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+    const WITHIN: Duration = Duration::from_secs(30);
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"));
     command
         .args(["sim", "--listen", "127.0.0.1:0", "--history", "1"])
-        .stdout(std::process::Stdio::piped());
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
     for name in crate::support::inherited_settings() {
         command.env_remove(name);
     }
     let mut child = command.spawn().expect("jobwatch runs");
     let mut line = String::new();
-    let read = std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
-    if read.is_err() || !line.starts_with("listening on http://") {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("unexpected first line {line:?} ({read:?})");
-    }
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    let read = tokio::time::timeout(WITHIN, stdout.read_line(&mut line))
+        .await
+        .expect("a first line within 30 s");
+    assert!(
+        read.is_ok() && line.starts_with("listening on http://"),
+        "unexpected first line {line:?} ({read:?})"
+    );
     let addr: std::net::SocketAddr = line
         .trim_end()
         .trim_start_matches("listening on http://")
@@ -945,19 +949,15 @@ fn the_binary_prints_its_address_first_and_exits_cleanly_on_sigterm() {
         .expect("an address");
     assert_ne!(addr.port(), 0);
     // SIGTERM straight after the first line: handlers are already in place.
-    #[cfg(unix)]
-    {
-        let killed = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(killed.success());
-        let status = child.wait().expect("exit status");
-        assert_eq!(status.code(), Some(0), "{status:?}");
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &child.id().expect("running").to_string()])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = tokio::time::timeout(WITHIN, child.wait())
+        .await
+        .expect("it exits within 30 s of SIGTERM")
+        .expect("exit status");
+    assert_eq!(status.code(), Some(0), "{status:?}");
 }

@@ -143,9 +143,9 @@ impl SmtpSink {
     /// The next accepted mail, or a panic after a generous bound (a test
     /// that waits forever tells nothing).
     pub async fn next(&mut self) -> Mail {
-        tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
+        tokio::time::timeout(Duration::from_secs(30), self.rx.recv())
             .await
-            .expect("a mail within 10 s")
+            .expect("a mail within 30 s")
             .expect("sink still running")
     }
 }

@@ -94,11 +94,14 @@ fn the_context_has_the_event_the_group_and_counts() {
     let spec: serde_json::Value =
         serde_json::from_str(&render("{{ event|tojson }}", &one)).expect("tojson is JSON");
     assert_eq!(spec, serde_json::to_value(&one.events[0]).unwrap());
-    // The built-in wording is there to reuse.
-    assert_eq!(render("{{ title }}", &one), text::title(&one));
+    // The built-in wording is there to reuse, word for word.
+    assert_eq!(
+        render("{{ title }}", &one),
+        "❌ CREATE_SERVER FAILED on APS-20261129184043-SAMPLE1"
+    );
     assert_eq!(
         render("{{ summary }}", &group),
-        text::summary(&group.events)
+        "CREATE_SERVER: 1 SUCCESS, 1 FAILED, 1 stuck"
     );
 }
 

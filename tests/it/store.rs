@@ -513,18 +513,21 @@ fn story_scan(names: &[&str]) -> Scan {
 }
 
 /// Made `tests/data/state-v1.db` with schema version 1; kept to show how.
-/// Do not rerun once the schema has moved on: that file is the record of
-/// what version 1 wrote.
+/// It writes a new file under the build's own temporary directory, never
+/// the committed one (a test reading that file may be running beside it):
+/// copy it over by hand. Do not once the schema has moved on: the
+/// committed file is the record of what version 1 wrote.
 #[test]
-#[ignore = "writes tests/data/state-v1.db; run by hand, only with schema version 1"]
+#[ignore = "makes a v1 state file to copy to tests/data/state-v1.db by hand; only with schema version 1"]
 fn make_state_v1() {
     assert_eq!(
         Store::SCHEMA_VERSION,
         1,
         "state-v1.db must be made by schema 1"
     );
-    let _ = std::fs::remove_file(V1_FILE);
-    let mut store = Store::open(V1_FILE).expect("opens");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("state-v1.db");
+    let _ = std::fs::remove_file(&out);
+    let mut store = Store::open(&out).expect("opens");
     let target = story_target();
     let at = |s: &str| s.parse::<Timestamp>().expect("a valid literal");
     let mut run = |scan: &Scan, now: Timestamp| {
@@ -562,6 +565,14 @@ fn make_state_v1() {
         &story_scan(&["create-server-2-page-1.json", "create-server-2-page-2.json"]),
         at("2026-01-05T10:20:00Z"),
     );
+    // 70 minutes on, 0f03 has been RUNNING past `stuck_after` (reported:
+    // `stuck_reported` = 1), and 0f02 and 0e01 are gone from a complete
+    // scan for the first time (`missing_scans` = 1): both columns are
+    // stored with values other than their defaults.
+    run(
+        &story_scan(&["create-server-2-page-1.json"]),
+        at("2026-01-05T11:30:00Z"),
+    );
     // Outbox rows 1..=8, in event order, chat then log. Deliver the logs;
     // retry one chat message, dead-letter another.
     for id in [2, 4, 6, 8] {
@@ -585,7 +596,8 @@ fn make_state_v1() {
         .expect("marks");
     // Dropping the last connection checkpoints the WAL into the file.
     drop(store);
-    assert!(!Path::new(&format!("{V1_FILE}-wal")).exists());
+    assert!(!out.with_extension("db-wal").exists());
+    println!("made {}; copy it to {V1_FILE}", out.display());
 }
 
 /// Regression guard for stored state (STYLE.md item 10): a state file made
@@ -597,6 +609,12 @@ fn a_version_1_state_file_still_opens() {
     let path = dir.path().join("state.db");
     // A copy: opening migrates in place, and the committed file must stay v1.
     std::fs::copy(V1_FILE, &path).expect("tests/data/state-v1.db is present");
+    // The copy really is version 1, so once a migration is appended this
+    // test runs it (today, with one version, there is none to run).
+    let found: u32 = rusqlite::Connection::open(&path)
+        .and_then(|c| c.pragma_query_value(None, "user_version", |row| row.get(0)))
+        .expect("reads the fixture's version");
+    assert_eq!(found, 1);
     let mut store = Store::open(&path).expect("opens");
     assert_eq!(
         store.schema_version().expect("reads"),
@@ -632,7 +650,7 @@ fn a_version_1_state_file_still_opens() {
             store.pending_count().expect("counts"),
             store.dead_count().expect("counts")
         ),
-        (3, 1)
+        (5, 1)
     );
     let dead = store.dead().expect("reads");
     assert_eq!(dead[0].id, 3);
@@ -640,7 +658,7 @@ fn a_version_1_state_file_still_opens() {
         dead[0].last_error.as_deref(),
         Some("feishu code 19021: sign match fail")
     );
-    let due = store.due(at("2026-01-05T10:21:00Z"), 10).expect("reads");
+    let due = store.due(at("2026-01-05T11:31:00Z"), 10).expect("reads");
     let view: Vec<(i64, &str, Option<&str>, u32)> = due
         .iter()
         .map(|r| {
@@ -658,6 +676,8 @@ fn a_version_1_state_file_still_opens() {
             (1, "chat", Some("ff8080818a1b2c3d018a1b9e5b7a0f00"), 1),
             (5, "chat", Some("ff8080818a1b2c3d018a1c0a7e1d1100"), 0),
             (7, "chat", Some("ff8080818a1b2c3d018a1c0a7e1d1100"), 0),
+            (9, "chat", Some("ff8080818a1b2c3d018a1b9e5b7a0f00"), 0),
+            (10, "log", None, 0),
         ]
     );
     for row in &due {
@@ -665,16 +685,51 @@ fn a_version_1_state_file_still_opens() {
         assert_eq!(event.event_id, row.event_id);
     }
 
+    // The two counters read back as stored: 0f03's stuck is reported, 0f02
+    // and 0e01 have missed one complete scan.
+    assert!(f03.stuck_reported);
+    let missing: Vec<(&str, u32)> = snapshot
+        .jobs
+        .iter()
+        .map(|(id, tracked)| (&id[28..], tracked.missing_scans))
+        .collect();
+    assert_eq!(
+        missing,
+        [
+            ("0e01", 1),
+            ("0f02", 1),
+            ("0f03", 0),
+            ("1104", 0),
+            ("1105", 0)
+        ]
+    );
+
     // And the daemon carries on from it: the next scan diffs against it.
+    // 0f03 is still RUNNING, hours past `stuck_after`, and is not reported
+    // stuck again; the second complete scan without 0f02 and 0e01 makes
+    // them vanished (a file whose counters read back as 0 would say
+    // `stuck` and nothing of the missing two).
     let before = store.load_snapshot(&story_target()).expect("loads");
     let scan = story_scan(&["create-server-3.json"]);
     let now = at("2026-01-05T13:20:00Z");
     let outcome = diff(&story_target(), &before, &scan, now, &SETTINGS);
-    let kinds: Vec<String> = outcome.events.iter().map(|e| e.kind.to_string()).collect();
-    assert_eq!(kinds, ["stuck", "changed"]);
+    let mut seen: Vec<(String, &str)> = outcome
+        .events
+        .iter()
+        .map(|e| (e.kind.to_string(), &e.sub_job_id[28..]))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("changed".to_owned(), "1104"),
+            ("vanished".to_owned(), "0e01"),
+            ("vanished".to_owned(), "0f02"),
+        ]
+    );
     let deliveries = route(&outcome.events, &["chat"]);
     let commit = store
         .commit_cycle(&story_target(), &outcome, &deliveries, now)
         .expect("commits");
-    assert_eq!(commit.inserted, 2);
+    assert_eq!(commit.inserted, 3);
 }

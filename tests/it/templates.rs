@@ -367,21 +367,94 @@ async fn a_webhook_template_is_the_whole_body() {
 #[tokio::test]
 async fn a_render_failure_at_send_time_is_a_dead_letter_with_the_reason() {
     // `check` would have rejected this (the sample event has no group);
-    // a message can still differ from the samples in ways they miss.
+    // a message can still differ from the samples in ways they miss. The
+    // whole path: a committed outbox row, the dispatcher, the notifier's
+    // render failure, a dead letter at the first attempt that says why.
+    use jobwatch::metrics::Metrics;
+    use jobwatch::notify::dispatch::{DispatchSettings, Dispatcher, Notifiers, Slot};
+    use jobwatch::store::{Delivery, SharedStore, Store};
+    use jobwatch::watch::Target;
+    use jobwatch::watch::diff::{DiffSettings, Scan, TargetSnapshot, diff};
+    use std::sync::Arc;
+
     let mut rx = Receiver::start(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path().join("state.db")).unwrap();
+    let target = Target::new("p1", "CREATE_SERVER");
+    let failed = serde_json::from_value(json!({
+        "id": "sub-1", "job_type": "CREATE_SERVER", "status": "FAILED", "job_id": "parent-1",
+        "error_code": "WKS.00129901", "begin_time": "2026-11-29T10:40:43.858Z"
+    }))
+    .unwrap();
+    let now = jiff::Timestamp::now();
+    let settings = DiffSettings {
+        notify_existing: true,
+        ..DiffSettings::default()
+    };
+    let outcome = diff(
+        &target,
+        &TargetSnapshot::default(),
+        &Scan::complete(vec![failed]),
+        now,
+        &settings,
+    );
+    let deliveries = [Delivery {
+        event: &outcome.events[0],
+        notifier: "slack",
+        group_key: None,
+        not_before: None,
+    }];
+    store
+        .commit_cycle(&target, &outcome, &deliveries, now)
+        .unwrap();
+    let store = SharedStore::new(store);
+
     let notifier = Notifier::Slack(SlackNotifier {
         url: format!("{}/hook", rx.url).parse().unwrap(),
         http: http(),
         tz: TimeZone::UTC,
         template: Some(compile("{{ group.key|upper }}").unwrap()),
     });
-    let attempt = notifier.send(&sample_message()).await;
-    match &attempt.verdict {
-        Verdict::DontRetry(reason) => {
-            assert!(reason.starts_with("template error: "), "{reason}")
+    let mut notifiers: Notifiers = std::collections::HashMap::new();
+    notifiers.insert("slack".into(), Arc::new(Slot::new(notifier, None, 1)));
+    let dispatcher = Arc::new(Dispatcher::new(
+        store.clone(),
+        notifiers,
+        DispatchSettings {
+            backoff: jobwatch::retry::Backoff {
+                base: Duration::from_millis(10),
+                cap: Duration::from_millis(100),
+                max_attempts: 0,
+                jitter: false,
+            },
+            max_age: Duration::from_secs(3600),
+        },
+        Arc::new(Metrics::new()),
+    ));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(
+        dispatcher
+            .clone()
+            .run(tokio_util::task::TaskTracker::new(), stop.clone()),
+    );
+    let dead = crate::support::eventually(Duration::from_secs(30), "a dead letter", || {
+        let store = store.clone();
+        async move {
+            let dead = store.call(|s| s.dead()).await.unwrap();
+            (!dead.is_empty()).then_some(dead)
         }
-        other => panic!("expected a permanent failure, got {other:?}"),
-    }
+    })
+    .await;
+    stop.cancel();
+    run.await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 1, "a render failure is not retried");
+    let reason = dead[0].last_error.as_deref().unwrap_or_default();
+    assert!(reason.starts_with("template error: "), "{reason}");
+    assert!(
+        reason.contains("group"),
+        "it names what was undefined: {reason}"
+    );
     // Nothing was sent.
     assert!(rx.rx.try_recv().is_err());
 }

@@ -11,6 +11,7 @@ mod delivery;
 mod diff;
 mod email;
 mod grouping;
+mod poller;
 mod signer;
 mod sim;
 mod smtp_sink;

@@ -12,6 +12,7 @@ mod diff;
 mod email;
 mod grouping;
 mod poller;
+mod router;
 mod signer;
 mod sim;
 mod smtp_sink;

@@ -51,12 +51,21 @@ struct Poller {
 impl Poller {
     /// Opens (or reopens, after a "restart") the state file at `path`.
     fn open(client: &Arc<Client>, path: &Path, diff: DiffSettings) -> Poller {
+        Poller::open_routed(client, path, diff, route_everything())
+    }
+
+    fn open_routed(
+        client: &Arc<Client>,
+        path: &Path,
+        diff: DiffSettings,
+        router: Router,
+    ) -> Poller {
         let store = Store::open(path).expect("open the state file");
         Poller {
             ctx: CycleContext {
                 client: Arc::clone(client),
                 store: SharedStore::new(store),
-                router: route_everything(),
+                router,
                 diff,
                 metrics: Arc::new(Metrics::new()),
                 dry_run: false,
@@ -419,4 +428,54 @@ async fn a_scan_still_drifting_after_its_last_pass_is_incomplete_and_never_used_
     );
     let second_complete = poller.cycle().await;
     assert_eq!(kinds(&second_complete), [(EventKind::Vanished, gone)]);
+}
+
+#[tokio::test]
+async fn a_grouped_route_queues_rows_under_its_group_key_until_the_window_ends() {
+    // Pins the cycle's half of `group_window`: the Router's group key is
+    // written to each row, and the row is not due before commit time plus
+    // the window (kept in the row, so a restart inside the window loses
+    // nothing).
+    let sim = Sim::start(SimOptions::default()).await;
+    let ids = sim.create_waiting(CS, 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = client(&sim);
+    let window = Duration::from_secs(600);
+    let router = Router::new(vec![Route {
+        job_types: vec![],
+        to: vec![],
+        kinds: vec![EventKind::Changed],
+        notify: vec!["hook".into()],
+        group_window: Some(window),
+        group_by: GroupBy::JobId,
+    }]);
+    let poller = Poller::open_routed(&client, &state_file(&dir), DiffSettings::default(), router);
+    poller.cycle().await;
+    for id in &ids {
+        sim.set_status(id, "FAILED").await;
+    }
+    let report = poller.cycle().await;
+    assert_eq!(report.events.len(), 2);
+    let job_id = report.events[0].job_id.clone().expect("a parent job id");
+    let rows = poller.outbox().await;
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!(
+            row.group_key.as_deref(),
+            Some(format!("routes[0]/demo/{job_id}").as_str())
+        );
+        assert_eq!(
+            row.next_attempt_at,
+            row.created_at + jiff::SignedDuration::try_from(window).unwrap(),
+            "not before the window ends"
+        );
+    }
+    let now = jiff::Timestamp::now();
+    let due = poller
+        .ctx
+        .store
+        .call(move |s| s.due(now, 10))
+        .await
+        .unwrap();
+    assert!(due.is_empty(), "a row is due inside its window: {due:?}");
 }

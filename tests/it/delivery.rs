@@ -211,44 +211,70 @@ async fn a_permanent_failure_is_a_dead_letter_at_once_and_can_be_requeued() {
 
 #[tokio::test]
 async fn an_expired_retry_becomes_a_dead_letter() {
+    // Pins SPEC §5: retryable failures back off "until `max_age` → dead
+    // letter", with the last answer kept.
+    //
+    // Regression: this test used a 300 ms `max_age` counted from the
+    // commit, so on a loaded machine a slow first attempt was already past
+    // it and dead-lettered at attempt 1, failing `attempts >= 2`. Now the
+    // row first retries under a long `max_age`, and only once it has
+    // failed twice is `max_age` shortened (a reload, as SIGHUP does): the
+    // next failure finds the row expired, whatever the machine's speed.
     let dir = tempfile::tempdir().unwrap();
     let store = SharedStore::new(queued_store(dir.path()));
-    let mut receiver = Receiver::start(vec![(503, vec![], "down".into()); 50]).await;
-    let mut notifiers: Notifiers = HashMap::new();
+    // It never accepts (the script outlasts any run of this test).
+    let mut receiver =
+        Receiver::start(vec![(503, vec![], "down for maintenance".into()); 10_000]).await;
     jobwatch::install_crypto_provider();
-    notifiers.insert(
-        "hook".into(),
-        Arc::new(Slot::new(
-            Notifier::Webhook(WebhookNotifier {
-                url: format!("{}/hook", receiver.url).parse().unwrap(),
-                secret: None,
-                headers: vec![],
-                http: reqwest::Client::new(),
-                template: None,
-            }),
-            None,
-            1,
-        )),
-    );
-    let settings = DispatchSettings {
+    let notifiers = |url: &str| -> Notifiers {
+        let mut notifiers: Notifiers = HashMap::new();
+        notifiers.insert(
+            "hook".into(),
+            Arc::new(Slot::new(
+                Notifier::Webhook(WebhookNotifier {
+                    url: format!("{url}/hook").parse().unwrap(),
+                    secret: None,
+                    headers: vec![],
+                    http: reqwest::Client::new(),
+                    template: None,
+                }),
+                None,
+                1,
+            )),
+        );
+        notifiers
+    };
+    let settings = |max_age| DispatchSettings {
         backoff: Backoff {
             base: Duration::from_millis(50),
             cap: Duration::from_millis(50),
             max_attempts: 0,
             jitter: false,
         },
-        max_age: Duration::from_millis(300),
+        max_age,
     };
     let dispatcher = Arc::new(Dispatcher::new(
         store.clone(),
-        notifiers,
-        settings,
+        notifiers(&receiver.url),
+        settings(Duration::from_secs(3600)),
         Arc::new(Metrics::new()),
     ));
     let stop = CancellationToken::new();
     let run = tokio::spawn(dispatcher.clone().run(TaskTracker::new(), stop.clone()));
-    receiver.next(Duration::from_secs(10)).await;
-    let dead = eventually(Duration::from_secs(10), "max_age to expire the row", || {
+    receiver.next(Duration::from_secs(30)).await;
+    eventually(Duration::from_secs(30), "two retryable failures", || {
+        let store = store.clone();
+        async move {
+            let rows = store.call(|s| s.due(far_future(), 10)).await.unwrap();
+            rows.iter().any(|r| r.attempts >= 2).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(store.call(|s| s.dead_count()).await.unwrap(), 0);
+
+    // The row was queued well over 1 ms ago: the next failure expires it.
+    dispatcher.replace(notifiers(&receiver.url), settings(Duration::from_millis(1)));
+    let dead = eventually(Duration::from_secs(30), "max_age to expire the row", || {
         let store = store.clone();
         async move {
             let dead = store.call(|s| s.dead()).await.unwrap();
@@ -256,12 +282,15 @@ async fn an_expired_retry_becomes_a_dead_letter() {
         }
     })
     .await;
+    assert_eq!(dead.len(), 1);
+    let last_error = dead[0].last_error.as_deref().unwrap_or_default();
+    assert!(last_error.contains("max_age"), "{last_error}");
     assert!(
-        dead[0].last_error.as_deref().unwrap().contains("max_age"),
-        "{:?}",
-        dead[0].last_error
+        last_error.contains("HTTP 503: down for maintenance"),
+        "the receiver's last answer is kept: {last_error}"
     );
-    assert!(dead[0].attempts >= 2);
+    assert!(dead[0].attempts >= 3, "{}", dead[0].attempts);
+    assert_eq!(store.call(|s| s.pending_count()).await.unwrap(), 0);
     stop.cancel();
     run.await.unwrap();
 }

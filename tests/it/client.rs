@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use jobwatch::cloud::auth::{Credentials, PasswordCredentials, TokenSource};
 use jobwatch::cloud::model::{JobType, Status};
-use jobwatch::cloud::{ClientError, Filter};
-use jobwatch::retry::THROTTLE_WAIT_MIN;
+use jobwatch::cloud::{Client, ClientError, ClientSettings, Filter};
+use jobwatch::retry::{Backoff, THROTTLE_WAIT_MIN};
 use jobwatch::secret::Secret;
 use jobwatch::sim::SimOptions;
 use reqwest::Method;
@@ -155,6 +155,59 @@ async fn a_gateway_throttle_without_retry_after_pauses_every_target_of_the_accou
     assert!(started.elapsed() >= THROTTLE_WAIT_MIN);
     // Neither request was throttled again.
     assert_eq!(sim.stats().await["by_status"]["429"], 1);
+}
+
+#[tokio::test]
+async fn a_gateway_throttle_also_holds_a_request_already_waiting_for_its_budget_slot() {
+    // Pins the same promise for a request that was already queued in the
+    // account's budget when the throttle came: it must wait for the pause
+    // too, not go out at the slot it had reserved (into the same throttle).
+    //
+    // Regression: `RateLimiter::acquire` reserved a slot and slept until it,
+    // so a pause set after the reservation did not hold that waiter; with
+    // the default budget (100/min, 600 ms apart) every target queued behind
+    // a throttled one went out during the pause.
+    let sim = Sim::start(history(1)).await;
+    sim.fault(json!({"fault":"status","status":429,"times":1,"error_code":"APIG.0308","error_msg":jobwatch::sim::THROTTLE_MSG})).await;
+    // One request a second: the second target's slot is a second after the
+    // first's, well inside the 2 s pause.
+    let settings = ClientSettings {
+        endpoint: sim.url().parse().unwrap(),
+        timeout: Duration::from_secs(10),
+        max_requests_per_minute: 60,
+        backoff: Backoff {
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(100),
+            max_attempts: 4,
+            jitter: false,
+        },
+    };
+    let client = Arc::new(Client::new(settings, Credentials::None).unwrap());
+    let started = Instant::now();
+    let request = |job_type: JobType| {
+        let client = Arc::clone(&client);
+        tokio::spawn(async move {
+            let page = client
+                .list_page("demo", &job_type, &Filter::default(), 0, 10)
+                .await;
+            (page, started.elapsed())
+        })
+    };
+    // Spawned together, so the second reserves its slot before the first
+    // has its answer. (Were it ever to reserve after, it would wait for
+    // the pause all the same: this ordering can only make the test
+    // stricter, never flaky.)
+    let throttled = request(CS);
+    let queued = request(JobType::DeleteServer);
+    let (page, waited) = queued.await.unwrap();
+    assert_eq!(page.unwrap().items.len(), 1);
+    assert!(
+        waited >= THROTTLE_WAIT_MIN,
+        "the queued target went {waited:?} after the start, inside the pause"
+    );
+    let (page, _) = throttled.await.unwrap();
+    assert_eq!(page.unwrap().items.len(), 1);
+    assert_eq!(sim.stats().await["by_status"]["429"], 1, "throttled twice");
 }
 
 #[tokio::test]

@@ -16,6 +16,9 @@ pub struct RateLimiter {
     interval: Duration,
     /// The earliest time the next request may start.
     next: Mutex<Option<Instant>>,
+    /// The latest [`RateLimiter::pause_until`]: waiters that reserved a
+    /// slot before it was set look here when they wake.
+    paused_until: Mutex<Option<Instant>>,
 }
 
 impl RateLimiter {
@@ -24,6 +27,7 @@ impl RateLimiter {
         RateLimiter {
             interval: period / n.max(1),
             next: Mutex::new(None),
+            paused_until: Mutex::new(None),
         }
     }
 
@@ -37,24 +41,43 @@ impl RateLimiter {
 
     /// Waits for a slot. Slots are handed out in call order: the slot is
     /// reserved before the wait, so a cancelled waiter only wastes its own.
+    /// A pause that begins while a waiter sleeps holds it too: it wakes at
+    /// its slot, sees the pause, and takes a new slot after it, so the
+    /// queue stays paced after the pause instead of leaving at once.
     pub async fn acquire(&self) {
-        let start = {
+        loop {
+            let start = self.reserve();
+            tokio::time::sleep_until(start).await;
             // Poisoning would need a panic while holding this lock, and
-            // nothing in the block can panic.
-            let mut next = self.next.lock().expect("rate limiter lock");
-            let now = Instant::now();
-            let start = next.map_or(now, |n| n.max(now));
-            *next = Some(start + self.interval);
-            start
-        };
-        tokio::time::sleep_until(start).await;
+            // nothing that holds it can panic.
+            let paused = *self.paused_until.lock().expect("rate limiter lock");
+            if paused.is_none_or(|until| until <= Instant::now()) {
+                return;
+            }
+        }
     }
 
-    /// Pauses everyone until `until` (a receiver or the gateway said so).
+    /// Reserves the next free slot and returns when it starts.
+    fn reserve(&self) -> Instant {
+        // Poisoning would need a panic while holding this lock, and
+        // nothing in the block can panic.
+        let mut next = self.next.lock().expect("rate limiter lock");
+        let now = Instant::now();
+        let start = next.map_or(now, |n| n.max(now));
+        *next = Some(start + self.interval);
+        start
+    }
+
+    /// Pauses everyone until `until` (a receiver or the gateway said so),
+    /// those already waiting for a slot included.
     pub fn pause_until(&self, until: Instant) {
         let mut next = self.next.lock().expect("rate limiter lock");
         if next.is_none_or(|n| n < until) {
             *next = Some(until);
+        }
+        let mut paused = self.paused_until.lock().expect("rate limiter lock");
+        if paused.is_none_or(|p| p < until) {
+            *paused = Some(until);
         }
     }
 
@@ -96,5 +119,33 @@ mod tests {
         limiter.pause_until(start + Duration::from_secs(30));
         limiter.acquire().await;
         assert_eq!(start.elapsed(), Duration::from_secs(30));
+    }
+
+    // Regression: a waiter that had reserved its slot before a pause went
+    // out at that slot, inside the pause (a second target queued behind a
+    // throttled one walked into the same gateway throttle).
+    #[tokio::test(start_paused = true)]
+    async fn pause_holds_those_already_waiting_and_keeps_them_paced() {
+        let limiter = std::sync::Arc::new(RateLimiter::per_minute(60));
+        let start = Instant::now();
+        limiter.acquire().await;
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move {
+                    limiter.acquire().await;
+                    start.elapsed()
+                })
+            })
+            .collect();
+        // Let both reserve their slots (1 s and 2 s), then pause until 10 s.
+        tokio::task::yield_now().await;
+        limiter.pause_until(start + Duration::from_secs(10));
+        let mut times = Vec::new();
+        for waiter in waiters {
+            times.push(waiter.await.unwrap());
+        }
+        times.sort();
+        assert_eq!(times, [Duration::from_secs(10), Duration::from_secs(11)]);
     }
 }

@@ -11,6 +11,8 @@ mod delivery;
 mod diff;
 mod email;
 mod grouping;
+mod poller;
+mod router;
 mod secrets;
 mod signer;
 mod sim;

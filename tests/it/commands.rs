@@ -5,12 +5,10 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
+use crate::support::{Daemon, Receiver, Sim, eventually, jobwatch};
 use jobwatch::sim::SimOptions;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-
-use crate::support::{Receiver, Sim, eventually, jobwatch};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -152,6 +150,12 @@ notify = ["hook"]
     );
 }
 
+// Pins: `run` pings the heartbeat after healthy cycles only, and serves
+// /healthz, /readyz and /metrics on `server.listen`.
+// Regression (test set-up): this test once bound a port, closed it and gave
+// the number to the daemon, so a parallel test could take it in between;
+// now the daemon binds port 0 itself and the test reads the address it
+// logged.
 #[tokio::test]
 async fn heartbeat_pings_after_healthy_cycles_and_falls_silent_while_polling_fails() {
     let sim = Sim::start(SimOptions {
@@ -161,11 +165,6 @@ async fn heartbeat_pings_after_healthy_cycles_and_falls_silent_while_polling_fai
     .await;
     let mut pings = Receiver::start(vec![]).await;
     let dir = tempfile::tempdir().unwrap();
-    // A free port for /metrics (the daemon binds it itself).
-    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
     let toml = format!(
         r#"
 [api]
@@ -186,27 +185,15 @@ job_types = ["CREATE_SERVER"]
 url = "{}/ping/uuid-1234"
 every = "1s"
 [server]
-listen = "{metrics_addr}"
+listen = "127.0.0.1:0"
 "#,
         sim.url(),
         dir.path().join("state.db").display(),
         pings.url
     );
-    let loaded = jobwatch::config::Config::from_figment(figment::Figment::from(
-        <figment::providers::Toml as figment::providers::Format>::string(&toml),
-    ))
-    .unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (_reload_tx, reload_rx) = mpsc::channel(1);
-    let daemon = tokio::spawn(jobwatch::daemon::run(
-        loaded.config,
-        None,
-        jobwatch::daemon::systemd::Systemd::off(),
-        async {
-            let _ = stop_rx.await;
-        },
-        reload_rx,
-    ));
+    let config = write_config(dir.path(), &toml);
+    let mut daemon = Daemon::spawn(&config, None, &dir.path().join("jobwatch.log"));
+    let metrics_addr = daemon.served_addr(Duration::from_secs(30)).await;
 
     let first = pings.next(Duration::from_secs(15)).await;
     assert_eq!(first.path, "/ping/uuid-1234");
@@ -247,8 +234,9 @@ listen = "{metrics_addr}"
     sim.control(Method::DELETE, "/sim/faults", json!(null))
         .await;
     pings.next(Duration::from_secs(30)).await;
-    stop_tx.send(()).unwrap();
-    daemon.await.unwrap().unwrap();
+    daemon.signal("TERM");
+    let status = daemon.exit_status(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
 }
 
 #[tokio::test]

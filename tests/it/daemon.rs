@@ -4,12 +4,15 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jobwatch::config::{Config, EnvVars};
 use jobwatch::sim::SimOptions;
+use jobwatch::store::OutboxRow;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::support::{
     Daemon, NotifySocket, Receiver, Recorder, SIM_ERROR_CODE, Sim, daemon_config, eventually,
@@ -312,4 +315,311 @@ async fn sigterm_lets_a_delivery_under_way_finish_and_a_second_signal_exits_at_o
         (1, 0),
         "still pending for the next run"
     );
+}
+
+// ---- Reload that removes things, grouping across a crash, lifecycle -----
+
+/// A loopback proxy in front of the simulator that records the path of
+/// every cloud request: the simulator counts requests by route, not by
+/// project, and these tests must tell one target's polls from another's.
+struct Proxy {
+    url: String,
+    paths: Arc<Mutex<Vec<String>>>,
+    stop: CancellationToken,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        use axum::response::IntoResponse;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy addr"));
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let http = reqwest::Client::new();
+        let app = {
+            let paths = paths.clone();
+            axum::Router::new().fallback(move |req: axum::extract::Request| {
+                let (paths, http, upstream) = (paths.clone(), http.clone(), upstream.clone());
+                async move {
+                    paths.lock().unwrap().push(req.uri().path().to_owned());
+                    let target = format!(
+                        "{upstream}{}",
+                        req.uri().path_and_query().map_or("/", |p| p.as_str())
+                    );
+                    let mut forward = http.request(req.method().clone(), target);
+                    for (name, value) in req.headers() {
+                        if name != axum::http::header::HOST {
+                            forward = forward.header(name, value);
+                        }
+                    }
+                    let answer = match forward.send().await {
+                        Ok(answer) => answer,
+                        Err(e) => {
+                            return (axum::http::StatusCode::BAD_GATEWAY, e.to_string())
+                                .into_response();
+                        }
+                    };
+                    let status = answer.status();
+                    let headers = answer.headers().clone();
+                    let body = answer.bytes().await.unwrap_or_default();
+                    let mut response = (status, body).into_response();
+                    for name in ["content-type", "x-request-id", "retry-after"] {
+                        if let Some(value) = headers.get(name) {
+                            response.headers_mut().insert(name, value.clone());
+                        }
+                    }
+                    response
+                }
+            })
+        };
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+        });
+        Proxy { url, paths, stop }
+    }
+
+    /// Cloud requests for `project` so far.
+    fn requests_for(&self, project: &str) -> usize {
+        let prefix = format!("/v1/{project}/");
+        self.paths
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.starts_with(&prefix))
+            .count()
+    }
+}
+
+/// `(pending, dead)` outbox rows, read beside the daemon.
+async fn outbox_rows(state: &Path) -> (Vec<OutboxRow>, Vec<OutboxRow>) {
+    let state = state.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let store = jobwatch::store::Store::open(&state).expect("open the state file");
+        let horizon = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 365);
+        (
+            store.due(horizon, usize::MAX >> 1).expect("pending rows"),
+            store.dead().expect("dead rows"),
+        )
+    })
+    .await
+    .expect("store query")
+}
+
+/// Makes one WAITING sub-job in `project`; returns its id.
+async fn create_in(sim: &Sim, project: &str) -> String {
+    let made = sim
+        .control(
+            reqwest::Method::POST,
+            "/sim/jobs",
+            serde_json::json!({"project_id": project, "job_type": "CREATE_SERVER", "count": 1, "status": "WAITING"}),
+        )
+        .await;
+    made["sub_job_ids"][0]
+        .as_str()
+        .expect("a sub-job id")
+        .to_owned()
+}
+
+/// Two targets, two notifiers, every event to both; `with_removed` adds
+/// the target `other/CREATE_SERVER` and the notifier `gone`.
+fn two_of_each(api: &str, keep: &str, gone: &str, state: &Path, with_removed: bool) -> String {
+    let (target, notifier, to) = if with_removed {
+        (
+            "[[targets]]\nproject_id = \"other\"\njob_types = [\"CREATE_SERVER\"]\n",
+            format!(
+                "[notifiers.gone]\nkind = \"webhook\"\nurl = \"{gone}/hook\"\nmax_concurrency = 1\ntimeout = \"30s\"\n"
+            ),
+            r#"["keep", "gone"]"#,
+        )
+    } else {
+        ("", String::new(), r#"["keep"]"#)
+    };
+    format!(
+        r#"[api]
+endpoint = "{api}"
+max_requests_per_minute = 6000
+
+[auth]
+method = "none"
+
+[state]
+path = {state:?}
+
+[poll]
+interval = "1s"
+active_interval = "1s"
+
+[delivery]
+shutdown_grace = "5s"
+
+[log]
+level = "info,jobwatch=debug"
+
+[[targets]]
+project_id = "demo"
+job_types = ["CREATE_SERVER"]
+
+{target}
+[notifiers.keep]
+kind = "webhook"
+url = "{keep}/hook"
+
+{notifier}
+[[routes]]
+notify = {to}
+kinds = ["appeared", "changed"]
+"#
+    )
+}
+
+// Pins SPEC §5 "SIGHUP reloads config" for what a reload takes away: the
+// removed target is no longer polled, rows still owed to the removed
+// notifier become dead letters that say why, and nothing more reaches
+// the removed notifier's receiver — not even rows that were already
+// waiting for one of its delivery slots when the reload came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_drops_a_target_and_a_notifier_stops_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimOptions::default()).await;
+    let proxy = Proxy::start(sim.url()).await;
+    let mut keep = Receiver::start(vec![]).await;
+    // `gone` holds each request: one delivery in flight (its concurrency
+    // is 1), the others waiting behind it when the reload comes.
+    let gone = Recorder::start().await;
+    let demo = sim.create_waiting("CREATE_SERVER", 2).await;
+    let other = create_in(&sim, "other").await;
+
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("jobwatch.toml");
+    std::fs::write(
+        &config,
+        two_of_each(&proxy.url, &keep.url, &gone.url, &state, true),
+    )
+    .unwrap();
+    let mut notify = NotifySocket::bind(dir.path());
+    let mut daemon = Daemon::spawn(
+        &config,
+        Some(&notify.path),
+        &dir.path().join("jobwatch.log"),
+    );
+    notify.expect("READY=1", WITHIN).await;
+    wait_baselined(&state, "CREATE_SERVER", WITHIN).await;
+    eventually(WITHIN, "other/CREATE_SERVER to be baselined", || {
+        let state = state.clone();
+        async move {
+            crate::support::baselined(&state, "other", "CREATE_SERVER")
+                .await
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Three events, each owed to both notifiers.
+    gone.set_delay(Duration::from_secs(6));
+    sim.set_status(&demo[0], "FAILED").await;
+    sim.set_status(&demo[1], "RUNNING").await;
+    sim.set_status(&other, "FAILED").await;
+    let mut kept = BTreeSet::new();
+    while kept.len() < 3 {
+        let got = keep.next(WITHIN).await;
+        kept.insert(
+            only_event(&got.json())["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    eventually(WITHIN, "three rows owed to `gone`, one in flight", || {
+        let (state, gone) = (state.clone(), &gone);
+        async move {
+            let (pending, _) = outbox_rows(&state).await;
+            let owed = pending.iter().filter(|r| r.notifier == "gone").count();
+            (owed == 3 && gone.in_flight() == 1).then_some(())
+        }
+    })
+    .await;
+
+    // The reload drops `other` and `gone`.
+    std::fs::write(
+        &config,
+        two_of_each(&proxy.url, &keep.url, &gone.url, &state, false),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    let lines = notify.expect("READY=1", WITHIN).await;
+    assert!(lines.iter().any(|l| l == "RELOADING=1"), "{lines:?}");
+    // The request in flight arrived before the reload; it may finish.
+    let sent_to_gone = gone.received().len();
+    assert_eq!(sent_to_gone, 1, "one request to `gone` before the reload");
+
+    // The two rows that were waiting become dead letters, the one in
+    // flight is recorded as delivered, and `gone` hears nothing more.
+    let reason = r#"notifier "gone" is no longer configured"#;
+    let dead = eventually(WITHIN, "the rows owed to `gone` to die", || {
+        let (state, gone) = (state.clone(), &gone);
+        async move {
+            assert_eq!(
+                gone.received().len(),
+                sent_to_gone,
+                "a request reached the removed notifier after the reload"
+            );
+            let (pending, dead) = outbox_rows(&state).await;
+            (pending.is_empty() && dead.len() == 2).then_some(dead)
+        }
+    })
+    .await;
+    for row in &dead {
+        assert_eq!(row.notifier, "gone", "{row:?}");
+        assert_eq!(row.last_error.as_deref(), Some(reason), "{row:?}");
+    }
+    let listing = crate::support::jobwatch(&config, &["state", "dead"]).await;
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert_eq!(listing.matches(reason).count(), 2, "{listing}");
+
+    // Polls of `other` stop. A request already on the wire at the reload
+    // may still land, so the count is taken once `demo` has been polled
+    // twice more, then must hold while `demo` is polled three more times.
+    let demo_polls = proxy.requests_for("demo");
+    eventually(WITHIN, "two more polls of demo", || {
+        let done = proxy.requests_for("demo") >= demo_polls + 2;
+        async move { done.then_some(()) }
+    })
+    .await;
+    let other_polls = proxy.requests_for("other");
+    let demo_polls = proxy.requests_for("demo");
+    // A new event after the reload goes to `keep` only.
+    sim.set_status(&demo[1], "SUCCESS").await;
+    let got = keep.next(WITHIN).await;
+    assert_eq!(only_event(&got.json())["to"], "SUCCESS");
+    eventually(WITHIN, "three more polls of demo", || {
+        let done = proxy.requests_for("demo") >= demo_polls + 3;
+        async move { done.then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        proxy.requests_for("other"),
+        other_polls,
+        "the removed target is still polled"
+    );
+    assert_eq!(gone.received().len(), sent_to_gone);
+    let (pending, dead) = outbox_rows(&state).await;
+    assert!(
+        pending.is_empty() && dead.len() == 2,
+        "{pending:?} {dead:?}"
+    );
+
+    daemon.signal("TERM");
+    let status = daemon.exit_status(WITHIN).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
 }

@@ -623,3 +623,168 @@ async fn a_reload_that_drops_a_target_and_a_notifier_stops_both() {
     let status = daemon.exit_status(WITHIN).await;
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
+
+/// The group window of [`grouped_config`]: long enough that two poll
+/// cycles, a SIGKILL and a restart fit inside it on a loaded machine.
+const WINDOW: Duration = Duration::from_secs(8);
+
+/// One target, notifiers `a` and `b`, one grouping route to both.
+fn grouped_config(api: &str, a: &str, b: &str, state: &Path) -> String {
+    format!(
+        r#"[api]
+endpoint = "{api}"
+max_requests_per_minute = 6000
+
+[auth]
+method = "none"
+
+[state]
+path = {state:?}
+
+[poll]
+interval = "1s"
+active_interval = "1s"
+
+[log]
+level = "info,jobwatch=debug"
+
+[[targets]]
+project_id = "demo"
+job_types = ["CREATE_SERVER"]
+
+[notifiers.a]
+kind = "webhook"
+url = "{a}/hook"
+
+[notifiers.b]
+kind = "webhook"
+url = "{b}/hook"
+
+[[routes]]
+notify = ["a", "b"]
+kinds = ["appeared", "changed"]
+group_window = "{}s"
+"#,
+        WINDOW.as_secs()
+    )
+}
+
+// Pins SPEC §3/§6 `group_window` with §5 durability: events of one route
+// from two different poll cycles inside the window leave as one message
+// per notifier, even when the daemon is SIGKILLed inside the window and
+// restarted, and no message leaves before the window (opened by the
+// first event) has closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_window_spans_two_cycles_and_a_sigkill_and_sends_once_when_it_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimOptions::default()).await;
+    let mut a = Receiver::start(vec![]).await;
+    let mut b = Receiver::start(vec![]).await;
+    let jobs = sim.create_waiting("CREATE_SERVER", 2).await;
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("jobwatch.toml");
+    std::fs::write(&config, grouped_config(&sim.url(), &a.url, &b.url, &state)).unwrap();
+    let log = dir.path().join("jobwatch.log");
+    let mut daemon = Daemon::spawn(&config, None, &log);
+    wait_baselined(&state, "CREATE_SERVER", WITHIN).await;
+
+    // The first event: the window opens when its cycle commits, which is
+    // after `opened`, so `opened + WINDOW` is a lower bound of its close.
+    let opened = std::time::Instant::now();
+    sim.set_status(&jobs[0], "FAILED").await;
+    let first = eventually(WITHIN, "the first event's rows", || {
+        let (state, a, b) = (state.clone(), &a, &b);
+        async move {
+            let (pending, _) = outbox_rows(&state).await;
+            assert!(
+                a.rx.is_empty() && b.rx.is_empty(),
+                "a message left before the window closed"
+            );
+            (pending.len() == 2).then_some(pending)
+        }
+    })
+    .await;
+    // The second, set only once the first was committed: a later cycle.
+    sim.set_status(&jobs[1], "FAILED").await;
+    let rows = eventually(WITHIN, "the second event's rows", || {
+        let (state, a, b) = (state.clone(), &a, &b);
+        async move {
+            let (pending, _) = outbox_rows(&state).await;
+            assert!(
+                a.rx.is_empty() && b.rx.is_empty(),
+                "a message left before the window closed"
+            );
+            (pending.len() == 4).then_some(pending)
+        }
+    })
+    .await;
+    let closes = first[0].next_attempt_at;
+    let events: BTreeSet<String> = rows.iter().map(|r| r.event_id.clone()).collect();
+    assert_eq!(events.len(), 2, "{rows:?}");
+    let windows: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                &r.notifier,
+                &r.event_id,
+                r.group_key.as_deref(),
+                r.next_attempt_at,
+            )
+        })
+        .collect();
+    for row in &rows {
+        assert_eq!(
+            row.next_attempt_at, closes,
+            "one window for all: {windows:?}"
+        );
+        assert_eq!(row.group_key.as_deref(), Some("routes[0]"), "{windows:?}");
+    }
+    assert!(
+        rows.iter().any(|r| r.created_at > first[0].created_at),
+        "the second event came from a later cycle: {rows:?}"
+    );
+
+    // SIGKILL inside the window, and a restart.
+    daemon.kill9();
+    assert!(
+        jiff::Timestamp::now() < closes,
+        "the test was too slow: the window closed before the kill"
+    );
+    assert!(
+        a.rx.try_recv().is_err() && b.rx.try_recv().is_err(),
+        "a message left before the window closed"
+    );
+    let mut daemon = Daemon::spawn(&config, None, &log);
+
+    for receiver in [&mut a, &mut b] {
+        let got = receiver.next(WITHIN).await;
+        assert!(
+            got.at.duration_since(opened) >= WINDOW,
+            "sent {:?} after the first event, inside its {WINDOW:?} window",
+            got.at.duration_since(opened)
+        );
+        let body = got.json();
+        let carried: BTreeSet<String> = body["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(carried, events, "{body}");
+        assert_eq!(body["group"]["count"], 2, "{body}");
+        assert_eq!(got.header("webhook-id"), body["group"]["id"].as_str());
+    }
+    // Once every row is recorded nothing is left to send: one message each.
+    eventually(WITHIN, "every row delivered", || {
+        let state = state.clone();
+        async move { (outbox(&state).await == (0, 0)).then_some(()) }
+    })
+    .await;
+    assert!(
+        a.rx.try_recv().is_err() && b.rx.try_recv().is_err(),
+        "more than one message per notifier"
+    );
+    daemon.signal("TERM");
+    let status = daemon.exit_status(WITHIN).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}

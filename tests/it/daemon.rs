@@ -788,3 +788,111 @@ async fn a_group_window_spans_two_cycles_and_a_sigkill_and_sends_once_when_it_cl
     let status = daemon.exit_status(WITHIN).await;
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
+
+/// `GET http://{addr}{path}` on a fresh connection: its status, or why
+/// there was none.
+async fn probe(addr: std::net::SocketAddr, path: &str) -> Result<u16, String> {
+    reqwest::Client::new()
+        .get(format!("http://{addr}{path}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| format!("{e:#}"))
+}
+
+// Pins SPEC §5's systemd and signal contract beyond READY/RELOADING:
+// `WATCHDOG=1` keeps coming while the loops live and `STATUS=` says what
+// is watched; SIGINT stops like SIGTERM (STOPPING=1, the delivery under
+// way finishes, exit 0); and `/readyz` answers non-200 as soon as
+// stopping begins, while the process is still draining.
+// Regression: the probe server used to close with the pollers, before
+// the drain, so during it `/readyz` refused connections instead of
+// answering 503 (and the `stopping` flag it reads was never seen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_is_fed_sigint_drains_like_sigterm_and_readyz_fails_while_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimOptions::default()).await;
+    let recorder = Recorder::start().await;
+    let job = sim.create_waiting("CREATE_SERVER", 1).await.remove(0);
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("jobwatch.toml");
+    let mut toml = daemon_config(
+        &sim.url(),
+        &format!("{}/hook", recorder.url),
+        &state,
+        &["CREATE_SERVER"],
+    );
+    // Port 0: the daemon picks a free port and logs it.
+    toml.push_str("\n[server]\nlisten = \"127.0.0.1:0\"\n");
+    std::fs::write(&config, toml).unwrap();
+    let mut notify = NotifySocket::bind(dir.path());
+    // WatchdogSec=2: the daemon feeds it every second.
+    let mut daemon = Daemon::spawn_with_env(
+        &config,
+        Some(&notify.path),
+        &dir.path().join("jobwatch.log"),
+        &[("WATCHDOG_USEC", "2000000")],
+    );
+
+    let mut lines = notify.expect("READY=1", WITHIN).await;
+    lines.extend(notify.expect("STATUS=watching 1 target(s)", WITHIN).await);
+    // Two more feeds after READY=1: the watchdog is fed repeatedly, not once.
+    for _ in 0..2 {
+        lines.extend(notify.expect("WATCHDOG=1", WITHIN).await);
+    }
+    let ready_at = lines.iter().position(|l| l == "READY=1").unwrap();
+    assert!(
+        lines[ready_at..]
+            .iter()
+            .filter(|l| *l == "WATCHDOG=1")
+            .count()
+            >= 2,
+        "{lines:?}"
+    );
+
+    let addr = daemon.served_addr(WITHIN).await;
+    assert_eq!(probe(addr, "/readyz").await, Ok(200));
+    assert_eq!(probe(addr, "/healthz").await, Ok(200));
+
+    // A delivery under way (the receiver takes 4 s, shutdown_grace is 5 s).
+    wait_baselined(&state, "CREATE_SERVER", WITHIN).await;
+    recorder.set_delay(Duration::from_secs(4));
+    sim.set_status(&job, "FAILED").await;
+    eventually(WITHIN, "a delivery in flight", || {
+        let busy = recorder.in_flight() >= 1;
+        async move { busy.then_some(()) }
+    })
+    .await;
+
+    daemon.signal("INT");
+    notify.expect("STOPPING=1", WITHIN).await;
+    let status = eventually(WITHIN, "/readyz to turn non-200", || async {
+        match probe(addr, "/readyz").await {
+            Ok(200) => None,
+            Ok(status) => Some(status),
+            // Either the server closed before the drain, or `/readyz`
+            // kept answering 200 until the process was gone.
+            Err(e) => panic!("no non-200 answer from /readyz while the daemon was stopping: {e}"),
+        }
+    })
+    .await;
+    assert_eq!(status, 503);
+    assert!(
+        daemon.exited().is_none() && recorder.in_flight() >= 1,
+        "/readyz was read while the delivery was still draining"
+    );
+
+    let status = daemon.exit_status(WITHIN).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGINT drains and exits 0: {status:?}"
+    );
+    assert_eq!(recorder.received().len(), 1);
+    assert_eq!(
+        outbox(&state).await,
+        (0, 0),
+        "the delivery under way finished and was recorded"
+    );
+}

@@ -65,6 +65,9 @@ pub async fn run(
     let store = SharedStore::new(store);
 
     let stop_all = CancellationToken::new();
+    // The probe server outlives the drain: while deliveries finish,
+    // `/readyz` answers 503 and `/healthz` and `/metrics` still answer.
+    let stop_server = CancellationToken::new();
     let services = TaskTracker::new();
     let deliveries = TaskTracker::new();
 
@@ -74,7 +77,7 @@ pub async fn run(
             metrics.clone(),
             health.clone(),
             &services,
-            stop_all.clone(),
+            stop_server.clone(),
         )
         .await
         .with_context(|| format!("server.listen: cannot listen on {}", server.listen))?;
@@ -182,6 +185,7 @@ pub async fn run(
             "deliveries still under way after shutdown_grace; they stay queued and go out after the restart"
         );
     }
+    stop_server.cancel();
     services.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), services.wait()).await;
     Ok(())

@@ -90,8 +90,9 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
-    /// Swaps in a reloaded set of notifiers; deliveries in flight finish
-    /// with the old ones.
+    /// Swaps in a reloaded set of notifiers; deliveries already sending
+    /// finish with the old ones, those still waiting for a permit or the
+    /// rate go with the new set (or die if their notifier is gone).
     pub fn replace(&self, notifiers: Notifiers, settings: DispatchSettings) {
         *self.notifiers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(notifiers);
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
@@ -262,6 +263,19 @@ impl Dispatcher {
             .await
             .expect("notifier semaphore is never closed");
         slot.limiter.acquire().await;
+        // A reload may have removed or replaced this notifier while we
+        // waited for a permit or the rate: send only with the one
+        // configured now. The rows stay pending; the next look settles
+        // them with what is configured then (a dead letter if nothing).
+        let configured = self
+            .notifiers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&notifier)
+            .is_some_and(|now| Arc::ptr_eq(now, &slot));
+        if !configured {
+            return;
+        }
         let attempt = slot.notifier.send(&message).await;
         let settings = *self.settings.read().unwrap_or_else(|p| p.into_inner());
         let rows = sendable;

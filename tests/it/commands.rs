@@ -5,12 +5,10 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
+use crate::support::{Daemon, Receiver, Sim, eventually, jobwatch};
 use jobwatch::sim::SimOptions;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-
-use crate::support::{Receiver, Sim, eventually, jobwatch};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -152,6 +150,12 @@ notify = ["hook"]
     );
 }
 
+// Pins: `run` pings the heartbeat after healthy cycles only, and serves
+// /healthz, /readyz and /metrics on `server.listen`.
+// Regression (test set-up): this test once bound a port, closed it and gave
+// the number to the daemon, so a parallel test could take it in between;
+// now the daemon binds port 0 itself and the test reads the address it
+// logged.
 #[tokio::test]
 async fn heartbeat_pings_after_healthy_cycles_and_falls_silent_while_polling_fails() {
     let sim = Sim::start(SimOptions {
@@ -161,11 +165,6 @@ async fn heartbeat_pings_after_healthy_cycles_and_falls_silent_while_polling_fai
     .await;
     let mut pings = Receiver::start(vec![]).await;
     let dir = tempfile::tempdir().unwrap();
-    // A free port for /metrics (the daemon binds it itself).
-    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
     let toml = format!(
         r#"
 [api]
@@ -186,27 +185,15 @@ job_types = ["CREATE_SERVER"]
 url = "{}/ping/uuid-1234"
 every = "1s"
 [server]
-listen = "{metrics_addr}"
+listen = "127.0.0.1:0"
 "#,
         sim.url(),
         dir.path().join("state.db").display(),
         pings.url
     );
-    let loaded = jobwatch::config::Config::from_figment(figment::Figment::from(
-        <figment::providers::Toml as figment::providers::Format>::string(&toml),
-    ))
-    .unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (_reload_tx, reload_rx) = mpsc::channel(1);
-    let daemon = tokio::spawn(jobwatch::daemon::run(
-        loaded.config,
-        None,
-        jobwatch::daemon::systemd::Systemd::off(),
-        async {
-            let _ = stop_rx.await;
-        },
-        reload_rx,
-    ));
+    let config = write_config(dir.path(), &toml);
+    let mut daemon = Daemon::spawn(&config, None, &dir.path().join("jobwatch.log"));
+    let metrics_addr = daemon.served_addr(Duration::from_secs(30)).await;
 
     let first = pings.next(Duration::from_secs(15)).await;
     assert_eq!(first.path, "/ping/uuid-1234");
@@ -247,8 +234,9 @@ listen = "{metrics_addr}"
     sim.control(Method::DELETE, "/sim/faults", json!(null))
         .await;
     pings.next(Duration::from_secs(30)).await;
-    stop_tx.send(()).unwrap();
-    daemon.await.unwrap().unwrap();
+    daemon.signal("TERM");
+    let status = daemon.exit_status(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
 }
 
 #[tokio::test]
@@ -316,4 +304,309 @@ notify = ["hook"]
     assert_eq!(again.json()["events"][0]["to"], "FAILED");
     let show = stdout(&jobwatch(&config, &["state", "show"]).await);
     assert!(show.contains("0 pending, 0 dead"), "{show}");
+}
+
+/// A config for the simulator at `api`: project `demo` watched for
+/// `job_types`, one webhook `hook` at `hook_url` taking FAILED.
+fn sim_config(dir: &Path, api: &str, hook_url: &str, job_types: &[&str]) -> std::path::PathBuf {
+    let job_types: Vec<String> = job_types.iter().map(|t| format!("{t:?}")).collect();
+    write_config(
+        dir,
+        &format!(
+            r#"
+[api]
+endpoint = "{api}"
+[auth]
+method = "none"
+[state]
+path = {state:?}
+[[targets]]
+project_id = "demo"
+job_types = [{job_types}]
+[notifiers.hook]
+kind = "webhook"
+url = "{hook_url}/hook"
+[[routes]]
+to = ["FAILED"]
+notify = ["hook"]
+"#,
+            state = dir.join("state.db"),
+            job_types = job_types.join(", "),
+        ),
+    )
+}
+
+/// Every item of a listing, read from the simulator itself page by page.
+async fn sim_listing(sim: &Sim, query: &str) -> (u64, Vec<Value>) {
+    let http = reqwest::Client::new();
+    let mut items = Vec::new();
+    loop {
+        let url = format!(
+            "{}/v1/demo/app-server-sub-jobs?{query}&limit=100&offset={}",
+            sim.url(),
+            items.len()
+        );
+        let page: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+        let count = page["count"].as_u64().unwrap();
+        let got = page["items"].as_array().unwrap().clone();
+        let empty = got.is_empty();
+        items.extend(got);
+        if empty || items.len() as u64 >= count {
+            return (count, items);
+        }
+    }
+}
+
+// Pins SPEC §2 `jobs`: every page straight from the API; `json` prints
+// `{"count":N,"items":[…]}` with items as the API gave them, `table`
+// one row per sub-job, `--status` filters.
+#[tokio::test]
+async fn jobs_lists_every_page_as_the_simulator_has_it_in_json_and_as_a_table() {
+    // 110 finished sub-jobs of history and two waiting ones: two pages.
+    let sim = Sim::start(SimOptions {
+        history: 110,
+        ..SimOptions::default()
+    })
+    .await;
+    let waiting = sim.create_waiting("CREATE_SERVER", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = sim_config(
+        dir.path(),
+        &sim.url(),
+        "http://127.0.0.1:9",
+        &["CREATE_SERVER"],
+    );
+    let jobs = |extra: &'static [&'static str]| {
+        let config = config.clone();
+        async move {
+            let mut args = vec!["jobs", "--project", "demo", "--job-type", "CREATE_SERVER"];
+            args.extend_from_slice(extra);
+            let out = jobwatch(&config, &args).await;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            stdout(&out)
+        }
+    };
+
+    let (count, items) = sim_listing(&sim, "job_type=CREATE_SERVER").await;
+    assert_eq!(count, 112);
+    let listed: Value = serde_json::from_str(&jobs(&["--format", "json"]).await).unwrap();
+    assert_eq!(listed["count"], count);
+    assert_eq!(listed["items"].as_array().unwrap(), &items);
+
+    let table = jobs(&["--format", "table"]).await;
+    assert!(
+        ["ID", "JOB", "STATUS", "BEGIN", "RESOURCE"]
+            .iter()
+            .all(|h| table.contains(h)),
+        "{table}"
+    );
+    for item in &items {
+        let id = item["id"].as_str().unwrap();
+        let rows: Vec<&str> = table.lines().filter(|l| l.contains(id)).collect();
+        assert_eq!(rows.len(), 1, "{id} in\n{table}");
+        assert!(
+            rows[0].contains(item["status"].as_str().unwrap()),
+            "{}",
+            rows[0]
+        );
+    }
+    let data_rows = table
+        .lines()
+        .filter(|l| items.iter().any(|i| l.contains(i["id"].as_str().unwrap())))
+        .count();
+    assert_eq!(data_rows, items.len());
+
+    let only: Value =
+        serde_json::from_str(&jobs(&["--status", "WAITING", "--format", "json"]).await).unwrap();
+    let (count, items) = sim_listing(&sim, "job_type=CREATE_SERVER&status=WAITING").await;
+    assert_eq!((only["count"].as_u64(), count), (Some(2), 2));
+    assert_eq!(only["items"].as_array().unwrap(), &items);
+    let ids: std::collections::BTreeSet<&str> =
+        items.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, waiting.iter().map(String::as_str).collect());
+}
+
+// Pins SPEC §2 `once --format table` (the transitions as a table, "no
+// transitions" when there are none) and `state forget-target`: the target
+// leaves `state show`, its pending alerts stay owed, and its next scan is
+// a silent baseline.
+#[tokio::test]
+async fn once_prints_a_table_and_forget_target_drops_the_target_but_keeps_its_alerts() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let create = sim.create_waiting("CREATE_SERVER", 1).await.remove(0);
+    sim.create_waiting("DELETE_SERVER", 1).await;
+    // The receiver is down for a minute: the alert stays pending.
+    let busy = (
+        503,
+        vec![("retry-after", "60".to_owned())],
+        "busy".to_owned(),
+    );
+    let mut receiver = Receiver::start(vec![busy; 10]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = sim_config(
+        dir.path(),
+        &sim.url(),
+        &receiver.url,
+        &["CREATE_SERVER", "DELETE_SERVER"],
+    );
+    let once_table = || async {
+        let out = jobwatch(&config, &["once", "--format", "table"]).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out)
+    };
+    let show = || async { stdout(&jobwatch(&config, &["state", "show"]).await) };
+
+    assert_eq!(once_table().await.trim(), "no transitions", "the baseline");
+    sim.set_status(&create, "FAILED").await;
+    let table = once_table().await;
+    for header in [
+        "KIND", "PROJECT", "JOB TYPE", "SUB-JOB", "FROM", "TO", "ERROR",
+    ] {
+        assert!(table.contains(header), "{header} missing from\n{table}");
+    }
+    let rows: Vec<&str> = table.lines().filter(|l| l.contains(&create)).collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    let cells: Vec<&str> = rows[0]
+        .split(['|', '│'])
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        cells[..7],
+        [
+            "changed",
+            "demo",
+            "CREATE_SERVER",
+            create.as_str(),
+            "WAITING",
+            "FAILED",
+            crate::support::SIM_ERROR_CODE
+        ],
+        "{table}"
+    );
+    receiver.next(Duration::from_secs(10)).await;
+
+    let before = show().await;
+    assert!(
+        before.contains("demo/CREATE_SERVER")
+            && before.contains("demo/DELETE_SERVER")
+            && before.contains("1 pending, 0 dead"),
+        "{before}"
+    );
+    let out = jobwatch(
+        &config,
+        &[
+            "state",
+            "forget-target",
+            "--project",
+            "demo",
+            "--job-type",
+            "CREATE_SERVER",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("forgot demo/CREATE_SERVER: 1 tracked sub-job(s) dropped"),
+        "{}",
+        stdout(&out)
+    );
+    let after = show().await;
+    assert!(!after.contains("demo/CREATE_SERVER"), "{after}");
+    assert!(after.contains("demo/DELETE_SERVER"), "{after}");
+    assert!(
+        after.contains("1 pending, 0 dead"),
+        "the alert is still owed: {after}"
+    );
+
+    // Its next scan is a new silent baseline; the alert is still owed.
+    assert_eq!(once_table().await.trim(), "no transitions");
+    let after = show().await;
+    assert!(
+        after.contains("demo/CREATE_SERVER") && after.contains("1 pending, 0 dead"),
+        "{after}"
+    );
+}
+
+// Pins SPEC §2 `demo`: zero-config, it starts, shows a transition on
+// stdout, and stops cleanly with exit 0 on Ctrl-C (SIGINT). It binds its
+// simulator and receiver on port 0, so parallel runs cannot collide.
+#[tokio::test]
+async fn demo_shows_a_transition_and_stops_cleanly_on_sigint() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"));
+    command
+        .arg("demo")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("demo.log")).unwrap())
+        .kill_on_drop(true);
+    for name in crate::support::inherited_settings() {
+        command.env_remove(name);
+    }
+    let mut child = command.spawn().expect("spawn jobwatch demo");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut next_line = async || {
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no line from demo within 30 s"))
+            .expect("read demo stdout")
+    };
+
+    let first = next_line().await.expect("a first line");
+    assert!(
+        first.starts_with("jobwatch demo: simulator on http://127.0.0.1:"),
+        "{first}"
+    );
+    seen.push(first);
+    let transition = loop {
+        let line = next_line().await.expect("demo ended early");
+        seen.push(line.clone());
+        if line.starts_with("receiver got: ") && line.contains('→') {
+            break line;
+        }
+    };
+    assert!(
+        ["SUCCESS", "FAILED", "ABNORMAL"]
+            .iter()
+            .any(|s| transition.contains(s)),
+        "{transition}"
+    );
+
+    let pid = child.id().expect("demo is running");
+    let kill = std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("demo exits within 30 s of SIGINT")
+        .unwrap();
+    let mut rest = Vec::new();
+    while let Some(line) = next_line().await {
+        rest.push(line);
+    }
+    let log = std::fs::read_to_string(dir.path().join("demo.log")).unwrap_or_default();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{status:?}\n{seen:?}\n{rest:?}\n{log}"
+    );
+    assert!(
+        rest.iter().any(|l| l == "jobwatch demo: stopped cleanly"),
+        "{rest:?}"
+    );
 }

@@ -23,7 +23,11 @@ const WITHIN: Duration = Duration::from_secs(30);
 const SEED: u64 = 0x6a6f_6277;
 /// How long a slow receiver sits on each request: well inside the
 /// notifier's 10 s timeout, so only a kill can cut it short.
-const SLOW: Duration = Duration::from_secs(3);
+const SLOW: Duration = Duration::from_secs(6);
+/// How long the simulator holds a page request of a scan the test kills
+/// in: only the process dies, so a long hold costs the test nothing and
+/// leaves a loaded machine plenty of room to kill inside it.
+const HOLD: Duration = Duration::from_secs(10);
 
 /// The test's side of the simulator: every sub-job it made, with the
 /// status it last set, stepped WAITING → RUNNING → SUCCESS | FAILED.
@@ -130,12 +134,23 @@ struct Kill {
     pending: BTreeSet<String>,
     /// Deliveries the receiver had seen by then.
     received: usize,
+    /// Deliveries the receiver was still sitting on just before the kill.
+    in_flight: usize,
+    /// Cloud requests the simulator had answered just before the kill (it
+    /// counts a request as it answers it).
+    answered: u64,
+    /// When the target's last cycle was committed, as the dead process
+    /// left the state file.
+    committed: Option<jiff::Timestamp>,
+    /// True transitions the simulator had logged by then.
+    transitions: usize,
 }
 
 struct Harness<'a> {
     config: PathBuf,
     state: PathBuf,
     log: PathBuf,
+    sim: &'a Sim,
     recorder: &'a Recorder,
     kills: Vec<Kill>,
 }
@@ -146,24 +161,54 @@ impl Harness<'_> {
     }
 
     async fn kill(&mut self, daemon: &mut Daemon, moment: &'static str) {
+        let answered = answered(self.sim).await;
+        let in_flight = self.recorder.in_flight();
         daemon.kill9();
         let pending = pending_event_ids(&self.state).await;
         self.kills.push(Kill {
             moment,
             pending,
             received: self.recorder.received().len(),
+            in_flight,
+            answered,
+            committed: last_commit(&self.state).await,
+            transitions: self.sim.events().await.len(),
         });
     }
 }
 
-/// Makes the simulator hold a page request of the daemon's scan for 3 s
-/// (usually page 2 of 2: page 1 is answered at once), and returns once
-/// that request has arrived, i.e. while the scan is under way.
-async fn hold_a_scan_page(sim: &Sim) {
+/// Cloud requests the simulator has answered so far.
+async fn answered(sim: &Sim) -> u64 {
+    sim.stats().await["requests"].as_u64().expect("requests")
+}
+
+/// When `demo/CREATE_SERVER`'s last cycle was committed (every cycle
+/// writes it, events or not).
+async fn last_commit(state: &std::path::Path) -> Option<jiff::Timestamp> {
+    let state = state.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let store = jobwatch::store::Store::open(&state).expect("open the state file");
+        let targets = store.targets().expect("list targets");
+        targets.into_iter().map(|t| t.updated_at).next()
+    })
+    .await
+    .expect("store query")
+}
+
+/// Makes the simulator hold the next scan page request but one for
+/// [`HOLD`] (usually page 2 of 2: page 1 is answered at once); see
+/// [`wait_for_hold`].
+async fn queue_hold(sim: &Sim) {
     sim.fault(json!({"fault": "delay", "ms": 1})).await;
-    sim.fault(json!({"fault": "delay", "ms": 3000})).await;
+    sim.fault(json!({"fault": "delay", "ms": HOLD.as_millis() as u64}))
+        .await;
+}
+
+/// Returns once the request [`queue_hold`] holds has arrived, i.e. while
+/// a scan is under way.
+async fn wait_for_hold(sim: &Sim) {
     // The queue length is only visible by adding to it: each probe is a
-    // harmless 0 ms delay. Until the 3 s delay is taken the queue holds
+    // harmless 0 ms delay. Until the held delay is taken the queue holds
     // more than our probes. The daemon's one target makes one request at
     // a time, so nothing takes a probe while the held page is waiting.
     let deadline = Instant::now() + WITHIN;
@@ -233,6 +278,7 @@ async fn sigkill_at_any_moment_loses_nothing_invents_nothing_and_repeats_little(
         config,
         state: state.clone(),
         log: dir.path().join("jobwatch.log"),
+        sim: &sim,
         recorder: &recorder,
         kills: Vec::new(),
     };
@@ -245,7 +291,9 @@ async fn sigkill_at_any_moment_loses_nothing_invents_nothing_and_repeats_little(
         driver.create_parent().await;
     }
     driver.steps(6).await;
-    hold_a_scan_page(&sim).await;
+    queue_hold(&sim).await;
+    wait_for_hold(&sim).await;
+    let (answered_1, committed_1) = (answered(&sim).await, last_commit(&state).await);
     h.kill(&mut daemon, "mid-scan (a page request held)").await;
     sim.control(Method::DELETE, "/sim/faults", Value::Null)
         .await;
@@ -257,10 +305,12 @@ async fn sigkill_at_any_moment_loses_nothing_invents_nothing_and_repeats_little(
     driver.create_parent().await;
     let at = driver.rng.random_range(3..10);
     driver.steps(at).await;
+    let batch_done = sim.events().await.len();
     h.kill(&mut daemon, "right after a batch of transitions")
         .await;
     driver.steps(12 - at).await;
     driver.create_parent().await;
+    let while_down_2 = sim.events().await.len() - batch_done;
     daemon = h.start();
     caught_up(&recorder, &driver, "catch-up after kill 2").await;
 
@@ -278,17 +328,16 @@ async fn sigkill_at_any_moment_loses_nothing_invents_nothing_and_repeats_little(
         .await;
     recorder.set_delay(Duration::ZERO);
 
-    // Kill 4, during the catch-up after a restart: as soon as its first
-    // page is answered, with transitions made just before.
+    // Kill 4, during the catch-up after a restart: while a page of its
+    // first scan is held, with transitions made just before.
     driver.steps(5).await;
-    let pages = list_requests(&sim).await;
+    queue_hold(&sim).await;
+    let answered_4 = answered(&sim).await;
     daemon = h.start();
-    eventually(WITHIN, "the restarted daemon's first page", || {
-        let sim = &sim;
-        async move { (list_requests(sim).await > pages).then_some(()) }
-    })
-    .await;
+    wait_for_hold(&sim).await;
     h.kill(&mut daemon, "during the first scan after a restart")
+        .await;
+    sim.control(Method::DELETE, "/sim/faults", Value::Null)
         .await;
 
     // The last run: everything finishes, and the daemon goes quiet.
@@ -436,7 +485,61 @@ async fn sigkill_at_any_moment_loses_nothing_invents_nothing_and_repeats_little(
         );
     }
     println!("  took {:.1?}", started.elapsed());
-    assert!(h.kills.len() >= 3);
+    // Each kill struck at the moment it names, as far as the test can see.
+    // Regression (test): this once only asserted `kills.len() >= 3` after
+    // making four, which could not fail.
+    let moments: Vec<&str> = h.kills.iter().map(|k| k.moment).collect();
+    assert_eq!(
+        moments,
+        [
+            "mid-scan (a page request held)",
+            "right after a batch of transitions",
+            "deliveries in flight (slow receiver)",
+            "during the first scan after a restart",
+        ]
+    );
+    let [mid_scan, after_batch, in_flight, first_scan] = &h.kills[..] else {
+        unreachable!("four kills, as just asserted")
+    };
+    // 1: the held page was still unanswered (the daemon asks one page at
+    // a time, so any answer would be it), and that scan never committed.
+    assert_eq!(
+        mid_scan.answered, answered_1,
+        "kill 1: the held page was answered"
+    );
+    assert_eq!(
+        mid_scan.committed, committed_1,
+        "kill 1: the held scan committed"
+    );
+    // 2: the batch was all in the simulator's log, the rest of the burst
+    // (at least the 12 - at steps) happened while the daemon was down.
+    assert_eq!(
+        after_batch.transitions, batch_done,
+        "kill 2 after the batch"
+    );
+    assert!(
+        while_down_2 > 12 - at,
+        "{while_down_2} transitions while down"
+    );
+    // 3: the receiver sat on every delivery the notifier allows, and
+    // their rows were still pending when the process died.
+    assert_eq!(in_flight.in_flight, HOOK_CONCURRENCY, "kill 3 in flight");
+    assert!(
+        in_flight.pending.len() >= HOOK_CONCURRENCY,
+        "kill 3: {} pending",
+        in_flight.pending.len()
+    );
+    // 4: the restarted daemon had the first page of its first scan
+    // answered and the second held, and had committed no cycle of its own.
+    assert_eq!(
+        first_scan.answered,
+        answered_4 + 1,
+        "kill 4: not one page into the first scan"
+    );
+    assert_eq!(
+        first_scan.committed, in_flight.committed,
+        "kill 4: the restarted daemon committed a cycle before it died"
+    );
     assert!(
         duplicates <= bound,
         "{duplicates} duplicates > {bound} (kills × concurrency)"

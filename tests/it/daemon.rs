@@ -4,12 +4,15 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jobwatch::config::{Config, EnvVars};
 use jobwatch::sim::SimOptions;
+use jobwatch::store::OutboxRow;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::support::{
     Daemon, NotifySocket, Receiver, Recorder, SIM_ERROR_CODE, Sim, daemon_config, eventually,
@@ -311,5 +314,585 @@ async fn sigterm_lets_a_delivery_under_way_finish_and_a_second_signal_exits_at_o
         outbox(&state).await,
         (1, 0),
         "still pending for the next run"
+    );
+}
+
+// ---- Reload that removes things, grouping across a crash, lifecycle -----
+
+/// A loopback proxy in front of the simulator that records the path of
+/// every cloud request: the simulator counts requests by route, not by
+/// project, and these tests must tell one target's polls from another's.
+struct Proxy {
+    url: String,
+    paths: Arc<Mutex<Vec<String>>>,
+    stop: CancellationToken,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        use axum::response::IntoResponse;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy addr"));
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let http = reqwest::Client::new();
+        let app = {
+            let paths = paths.clone();
+            axum::Router::new().fallback(move |req: axum::extract::Request| {
+                let (paths, http, upstream) = (paths.clone(), http.clone(), upstream.clone());
+                async move {
+                    paths.lock().unwrap().push(req.uri().path().to_owned());
+                    let target = format!(
+                        "{upstream}{}",
+                        req.uri().path_and_query().map_or("/", |p| p.as_str())
+                    );
+                    let mut forward = http.request(req.method().clone(), target);
+                    for (name, value) in req.headers() {
+                        if name != axum::http::header::HOST {
+                            forward = forward.header(name, value);
+                        }
+                    }
+                    let answer = match forward.send().await {
+                        Ok(answer) => answer,
+                        Err(e) => {
+                            return (axum::http::StatusCode::BAD_GATEWAY, e.to_string())
+                                .into_response();
+                        }
+                    };
+                    let status = answer.status();
+                    let headers = answer.headers().clone();
+                    let body = answer.bytes().await.unwrap_or_default();
+                    let mut response = (status, body).into_response();
+                    for name in ["content-type", "x-request-id", "retry-after"] {
+                        if let Some(value) = headers.get(name) {
+                            response.headers_mut().insert(name, value.clone());
+                        }
+                    }
+                    response
+                }
+            })
+        };
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+        });
+        Proxy { url, paths, stop }
+    }
+
+    /// Cloud requests for `project` so far.
+    fn requests_for(&self, project: &str) -> usize {
+        let prefix = format!("/v1/{project}/");
+        self.paths
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.starts_with(&prefix))
+            .count()
+    }
+}
+
+/// `(pending, dead)` outbox rows, read beside the daemon.
+async fn outbox_rows(state: &Path) -> (Vec<OutboxRow>, Vec<OutboxRow>) {
+    let state = state.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let store = jobwatch::store::Store::open(&state).expect("open the state file");
+        let horizon = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 365);
+        (
+            store.due(horizon, usize::MAX >> 1).expect("pending rows"),
+            store.dead().expect("dead rows"),
+        )
+    })
+    .await
+    .expect("store query")
+}
+
+/// Makes one WAITING sub-job in `project`; returns its id.
+async fn create_in(sim: &Sim, project: &str) -> String {
+    let made = sim
+        .control(
+            reqwest::Method::POST,
+            "/sim/jobs",
+            serde_json::json!({"project_id": project, "job_type": "CREATE_SERVER", "count": 1, "status": "WAITING"}),
+        )
+        .await;
+    made["sub_job_ids"][0]
+        .as_str()
+        .expect("a sub-job id")
+        .to_owned()
+}
+
+/// Two targets, two notifiers, every event to both; `with_removed` adds
+/// the target `other/CREATE_SERVER` and the notifier `gone`.
+fn two_of_each(api: &str, keep: &str, gone: &str, state: &Path, with_removed: bool) -> String {
+    let (target, notifier, to) = if with_removed {
+        (
+            "[[targets]]\nproject_id = \"other\"\njob_types = [\"CREATE_SERVER\"]\n",
+            format!(
+                "[notifiers.gone]\nkind = \"webhook\"\nurl = \"{gone}/hook\"\nmax_concurrency = 1\ntimeout = \"30s\"\n"
+            ),
+            r#"["keep", "gone"]"#,
+        )
+    } else {
+        ("", String::new(), r#"["keep"]"#)
+    };
+    format!(
+        r#"[api]
+endpoint = "{api}"
+max_requests_per_minute = 6000
+
+[auth]
+method = "none"
+
+[state]
+path = {state:?}
+
+[poll]
+interval = "1s"
+active_interval = "1s"
+
+[delivery]
+shutdown_grace = "5s"
+
+[log]
+level = "info,jobwatch=debug"
+
+[[targets]]
+project_id = "demo"
+job_types = ["CREATE_SERVER"]
+
+{target}
+[notifiers.keep]
+kind = "webhook"
+url = "{keep}/hook"
+
+{notifier}
+[[routes]]
+notify = {to}
+kinds = ["appeared", "changed"]
+"#
+    )
+}
+
+// Pins SPEC §5 "SIGHUP reloads config" for what a reload takes away: the
+// removed target is no longer polled, rows still owed to the removed
+// notifier become dead letters that say why, and nothing more reaches
+// the removed notifier's receiver — not even rows that were already
+// waiting for one of its delivery slots when the reload came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_drops_a_target_and_a_notifier_stops_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimOptions::default()).await;
+    let proxy = Proxy::start(sim.url()).await;
+    let mut keep = Receiver::start(vec![]).await;
+    // `gone` holds each request: one delivery in flight (its concurrency
+    // is 1), the others waiting behind it when the reload comes.
+    let gone = Recorder::start().await;
+    let demo = sim.create_waiting("CREATE_SERVER", 2).await;
+    let other = create_in(&sim, "other").await;
+
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("jobwatch.toml");
+    std::fs::write(
+        &config,
+        two_of_each(&proxy.url, &keep.url, &gone.url, &state, true),
+    )
+    .unwrap();
+    let mut notify = NotifySocket::bind(dir.path());
+    let mut daemon = Daemon::spawn(
+        &config,
+        Some(&notify.path),
+        &dir.path().join("jobwatch.log"),
+    );
+    notify.expect("READY=1", WITHIN).await;
+    wait_baselined(&state, "CREATE_SERVER", WITHIN).await;
+    eventually(WITHIN, "other/CREATE_SERVER to be baselined", || {
+        let state = state.clone();
+        async move {
+            crate::support::baselined(&state, "other", "CREATE_SERVER")
+                .await
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Three events, each owed to both notifiers.
+    gone.set_delay(Duration::from_secs(6));
+    sim.set_status(&demo[0], "FAILED").await;
+    sim.set_status(&demo[1], "RUNNING").await;
+    sim.set_status(&other, "FAILED").await;
+    let mut kept = BTreeSet::new();
+    while kept.len() < 3 {
+        let got = keep.next(WITHIN).await;
+        kept.insert(
+            only_event(&got.json())["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    eventually(WITHIN, "three rows owed to `gone`, one in flight", || {
+        let (state, gone) = (state.clone(), &gone);
+        async move {
+            let (pending, _) = outbox_rows(&state).await;
+            let owed = pending.iter().filter(|r| r.notifier == "gone").count();
+            (owed == 3 && gone.in_flight() == 1).then_some(())
+        }
+    })
+    .await;
+
+    // The reload drops `other` and `gone`.
+    std::fs::write(
+        &config,
+        two_of_each(&proxy.url, &keep.url, &gone.url, &state, false),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    let lines = notify.expect("READY=1", WITHIN).await;
+    assert!(lines.iter().any(|l| l == "RELOADING=1"), "{lines:?}");
+    // The request in flight arrived before the reload; it may finish.
+    let sent_to_gone = gone.received().len();
+    assert_eq!(sent_to_gone, 1, "one request to `gone` before the reload");
+
+    // The two rows that were waiting become dead letters, the one in
+    // flight is recorded as delivered, and `gone` hears nothing more.
+    let reason = r#"notifier "gone" is no longer configured"#;
+    let dead = eventually(WITHIN, "the rows owed to `gone` to die", || {
+        let (state, gone) = (state.clone(), &gone);
+        async move {
+            assert_eq!(
+                gone.received().len(),
+                sent_to_gone,
+                "a request reached the removed notifier after the reload"
+            );
+            let (pending, dead) = outbox_rows(&state).await;
+            (pending.is_empty() && dead.len() == 2).then_some(dead)
+        }
+    })
+    .await;
+    for row in &dead {
+        assert_eq!(row.notifier, "gone", "{row:?}");
+        assert_eq!(row.last_error.as_deref(), Some(reason), "{row:?}");
+    }
+    let listing = crate::support::jobwatch(&config, &["state", "dead"]).await;
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert_eq!(listing.matches(reason).count(), 2, "{listing}");
+
+    // Polls of `other` stop. A request already on the wire at the reload
+    // may still land, so the count is taken once `demo` has been polled
+    // twice more, then must hold while `demo` is polled three more times.
+    let demo_polls = proxy.requests_for("demo");
+    eventually(WITHIN, "two more polls of demo", || {
+        let done = proxy.requests_for("demo") >= demo_polls + 2;
+        async move { done.then_some(()) }
+    })
+    .await;
+    let other_polls = proxy.requests_for("other");
+    let demo_polls = proxy.requests_for("demo");
+    // A new event after the reload goes to `keep` only.
+    sim.set_status(&demo[1], "SUCCESS").await;
+    let got = keep.next(WITHIN).await;
+    assert_eq!(only_event(&got.json())["to"], "SUCCESS");
+    eventually(WITHIN, "three more polls of demo", || {
+        let done = proxy.requests_for("demo") >= demo_polls + 3;
+        async move { done.then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        proxy.requests_for("other"),
+        other_polls,
+        "the removed target is still polled"
+    );
+    assert_eq!(gone.received().len(), sent_to_gone);
+    let (pending, dead) = outbox_rows(&state).await;
+    assert!(
+        pending.is_empty() && dead.len() == 2,
+        "{pending:?} {dead:?}"
+    );
+
+    daemon.signal("TERM");
+    let status = daemon.exit_status(WITHIN).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// The group window of [`grouped_config`]: long enough that two poll
+/// cycles, a SIGKILL and a restart fit inside it on a loaded machine.
+const WINDOW: Duration = Duration::from_secs(8);
+
+/// One target, notifiers `a` and `b`, one grouping route to both.
+fn grouped_config(api: &str, a: &str, b: &str, state: &Path) -> String {
+    format!(
+        r#"[api]
+endpoint = "{api}"
+max_requests_per_minute = 6000
+
+[auth]
+method = "none"
+
+[state]
+path = {state:?}
+
+[poll]
+interval = "1s"
+active_interval = "1s"
+
+[log]
+level = "info,jobwatch=debug"
+
+[[targets]]
+project_id = "demo"
+job_types = ["CREATE_SERVER"]
+
+[notifiers.a]
+kind = "webhook"
+url = "{a}/hook"
+
+[notifiers.b]
+kind = "webhook"
+url = "{b}/hook"
+
+[[routes]]
+notify = ["a", "b"]
+kinds = ["appeared", "changed"]
+group_window = "{}s"
+"#,
+        WINDOW.as_secs()
+    )
+}
+
+// Pins SPEC §3/§6 `group_window` with §5 durability: events of one route
+// from two different poll cycles inside the window leave as one message
+// per notifier, even when the daemon is SIGKILLed inside the window and
+// restarted, and no message leaves before the window (opened by the
+// first event) has closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_window_spans_two_cycles_and_a_sigkill_and_sends_once_when_it_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimOptions::default()).await;
+    let mut a = Receiver::start(vec![]).await;
+    let mut b = Receiver::start(vec![]).await;
+    let jobs = sim.create_waiting("CREATE_SERVER", 2).await;
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("jobwatch.toml");
+    std::fs::write(&config, grouped_config(&sim.url(), &a.url, &b.url, &state)).unwrap();
+    let log = dir.path().join("jobwatch.log");
+    let mut daemon = Daemon::spawn(&config, None, &log);
+    wait_baselined(&state, "CREATE_SERVER", WITHIN).await;
+
+    // The first event: the window opens when its cycle commits, which is
+    // after `opened`, so `opened + WINDOW` is a lower bound of its close.
+    let opened = std::time::Instant::now();
+    sim.set_status(&jobs[0], "FAILED").await;
+    let first = eventually(WITHIN, "the first event's rows", || {
+        let (state, a, b) = (state.clone(), &a, &b);
+        async move {
+            let (pending, _) = outbox_rows(&state).await;
+            assert!(
+                a.rx.is_empty() && b.rx.is_empty(),
+                "a message left before the window closed"
+            );
+            (pending.len() == 2).then_some(pending)
+        }
+    })
+    .await;
+    // The second, set only once the first was committed: a later cycle.
+    sim.set_status(&jobs[1], "FAILED").await;
+    let rows = eventually(WITHIN, "the second event's rows", || {
+        let (state, a, b) = (state.clone(), &a, &b);
+        async move {
+            let (pending, _) = outbox_rows(&state).await;
+            assert!(
+                a.rx.is_empty() && b.rx.is_empty(),
+                "a message left before the window closed"
+            );
+            (pending.len() == 4).then_some(pending)
+        }
+    })
+    .await;
+    let closes = first[0].next_attempt_at;
+    let events: BTreeSet<String> = rows.iter().map(|r| r.event_id.clone()).collect();
+    assert_eq!(events.len(), 2, "{rows:?}");
+    let windows: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                &r.notifier,
+                &r.event_id,
+                r.group_key.as_deref(),
+                r.next_attempt_at,
+            )
+        })
+        .collect();
+    for row in &rows {
+        assert_eq!(
+            row.next_attempt_at, closes,
+            "one window for all: {windows:?}"
+        );
+        assert_eq!(row.group_key.as_deref(), Some("routes[0]"), "{windows:?}");
+    }
+    assert!(
+        rows.iter().any(|r| r.created_at > first[0].created_at),
+        "the second event came from a later cycle: {rows:?}"
+    );
+
+    // SIGKILL inside the window, and a restart.
+    daemon.kill9();
+    assert!(
+        jiff::Timestamp::now() < closes,
+        "the test was too slow: the window closed before the kill"
+    );
+    assert!(
+        a.rx.try_recv().is_err() && b.rx.try_recv().is_err(),
+        "a message left before the window closed"
+    );
+    let mut daemon = Daemon::spawn(&config, None, &log);
+
+    for receiver in [&mut a, &mut b] {
+        let got = receiver.next(WITHIN).await;
+        assert!(
+            got.at.duration_since(opened) >= WINDOW,
+            "sent {:?} after the first event, inside its {WINDOW:?} window",
+            got.at.duration_since(opened)
+        );
+        let body = got.json();
+        let carried: BTreeSet<String> = body["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(carried, events, "{body}");
+        assert_eq!(body["group"]["count"], 2, "{body}");
+        assert_eq!(got.header("webhook-id"), body["group"]["id"].as_str());
+    }
+    // Once every row is recorded nothing is left to send: one message each.
+    eventually(WITHIN, "every row delivered", || {
+        let state = state.clone();
+        async move { (outbox(&state).await == (0, 0)).then_some(()) }
+    })
+    .await;
+    assert!(
+        a.rx.try_recv().is_err() && b.rx.try_recv().is_err(),
+        "more than one message per notifier"
+    );
+    daemon.signal("TERM");
+    let status = daemon.exit_status(WITHIN).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// `GET http://{addr}{path}` on a fresh connection: its status, or why
+/// there was none.
+async fn probe(addr: std::net::SocketAddr, path: &str) -> Result<u16, String> {
+    reqwest::Client::new()
+        .get(format!("http://{addr}{path}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| format!("{e:#}"))
+}
+
+// Pins SPEC §5's systemd and signal contract beyond READY/RELOADING:
+// `WATCHDOG=1` keeps coming while the loops live and `STATUS=` says what
+// is watched; SIGINT stops like SIGTERM (STOPPING=1, the delivery under
+// way finishes, exit 0); and `/readyz` answers non-200 as soon as
+// stopping begins, while the process is still draining.
+// Regression: the probe server used to close with the pollers, before
+// the drain, so during it `/readyz` refused connections instead of
+// answering 503 (and the `stopping` flag it reads was never seen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_is_fed_sigint_drains_like_sigterm_and_readyz_fails_while_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimOptions::default()).await;
+    let recorder = Recorder::start().await;
+    let job = sim.create_waiting("CREATE_SERVER", 1).await.remove(0);
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("jobwatch.toml");
+    let mut toml = daemon_config(
+        &sim.url(),
+        &format!("{}/hook", recorder.url),
+        &state,
+        &["CREATE_SERVER"],
+    );
+    // Port 0: the daemon picks a free port and logs it.
+    toml.push_str("\n[server]\nlisten = \"127.0.0.1:0\"\n");
+    std::fs::write(&config, toml).unwrap();
+    let mut notify = NotifySocket::bind(dir.path());
+    // WatchdogSec=2: the daemon feeds it every second.
+    let mut daemon = Daemon::spawn_with_env(
+        &config,
+        Some(&notify.path),
+        &dir.path().join("jobwatch.log"),
+        &[("WATCHDOG_USEC", "2000000")],
+    );
+
+    let mut lines = notify.expect("READY=1", WITHIN).await;
+    lines.extend(notify.expect("STATUS=watching 1 target(s)", WITHIN).await);
+    // Two more feeds after READY=1: the watchdog is fed repeatedly, not once.
+    for _ in 0..2 {
+        lines.extend(notify.expect("WATCHDOG=1", WITHIN).await);
+    }
+    let ready_at = lines.iter().position(|l| l == "READY=1").unwrap();
+    assert!(
+        lines[ready_at..]
+            .iter()
+            .filter(|l| *l == "WATCHDOG=1")
+            .count()
+            >= 2,
+        "{lines:?}"
+    );
+
+    let addr = daemon.served_addr(WITHIN).await;
+    assert_eq!(probe(addr, "/readyz").await, Ok(200));
+    assert_eq!(probe(addr, "/healthz").await, Ok(200));
+
+    // A delivery under way (the receiver takes 4 s, shutdown_grace is 5 s).
+    wait_baselined(&state, "CREATE_SERVER", WITHIN).await;
+    recorder.set_delay(Duration::from_secs(4));
+    sim.set_status(&job, "FAILED").await;
+    eventually(WITHIN, "a delivery in flight", || {
+        let busy = recorder.in_flight() >= 1;
+        async move { busy.then_some(()) }
+    })
+    .await;
+
+    daemon.signal("INT");
+    notify.expect("STOPPING=1", WITHIN).await;
+    let status = eventually(WITHIN, "/readyz to turn non-200", || async {
+        match probe(addr, "/readyz").await {
+            Ok(200) => None,
+            Ok(status) => Some(status),
+            // Either the server closed before the drain, or `/readyz`
+            // kept answering 200 until the process was gone.
+            Err(e) => panic!("no non-200 answer from /readyz while the daemon was stopping: {e}"),
+        }
+    })
+    .await;
+    assert_eq!(status, 503);
+    assert!(
+        daemon.exited().is_none() && recorder.in_flight() >= 1,
+        "/readyz was read while the delivery was still draining"
+    );
+
+    let status = daemon.exit_status(WITHIN).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGINT drains and exits 0: {status:?}"
+    );
+    assert_eq!(recorder.received().len(), 1);
+    assert_eq!(
+        outbox(&state).await,
+        (0, 0),
+        "the delivery under way finished and was recorded"
     );
 }

@@ -270,6 +270,17 @@ impl Daemon {
         notify_socket: Option<&std::path::Path>,
         log: &std::path::Path,
     ) -> Daemon {
+        Daemon::spawn_with_env(config, notify_socket, log, &[])
+    }
+
+    /// [`Daemon::spawn`] with extra environment variables (e.g.
+    /// `WATCHDOG_USEC`), set after the inherited ones are removed.
+    pub fn spawn_with_env(
+        config: &std::path::Path,
+        notify_socket: Option<&std::path::Path>,
+        log: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         use std::process::{Command, Stdio};
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -291,6 +302,7 @@ impl Daemon {
         if let Some(socket) = notify_socket {
             command.env("NOTIFY_SOCKET", socket);
         }
+        command.envs(env.iter().copied());
         let child = command.spawn().expect("spawn jobwatch run");
         Daemon {
             child,
@@ -337,6 +349,46 @@ impl Daemon {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The address `[server] listen` bound, as the daemon logged it
+    /// (`serving /metrics, /healthz and /readyz addr=…`): with port 0 the
+    /// daemon picks a free port itself, so no test hands out a port that
+    /// another test may take first. The last such line counts (restarts
+    /// share the log). Panics after `within`.
+    pub async fn served_addr(&self, within: Duration) -> std::net::SocketAddr {
+        eventually(within, "the daemon to log its server address", || {
+            let log = strip_ansi(&self.log());
+            let addr = log
+                .lines()
+                .filter(|l| l.contains("serving /metrics"))
+                .filter_map(|l| l.split("addr=").nth(1))
+                .filter_map(|rest| rest.split_whitespace().next())
+                .filter_map(|a| a.parse().ok())
+                .next_back();
+            async move { addr }
+        })
+        .await
+    }
+}
+
+/// `text` without ANSI colour sequences (`ESC [ … m`), which the text log
+/// format writes even to a file.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip to the end of the sequence: a letter ends it.
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for Daemon {

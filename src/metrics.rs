@@ -9,7 +9,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::cloud::model::Status;
+/// A value from an open set (the cloud adds statuses before we learn
+/// them) that may be a label only when it is one of a known few. Metrics
+/// depends on no module of ours: the value's owner says which it is.
+pub trait BoundedLabel {
+    /// The label, or `None` for a value outside the known set.
+    fn bounded(&self) -> Option<&str>;
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetLabels {
@@ -126,11 +132,12 @@ impl Metrics {
         }
     }
 
-    /// A bounded label for a status.
-    pub fn status_label(status: Option<&Status>) -> String {
-        match status {
-            Some(s) if s.is_known() => s.to_string(),
-            Some(_) => "other".into(),
+    /// A bounded label for a status: its name if the API documents it,
+    /// `other` if not, `none` for no status.
+    pub fn status_label(status: Option<&impl BoundedLabel>) -> String {
+        match status.and_then(BoundedLabel::bounded) {
+            Some(label) => label.to_owned(),
+            None if status.is_some() => "other".into(),
             None => "none".into(),
         }
     }
@@ -149,13 +156,21 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    struct Open(&'static str, bool);
+
+    impl BoundedLabel for Open {
+        fn bounded(&self) -> Option<&str> {
+            self.1.then_some(self.0)
+        }
+    }
+
     #[test]
     fn encodes_with_bounded_labels() {
         let m = Metrics::new();
         m.events
             .get_or_create(&EventLabels {
                 kind: "changed",
-                to: Metrics::status_label(Some(&Status::Other("X".into()))),
+                to: Metrics::status_label(Some(&Open("X", false))),
             })
             .inc();
         let text = m.encode();
@@ -163,5 +178,7 @@ mod tests {
             text.contains("jobwatch_events_total{kind=\"changed\",to=\"other\"} 1"),
             "{text}"
         );
+        assert_eq!(Metrics::status_label(Some(&Open("FAILED", true))), "FAILED");
+        assert_eq!(Metrics::status_label(None::<&Open>), "none");
     }
 }

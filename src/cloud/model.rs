@@ -413,6 +413,13 @@ where
     Ok(serde_json::from_value(value).ok())
 }
 
+/// Metric labels take a status only when the API documents it.
+impl crate::metrics::BoundedLabel for Status {
+    fn bounded(&self) -> Option<&str> {
+        self.is_known().then(|| self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::request::Parts;
 use jiff::Timestamp;
 
-use super::http::ApiError;
+use super::answer::ErrorAnswer;
 use crate::cloud::signer::{self, RequestToSign};
 use crate::secret::Secret;
 
@@ -36,7 +36,7 @@ pub fn check(
     parts: &Parts,
     body: &[u8],
     now: Timestamp,
-) -> Result<(), ApiError> {
+) -> Result<(), ErrorAnswer> {
     if config.is_open() {
         return Ok(());
     }
@@ -77,7 +77,7 @@ fn check_signature(
     parts: &Parts,
     body: &[u8],
     now: Timestamp,
-) -> Result<(), ApiError> {
+) -> Result<(), ErrorAnswer> {
     let auth = signer::parse_authorization(value)
         .ok_or_else(|| unauthorized("Authorization header is not SDK-HMAC-SHA256"))?;
     if !signer::constant_time_eq(&auth.access, ak) {
@@ -133,8 +133,8 @@ fn check_signature(
 }
 
 /// The gateway's 401: `APIG.0301` with the reason after a colon.
-pub fn unauthorized(reason: &str) -> ApiError {
-    ApiError::new(
+pub fn unauthorized(reason: &str) -> ErrorAnswer {
+    ErrorAnswer::new(
         axum::http::StatusCode::UNAUTHORIZED,
         "APIG.0301",
         format!("Incorrect IAM authentication information: {reason}"),

@@ -15,18 +15,18 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::Shared;
+use super::answer::{ErrorAnswer, json_response};
 use super::faults::FaultRequest;
-use super::http::{ApiError, json_response};
 use crate::cloud::model::{JobType, Status};
 
 /// The most sub-jobs one `POST /sim/jobs` makes.
 const MAX_COUNT: u32 = 100_000;
 
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "SIM.0400", msg)
+fn bad(msg: impl Into<String>) -> ErrorAnswer {
+    ErrorAnswer::new(StatusCode::BAD_REQUEST, "SIM.0400", msg)
 }
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ErrorAnswer> {
     serde_json::from_slice(body).map_err(|e| bad(format!("bad request body: {e}")))
 }
 
@@ -53,7 +53,7 @@ fn one() -> u32 {
 pub async fn create_jobs(
     State(sim): State<Arc<Shared>>,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ErrorAnswer> {
     let req: CreateJobs = parse(&body)?;
     if req.project_id.is_empty() || req.job_type.is_empty() {
         return Err(bad("project_id and job_type must not be empty"));
@@ -104,7 +104,7 @@ pub async fn update_job(
     State(sim): State<Arc<Shared>>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ErrorAnswer> {
     let req: UpdateJob = parse(&body)?;
     if req.status.is_empty() {
         return Err(bad("status must not be empty"));
@@ -126,7 +126,7 @@ pub async fn update_job(
 pub async fn delete_job(
     State(sim): State<Arc<Shared>>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ErrorAnswer> {
     if sim.store().delete(&id) {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
@@ -134,8 +134,8 @@ pub async fn delete_job(
     }
 }
 
-fn no_such_job(id: &str) -> ApiError {
-    ApiError::new(
+fn no_such_job(id: &str) -> ErrorAnswer {
+    ErrorAnswer::new(
         StatusCode::NOT_FOUND,
         "SIM.0404",
         format!("no sub-job {id}"),
@@ -143,7 +143,10 @@ fn no_such_job(id: &str) -> ApiError {
 }
 
 /// `POST /sim/faults`: queue one fault behind those already queued.
-pub async fn add_fault(State(sim): State<Arc<Shared>>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn add_fault(
+    State(sim): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<Response, ErrorAnswer> {
     let fault = parse::<FaultRequest>(&body)?.validate().map_err(bad)?;
     let mut store = sim.store();
     store.faults.push_back(fault);
@@ -187,7 +190,7 @@ pub async fn stats(State(sim): State<Arc<Shared>>) -> Response {
 
 /// Anything else under `/sim/`.
 pub async fn not_found() -> Response {
-    ApiError::new(
+    ErrorAnswer::new(
         StatusCode::NOT_FOUND,
         "SIM.0404",
         "no such control endpoint",

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
+use super::answer::{ErrorAnswer, json_response};
 use super::faults::{self, FaultKind};
 use super::state::Filter;
 use super::{ConnKill, Shared, auth};
@@ -26,46 +27,6 @@ pub const IAM_PATH: &str = "/v3/auth/tokens";
 const MAX_BODY: usize = 1 << 20;
 /// IAM tokens live this long, as real ones do.
 const TOKEN_LIFETIME: SignedDuration = SignedDuration::from_hours(24);
-
-/// An error answer: a status and the API's `{error_code, error_msg}` body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: String,
-    pub msg: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &str, msg: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code: code.to_owned(),
-            msg: msg.into(),
-        }
-    }
-
-    fn bad_request(code: &str, msg: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, code, msg)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        json_response(
-            self.status,
-            &json!({"error_code": self.code, "error_msg": self.msg}),
-        )
-    }
-}
-
-pub fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json;charset=UTF-8"),
-    );
-    response
-}
 
 /// Every request: an `X-Request-Id` on the answer; for the cloud surface
 /// also statistics and, on the sub-job endpoints, the next queued fault.
@@ -107,7 +68,7 @@ async fn cloud_gate(sim: &Arc<Shared>, request: Request, next: Next) -> Response
         }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             let (code, msg) = faults::default_error(status.as_u16());
-            let mut response = ApiError::new(
+            let mut response = ErrorAnswer::new(
                 status,
                 error_code.as_deref().unwrap_or(code),
                 error_msg.unwrap_or_else(|| msg.to_owned()),
@@ -199,10 +160,10 @@ fn first_query_value(query: Option<&str>, key: &str) -> Option<String> {
 }
 
 /// Reads the request, checks its credentials and returns its query pairs.
-async fn admit(sim: &Shared, request: Request) -> Result<Vec<(String, String)>, ApiError> {
+async fn admit(sim: &Shared, request: Request) -> Result<Vec<(String, String)>, ErrorAnswer> {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-        ApiError::new(
+        ErrorAnswer::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "APIG.0201",
             "Request entity too large.",
@@ -229,14 +190,14 @@ fn param<'a>(query: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-fn invalid(name: &str, value: &str, why: &str) -> ApiError {
-    ApiError::bad_request(
+fn invalid(name: &str, value: &str, why: &str) -> ErrorAnswer {
+    ErrorAnswer::bad_request(
         "WKS.00010002",
         format!("Invalid parameter {name}: '{value}', {why}."),
     )
 }
 
-fn known_job_type(value: &str) -> Result<JobType, ApiError> {
+fn known_job_type(value: &str) -> Result<JobType, ErrorAnswer> {
     let job_type = JobType::from(value);
     if job_type.is_known() {
         Ok(job_type)
@@ -245,7 +206,7 @@ fn known_job_type(value: &str) -> Result<JobType, ApiError> {
     }
 }
 
-fn status_filter(query: &[(String, String)]) -> Result<Option<Status>, ApiError> {
+fn status_filter(query: &[(String, String)]) -> Result<Option<Status>, ErrorAnswer> {
     match param(query, "status") {
         None => Ok(None),
         Some(value) => {
@@ -259,11 +220,11 @@ fn status_filter(query: &[(String, String)]) -> Result<Option<Status>, ApiError>
     }
 }
 
-fn project_known(sim: &Shared, project: &str) -> Result<(), ApiError> {
+fn project_known(sim: &Shared, project: &str) -> Result<(), ErrorAnswer> {
     if sim.store().has_project(project) {
         Ok(())
     } else {
-        Err(ApiError::new(
+        Err(ErrorAnswer::new(
             StatusCode::NOT_FOUND,
             "WKS.00010404",
             format!("The project {project} does not exist."),
@@ -276,10 +237,10 @@ pub async fn list(
     State(sim): State<Arc<Shared>>,
     Path(project): Path<String>,
     request: Request,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ErrorAnswer> {
     let query = admit(&sim, request).await?;
     let job_type = param(&query, "job_type")
-        .ok_or_else(|| ApiError::bad_request("WKS.00010001", "Missing parameter: job_type."))?;
+        .ok_or_else(|| ErrorAnswer::bad_request("WKS.00010001", "Missing parameter: job_type."))?;
     let job_type = known_job_type(job_type)?;
     let status = status_filter(&query)?;
     let offset = match param(&query, "offset") {
@@ -326,7 +287,7 @@ pub async fn count(
     State(sim): State<Arc<Shared>>,
     Path(project): Path<String>,
     request: Request,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ErrorAnswer> {
     let query = admit(&sim, request).await?;
     let job_types: Vec<JobType> = match param(&query, "job_type") {
         None => JobType::KNOWN.to_vec(),
@@ -421,7 +382,7 @@ pub async fn iam_tokens(State(sim): State<Arc<Shared>>, body: Bytes) -> Response
 
 /// An unknown path, as the API gateway answers it.
 pub async fn not_found() -> Response {
-    ApiError::new(
+    ErrorAnswer::new(
         StatusCode::NOT_FOUND,
         "APIG.0101",
         "The API does not exist or has not been published in the environment.",
@@ -432,7 +393,7 @@ pub async fn not_found() -> Response {
 /// A known path with another method. The gateway has no such API either;
 /// the documented status for it is 405.
 pub async fn method_not_allowed() -> Response {
-    ApiError::new(
+    ErrorAnswer::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "APIG.0101",
         "The API does not exist.",

@@ -7,6 +7,7 @@
 //! what can go wrong on it, `control` the `/sim/*` side channel, `serve`
 //! the accept loop.
 
+mod answer;
 mod auth;
 mod control;
 mod faults;

@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::notify::dispatch::Dispatcher;
 use crate::store::{SharedStore, Store};
 use crate::watch::Target;
-use crate::watch::poller::{Beat, CycleContext, poll_loop};
+use crate::watch::poller::{Beat, CycleContext, Pace, poll_loop};
 use heartbeat::Heartbeat;
 use server::Health;
 use systemd::Systemd;
@@ -138,27 +138,20 @@ pub async fn run(
                     continue;
                 };
                 systemd.reloading();
-                match reload_config(source) {
-                    Ok(new) => {
-                        match wiring::notifiers(&new) {
-                            Ok(notifiers) => {
-                                pollers.stop().await;
-                                dispatcher.replace(notifiers, wiring::dispatch_settings(&new));
-                                match Pollers::start(&new, &parts) {
-                                    Ok(p) => {
-                                        pollers = p;
-                                        config = new;
-                                        tracing::info!(targets = pollers.len(), "configuration reloaded");
-                                    }
-                                    Err(e) => {
-                                        tracing::error!(error = %format!("{e:#}"), "reload failed; restarting with the old configuration");
-                                        dispatcher.replace(wiring::notifiers(&config)?, wiring::dispatch_settings(&config));
-                                        pollers = Pollers::start(&config, &parts)?;
-                                    }
-                                }
-                            }
-                            Err(e) => tracing::error!(error = %format!("{e:#}"), "reload rejected; keeping the old configuration"),
-                        }
+                // Everything the new config needs is built before the old
+                // pollers stop: a failure leaves the old ones running.
+                let built = reload_config(source).and_then(|new| {
+                    let notifiers = wiring::notifiers(&new)?;
+                    let next = Pollers::prepare(&new, &parts)?;
+                    Ok((new, notifiers, next))
+                });
+                match built {
+                    Ok((new, notifiers, next)) => {
+                        pollers.stop().await;
+                        dispatcher.replace(notifiers, wiring::dispatch_settings(&new));
+                        pollers = next.launch(&parts);
+                        config = new;
+                        tracing::info!(targets = pollers.len(), "configuration reloaded");
                     }
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "reload rejected; keeping the old configuration"),
                 }
@@ -216,15 +209,22 @@ struct Pollers {
     count: usize,
 }
 
+/// A generation of pollers built from a config but not started: building
+/// can fail (a client, a heartbeat), starting cannot.
+struct Prepared {
+    ctx: Arc<CycleContext>,
+    heartbeat: Option<Arc<Heartbeat>>,
+    pace: Pace,
+    targets: Vec<Target>,
+}
+
 impl Pollers {
     fn start(config: &Config, parts: &Parts) -> anyhow::Result<Pollers> {
-        let Parts {
-            store,
-            metrics,
-            dispatcher,
-            liveness,
-            services,
-        } = parts;
+        Ok(Pollers::prepare(config, parts)?.launch(parts))
+    }
+
+    fn prepare(config: &Config, parts: &Parts) -> anyhow::Result<Prepared> {
+        let Parts { store, metrics, .. } = parts;
         let heartbeat = match &config.heartbeat {
             Some(hb) => Some(Arc::new(Heartbeat::new(
                 hb.url.expose().clone(),
@@ -241,13 +241,37 @@ impl Pollers {
             metrics: metrics.clone(),
             dry_run: false,
         });
+        Ok(Prepared {
+            ctx,
+            heartbeat,
+            pace: wiring::pace(config),
+            targets: config
+                .watch_pairs()
+                .map(|(project_id, job_type)| Target::new(project_id, job_type.clone()))
+                .collect(),
+        })
+    }
+}
+
+impl Prepared {
+    fn launch(self, parts: &Parts) -> Pollers {
+        let Parts {
+            dispatcher,
+            liveness,
+            services,
+            ..
+        } = parts;
+        let Prepared {
+            ctx,
+            heartbeat,
+            pace,
+            targets,
+        } = self;
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let pace = wiring::pace(config);
-        let mut count = 0;
+        let count = targets.len();
         liveness.reset();
-        for (project_id, job_type) in config.watch_pairs() {
-            let target = Target::new(project_id, job_type.clone());
+        for target in targets {
             let (ctx, stop, dispatcher, liveness) = (
                 ctx.clone(),
                 stop.clone(),
@@ -273,16 +297,17 @@ impl Pollers {
                 })
                 .await
             });
-            count += 1;
         }
         tracker.close();
-        Ok(Pollers {
+        Pollers {
             stop,
             tracker,
             count,
-        })
+        }
     }
+}
 
+impl Pollers {
     fn len(&self) -> usize {
         self.count
     }

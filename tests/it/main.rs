@@ -1,6 +1,7 @@
 //! The one integration-test binary (see STYLE.md): modules per area.
 
 mod all_kinds;
+mod architecture;
 mod chat;
 mod client;
 mod commands;

@@ -17,13 +17,13 @@ pub const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
 
 /// Which credentials the cloud surface accepts. All `None`: anything goes.
 #[derive(Debug, Clone, Default)]
-pub struct AuthConfig {
+pub struct AuthRules {
     pub aksk: Option<(String, Secret)>,
     pub token: Option<Secret>,
     pub iam: Option<(String, Secret)>,
 }
 
-impl AuthConfig {
+impl AuthRules {
     pub fn is_open(&self) -> bool {
         self.aksk.is_none() && self.token.is_none() && self.iam.is_none()
     }
@@ -31,7 +31,7 @@ impl AuthConfig {
 
 /// Accepts or rejects one request. `tokens` are the issued IAM tokens.
 pub fn check(
-    config: &AuthConfig,
+    config: &AuthRules,
     tokens: &HashMap<String, Timestamp>,
     parts: &Parts,
     body: &[u8],

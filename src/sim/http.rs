@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::answer::{ErrorAnswer, json_response};
 use super::faults::{self, FaultKind};
-use super::state::Filter;
+use super::state::ListQuery;
 use super::{ConnKill, Shared, auth};
 use crate::cloud::model::{JobType, Status};
 
@@ -258,7 +258,7 @@ pub async fn list(
             .ok_or_else(|| invalid("limit", v, "must be an integer from 1 to 100"))?,
     };
     project_known(&sim, &project)?;
-    let filter = Filter {
+    let filter = ListQuery {
         status: status.as_ref(),
         job_id: param(&query, "job_id"),
     };
@@ -300,7 +300,7 @@ pub async fn count(
     };
     let status = status_filter(&query)?;
     project_known(&sim, &project)?;
-    let filter = Filter {
+    let filter = ListQuery {
         status: status.as_ref(),
         job_id: param(&query, "job_id"),
     };

@@ -35,8 +35,8 @@ pub use http::{COUNT_PATH, IAM_PATH, LIST_PATH};
 
 use crate::cloud::model::JobType;
 use crate::secret::Secret;
-use auth::AuthConfig;
-use state::Store;
+use auth::AuthRules;
+use state::World;
 
 /// Everything `jobwatch sim` can be told.
 #[derive(Debug, Clone)]
@@ -98,7 +98,7 @@ impl SimOptions {
         }
     }
 
-    fn validate(&self) -> Result<AuthConfig, String> {
+    fn validate(&self) -> Result<AuthRules, String> {
         if !(self.rate.is_finite() && self.rate >= 0.0) {
             return Err(format!("rate must be a number ≥ 0, got {}", self.rate));
         }
@@ -113,7 +113,7 @@ impl SimOptions {
             (None, None) => Ok(None),
             _ => Err(format!("{what} must be given together")),
         };
-        Ok(AuthConfig {
+        Ok(AuthRules {
             aksk: pair(&self.ak, &self.sk, "ak and sk")?,
             token: self.token.clone(),
             iam: pair(&self.iam_user, &self.iam_password, "iam user and password")?,
@@ -123,8 +123,8 @@ impl SimOptions {
 
 /// State shared by every handler and the generator task.
 pub(crate) struct Shared {
-    store: Mutex<Store>,
-    auth: AuthConfig,
+    store: Mutex<World>,
+    auth: AuthRules,
     /// Wakes the generator task when a planned job arrives from elsewhere.
     wake: tokio::sync::Notify,
 }
@@ -133,7 +133,7 @@ impl Shared {
     /// The store. A handler that panicked while holding the lock cannot
     /// have left it half-changed in a way that matters for a simulator, so
     /// a poisoned lock is used as is rather than panicking every request.
-    fn store(&self) -> MutexGuard<'_, Store> {
+    fn store(&self) -> MutexGuard<'_, World> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -186,9 +186,9 @@ pub async fn start(opts: SimOptions, shutdown: CancellationToken) -> std::io::Re
     let addr = listener.local_addr()?;
     let projects = opts.project_list();
     let step = Duration::from_millis(opts.step_ms.max(1));
-    let mut store = Store::new(
+    let mut store = World::new(
         Generator::new(opts.seed, opts.fail_ratio, step),
-        // A different stream for control-made jobs (see `Store::control`).
+        // A different stream for control-made jobs (see `World::control`).
         Generator::new(opts.seed ^ 0x5eed_c0de_0000_0001, opts.fail_ratio, step),
     );
     let now = Timestamp::now();

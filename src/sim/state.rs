@@ -2,7 +2,7 @@
 //! project and job type, pending lifecycle steps, the transition log,
 //! queued faults, request statistics and issued IAM tokens.
 //!
-//! One `Store` lives behind one mutex; nothing here awaits, so the lock is
+//! One `World` lives behind one mutex; nothing here awaits, so the lock is
 //! never held across a suspension point.
 
 use std::cmp::Reverse;
@@ -21,7 +21,7 @@ type ListKey = (Reverse<i128>, String);
 
 /// One true status transition; creation has `from: None`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Event {
+pub struct TransitionRecord {
     pub sub_job_id: String,
     pub project_id: String,
     pub job_type: String,
@@ -48,12 +48,12 @@ impl Stats {
 
 /// What a listing matches on besides project and job type.
 #[derive(Debug, Default, Clone)]
-pub struct Filter<'a> {
+pub struct ListQuery<'a> {
     pub status: Option<&'a Status>,
     pub job_id: Option<&'a str>,
 }
 
-impl Filter<'_> {
+impl ListQuery<'_> {
     fn matches(&self, job: &SubJob) -> bool {
         self.status.is_none_or(|s| job.status.as_ref() == Some(s))
             && self.job_id.is_none_or(|j| job.job_id.as_deref() == Some(j))
@@ -70,13 +70,13 @@ struct Entry {
 }
 
 #[derive(Debug)]
-pub struct Store {
+pub struct World {
     /// project → job type → listing order.
     projects: BTreeMap<String, HashMap<String, BTreeSet<ListKey>>>,
     jobs: HashMap<String, Entry>,
     schedule: BTreeSet<(Instant, u64, String)>,
     seq: u64,
-    events: Vec<Event>,
+    events: Vec<TransitionRecord>,
     pub faults: VecDeque<Fault>,
     pub stats: Stats,
     /// Issued IAM tokens and when they expire.
@@ -88,9 +88,9 @@ pub struct Store {
     pub control: Generator,
 }
 
-impl Store {
-    pub fn new(generator: Generator, control: Generator) -> Store {
-        Store {
+impl World {
+    pub fn new(generator: Generator, control: Generator) -> World {
+        World {
             projects: BTreeMap::new(),
             jobs: HashMap::new(),
             schedule: BTreeSet::new(),
@@ -148,7 +148,7 @@ impl Store {
             .or(job.begin_time.as_ref())
             .map(|t| t.raw.clone())
             .unwrap_or_default();
-        self.events.push(Event {
+        self.events.push(TransitionRecord {
             sub_job_id: job.id.clone(),
             project_id: project,
             job_type,
@@ -252,7 +252,7 @@ impl Store {
         job.end_time = status.is_terminal().then(|| ApiTime::from_timestamp(at));
         job.status = Some(status.clone());
         if from.as_ref() != Some(&status) {
-            self.events.push(Event {
+            self.events.push(TransitionRecord {
                 sub_job_id: job.id.clone(),
                 project_id: job.project_id.clone().unwrap_or_default(),
                 job_type: job_type_of(job),
@@ -286,7 +286,7 @@ impl Store {
         &self,
         project: &str,
         job_types: &[&str],
-        filter: &Filter<'_>,
+        filter: &ListQuery<'_>,
         offset: u64,
         limit: u64,
     ) -> (u64, Vec<&SubJob>) {
@@ -343,7 +343,7 @@ impl Store {
         self.jobs.get(id).map(|e| &e.job)
     }
 
-    pub fn events(&self) -> &[Event] {
+    pub fn events(&self) -> &[TransitionRecord] {
         &self.events
     }
 }
@@ -361,8 +361,8 @@ mod tests {
 
     use super::*;
 
-    fn store() -> Store {
-        Store::new(
+    fn store() -> World {
+        World::new(
             Generator::new(1, 0.0, Duration::from_secs(1)),
             Generator::new(2, 0.0, Duration::from_secs(1)),
         )
@@ -387,21 +387,21 @@ mod tests {
                 now,
             );
         }
-        let (count, page) = s.list("p", &["CREATE_SERVER"], &Filter::default(), 0, 10);
+        let (count, page) = s.list("p", &["CREATE_SERVER"], &ListQuery::default(), 0, 10);
         assert_eq!(count, 30);
         let ids: Vec<&str> = page.iter().map(|j| j.id.as_str()).collect();
         let expected: Vec<&str> = jobs[..10].iter().map(|j| j.id.as_str()).collect();
         assert_eq!(ids, expected);
-        let (count, page) = s.list("p", &["CREATE_SERVER"], &Filter::default(), 30, 10);
+        let (count, page) = s.list("p", &["CREATE_SERVER"], &ListQuery::default(), 30, 10);
         assert_eq!((count, page.len()), (30, 0));
         let success = Status::Success;
-        let filter = Filter {
+        let filter = ListQuery {
             status: Some(&success),
             job_id: None,
         };
         let (count, _) = s.list("p", &["CREATE_SERVER"], &filter, 0, 100);
         assert_eq!(count, 30, "fail ratio 0 makes only successes");
-        let (count, _) = s.list("p", &["DELETE_SERVER"], &Filter::default(), 0, 100);
+        let (count, _) = s.list("p", &["DELETE_SERVER"], &ListQuery::default(), 0, 100);
         assert_eq!(count, 0);
     }
 
@@ -440,7 +440,8 @@ mod tests {
         assert!(s.delete(&id));
         assert!(!s.delete(&id));
         assert_eq!(
-            s.list("p", &["CREATE_SERVER"], &Filter::default(), 0, 10).0,
+            s.list("p", &["CREATE_SERVER"], &ListQuery::default(), 0, 10)
+                .0,
             0
         );
     }

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod notify;
 pub mod ratelimit;
 pub mod retry;
+pub mod route;
 pub mod secret;
 pub mod sim;
 pub mod store;

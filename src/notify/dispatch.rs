@@ -17,6 +17,7 @@ use super::{GroupInfo, Message, Notifier};
 use crate::metrics::{DeliveryLabels, Metrics};
 use crate::ratelimit::RateLimiter;
 use crate::retry::{Backoff, Verdict};
+use crate::route;
 use crate::store::{OutboxRow, OutboxState, SharedStore};
 
 /// How often the outbox is looked at when nothing wakes the dispatcher:
@@ -132,28 +133,17 @@ impl Dispatcher {
                 return 0;
             }
         };
-        let mut batches: Vec<Vec<OutboxRow>> = Vec::new();
-        let mut groups: HashMap<(String, String), usize> = HashMap::new();
-        {
+        let rows: Vec<OutboxRow> = {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            for row in rows {
-                if !in_flight.insert(row.id) {
-                    continue;
-                }
-                match &row.group_key {
-                    Some(key) => {
-                        let at = *groups
-                            .entry((row.notifier.clone(), key.clone()))
-                            .or_insert_with(|| {
-                                batches.push(Vec::new());
-                                batches.len() - 1
-                            });
-                        batches[at].push(row);
-                    }
-                    None => batches.push(vec![row]),
-                }
-            }
-        }
+            rows.into_iter()
+                .filter(|row| in_flight.insert(row.id))
+                .collect()
+        };
+        let batches = route::batches(rows, |row| {
+            row.group_key
+                .as_deref()
+                .map(|key| (row.notifier.as_str(), key))
+        });
         let launched = batches.len();
         for batch in batches {
             let this = Arc::clone(self);

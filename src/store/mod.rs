@@ -22,6 +22,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRe
 use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior, params};
 
 use crate::cloud::model::{Status, SubJob};
+use crate::route::Grouping;
 use crate::watch::{Change, DiffOutcome, Event, Target, TargetSnapshot, Tracked};
 
 /// How long a statement waits for another connection's lock (a `state`
@@ -76,12 +77,11 @@ fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 pub struct Delivery<'a> {
     pub event: &'a Event,
     pub notifier: &'a str,
-    /// Rows sharing a key may be sent as one message (a route's
-    /// `group_window`); `None` sends alone.
-    pub group_key: Option<&'a str>,
-    /// Not to be sent before this (the end of a group's window); `None`:
-    /// at once. Kept in the row, so a crash inside the window loses nothing.
-    pub not_before: Option<Timestamp>,
+    /// The route's grouping (`group_window`): the row is stored with the
+    /// group's key and waits until the group's window closes, which
+    /// [`Grouping::not_before`] decides. Kept in the row, so a crash inside
+    /// the window loses nothing. `None`: sent alone, at once.
+    pub group: Option<&'a Grouping>,
 }
 
 /// What [`Store::commit_cycle`] wrote.
@@ -623,9 +623,10 @@ fn write_cycle(
              ON CONFLICT (event_id, notifier) DO NOTHING",
         )
         .map_err(sql("write outbox"))?;
-    // A group's window opens with its first row: later rows of the same
-    // open group wait for the same moment, so they leave together.
-    let mut open_group = tx
+    // The group's rows still waiting for their first attempt, in this
+    // transaction so two cycles cannot both think they open the window;
+    // what that means for a new row is `Grouping::not_before`'s to say.
+    let mut waiting_until = tx
         .prepare_cached(
             "SELECT MIN(next_attempt_at) FROM outbox
              WHERE state = 'pending' AND notifier = ?1 AND group_key = ?2
@@ -635,20 +636,21 @@ fn write_cycle(
     let mut commit = CycleCommit::default();
     for d in deliveries {
         let e = d.event;
-        let mut not_before = d.not_before.unwrap_or(now);
-        if let (Some(key), Some(_)) = (d.group_key, d.not_before) {
-            let open: Option<DbTime> = open_group
-                .query_row(params![d.notifier, key, DbTime(now)], |row| row.get(0))
-                .map_err(sql("find open group"))?;
-            if let Some(DbTime(at)) = open {
-                not_before = at;
+        let group_key = d.group.map(|g| g.key.to_string());
+        let not_before = match (d.group, &group_key) {
+            (Some(group), Some(key)) => {
+                let open: Option<DbTime> = waiting_until
+                    .query_row(params![d.notifier, key, DbTime(now)], |row| row.get(0))
+                    .map_err(sql("find open group"))?;
+                group.not_before(now, open.map(|t| t.0))
             }
-        }
+            _ => now,
+        };
         let n = insert
             .execute(params![
                 e.event_id,
                 d.notifier,
-                d.group_key,
+                group_key,
                 e.project_id,
                 e.job_type.as_str(),
                 e.sub_job_id,

@@ -58,8 +58,7 @@ fn queued_store(dir: &std::path::Path) -> Store {
     let deliveries = [Delivery {
         event: &outcome.events[0],
         notifier: "hook",
-        group_key: None,
-        not_before: None,
+        group: None,
     }];
     store
         .commit_cycle(&target, &outcome, &deliveries, now)
@@ -327,8 +326,7 @@ fn commit_failure(store: &mut Store, project: &str, id: &str) -> String {
     let deliveries = [Delivery {
         event: &outcome.events[0],
         notifier: "hook",
-        group_key: None,
-        not_before: None,
+        group: None,
     }];
     store
         .commit_cycle(&target, &outcome, &deliveries, now)

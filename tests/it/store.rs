@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use jobwatch::cloud::model::{JobType, Page, Status, SubJob};
+use jobwatch::route::{GroupKey, Grouping};
 use jobwatch::store::{CycleCommit, Delivery, OutboxState, Store, StoreError};
 use jobwatch::watch::{DiffOutcome, DiffSettings, Event, Scan, Target, TargetSnapshot, diff};
 use serde_json::json;
@@ -47,8 +48,7 @@ fn route<'a>(events: &'a [Event], notifiers: &'a [&'a str]) -> Vec<Delivery<'a>>
             notifiers.iter().map(move |notifier| Delivery {
                 event,
                 notifier,
-                group_key: None,
-                not_before: None,
+                group: None,
             })
         })
         .collect()
@@ -248,14 +248,12 @@ fn a_cycle_that_fails_midway_writes_nothing() {
         Delivery {
             event,
             notifier: "chat",
-            group_key: None,
-            not_before: None,
+            group: None,
         },
         Delivery {
             event,
             notifier: "",
-            group_key: None,
-            not_before: None,
+            group: None,
         },
     ];
     let err = store
@@ -533,22 +531,32 @@ fn make_state_v1() {
     let mut run = |scan: &Scan, now: Timestamp| {
         let before = store.load_snapshot(&target).expect("loads");
         let outcome = diff(&target, &before, scan, now, &SETTINGS);
+        // Keyed by bare parent job id, as the v1 file is, with no window.
+        let groupings: Vec<Option<Grouping>> = outcome
+            .events
+            .iter()
+            .map(|event| {
+                event.job_id.as_ref().map(|job| Grouping {
+                    key: GroupKey::Other(job.clone()),
+                    window: std::time::Duration::ZERO,
+                })
+            })
+            .collect();
         let deliveries: Vec<Delivery<'_>> = outcome
             .events
             .iter()
-            .flat_map(|event| {
+            .zip(&groupings)
+            .flat_map(|(event, grouping)| {
                 [
                     Delivery {
                         event,
                         notifier: "chat",
-                        group_key: event.job_id.as_deref(),
-                        not_before: None,
+                        group: grouping.as_ref(),
                     },
                     Delivery {
                         event,
                         notifier: "log",
-                        group_key: None,
-                        not_before: None,
+                        group: None,
                     },
                 ]
             })

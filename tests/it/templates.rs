@@ -401,8 +401,7 @@ async fn a_render_failure_at_send_time_is_a_dead_letter_with_the_reason() {
     let deliveries = [Delivery {
         event: &outcome.events[0],
         notifier: "slack",
-        group_key: None,
-        not_before: None,
+        group: None,
     }];
     store
         .commit_cycle(&target, &outcome, &deliveries, now)

@@ -12,6 +12,7 @@ pub mod retry;
 pub mod route;
 pub mod secret;
 pub mod sim;
+pub mod storage;
 pub mod store;
 pub mod watch;
 

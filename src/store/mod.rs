@@ -10,9 +10,10 @@
 mod schema;
 mod shared;
 
+pub use crate::storage::{CycleCommit, OutboxRow, OutboxState, TargetSummary};
 pub use shared::SharedStore;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{DirBuilder, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,6 +24,7 @@ use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBeh
 
 use crate::cloud::model::{Status, SubJob};
 use crate::route::Grouping;
+use crate::storage::{Outcome, Owner};
 use crate::watch::{Change, DiffOutcome, Event, Target, TargetSnapshot, Tracked};
 
 /// How long a statement waits for another connection's lock (a `state`
@@ -84,84 +86,21 @@ pub struct Delivery<'a> {
     pub group: Option<&'a Grouping>,
 }
 
-/// What [`Store::commit_cycle`] wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CycleCommit {
-    /// New outbox rows.
-    pub inserted: usize,
-    /// Deliveries already in the outbox (same event id and notifier).
-    pub duplicates: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutboxState {
-    Pending,
-    Delivered,
-    Dead,
-}
-
-impl OutboxState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutboxState::Pending => "pending",
-            OutboxState::Delivered => "delivered",
-            OutboxState::Dead => "dead",
-        }
-    }
-}
-
-/// One outbox row as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboxRow {
-    pub id: i64,
-    pub event_id: String,
-    pub notifier: String,
-    pub group_key: Option<String>,
-    pub target: Target,
-    pub sub_job_id: String,
-    /// The event's kind as stored (text, so a row of a kind this version
-    /// does not know still lists).
-    pub kind: String,
-    /// The event's JSON (SPEC §4); see [`OutboxRow::event`].
-    pub payload_json: String,
-    pub state: OutboxState,
-    /// Attempts that ended: each `mark_*` call counts one.
-    pub attempts: u32,
-    pub created_at: Timestamp,
-    /// When it last entered `pending` (creation or `retry_dead`): the start
-    /// of its `delivery.max_age`.
-    pub queued_at: Timestamp,
-    pub next_attempt_at: Timestamp,
-    pub last_error: Option<String>,
-    /// When it was delivered or declared dead.
-    pub finished_at: Option<Timestamp>,
-}
-
-impl OutboxRow {
-    /// The event to deliver. A payload that does not read is the
-    /// dispatcher's to dead-letter; it does not stop other rows.
-    pub fn event(&self) -> Result<Event, serde_json::Error> {
-        serde_json::from_str(&self.payload_json)
-    }
-}
-
-/// One target as `state show` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetSummary {
-    pub target: Target,
-    pub baselined: bool,
-    pub updated_at: Timestamp,
-    /// Sub-jobs in the snapshot.
-    pub tracked: usize,
-    /// Of those, in an active status.
-    pub active: usize,
-}
-
 /// The state file. Owns one SQLite connection.
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Who holds which outbox rows ([`Store::claim_due`]). In memory: a
+    /// state file belongs to one daemon, and a claim must not outlive its
+    /// process (after a crash its rows are owed at once, not after a lease).
+    claims: HashMap<i64, Claim>,
+}
+
+#[derive(Debug)]
+struct Claim {
+    owner: Owner,
+    until: Timestamp,
 }
 
 impl Store {
@@ -230,7 +169,11 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(open_error)?;
         migrate(&mut conn, &path)?;
-        Ok(Store { conn, path })
+        Ok(Store {
+            conn,
+            path,
+            claims: HashMap::new(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -318,6 +261,65 @@ impl Store {
             "WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
             params![DbTime(now), limit],
         )
+    }
+
+    /// [`Store::due`], claimed for `owner` until `now + lease`: a row
+    /// another owner holds is skipped until its lease runs out, one
+    /// `owner` holds until it records or releases it (see
+    /// [`crate::storage::Storage::claim_due`]). The claims live in this
+    /// handle, so reading and claiming are one step under `&mut self`.
+    pub fn claim_due(
+        &mut self,
+        owner: &Owner,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = self.due(now, limit)?;
+        let until = now + lease;
+        let claims = &mut self.claims;
+        Ok(rows
+            .into_iter()
+            .filter(|row| {
+                let free = claims
+                    .get(&row.id)
+                    .is_none_or(|c| c.owner != *owner && c.until <= now);
+                if free {
+                    let owner = owner.clone();
+                    claims.insert(row.id, Claim { owner, until });
+                }
+                free
+            })
+            .collect())
+    }
+
+    /// Records how the attempt at `ids` ended, one `mark_*` each (stopping
+    /// at the first error), and releases `owner`'s claims on them.
+    pub fn record(
+        &mut self,
+        owner: &Owner,
+        ids: &[i64],
+        outcome: &Outcome,
+    ) -> Result<(), StoreError> {
+        let result = ids.iter().try_for_each(|id| {
+            match outcome {
+                Outcome::Delivered { at } => self.mark_delivered(*id, *at),
+                Outcome::Retry { at, error } => self.mark_retry(*id, *at, error),
+                Outcome::Dead { at, reason } => self.mark_dead(*id, reason, *at),
+            }
+            .map(drop)
+        });
+        self.release(owner, ids);
+        result
+    }
+
+    /// Drops `owner`'s claims on `ids`.
+    pub fn release(&mut self, owner: &Owner, ids: &[i64]) {
+        for id in ids {
+            if self.claims.get(id).is_some_and(|c| c.owner == *owner) {
+                self.claims.remove(id);
+            }
+        }
     }
 
     /// One outbox row by id.

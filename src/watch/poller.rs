@@ -16,7 +16,7 @@ use crate::cloud::{Client, ClientError, Filter};
 use crate::metrics::{EventLabels, Metrics, PollLabels, TargetLabels};
 use crate::retry::Backoff;
 use crate::route::{Routed, Router};
-use crate::store::{CycleCommit, Delivery, SharedStore, StoreError};
+use crate::storage::{CycleCommit, CycleWrite, Fence, Storage, StoreError};
 
 /// What one cycle of one target did; the CLI prints it, the loop paces on it.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ pub enum CycleError {
 #[derive(Debug)]
 pub struct CycleContext {
     pub client: Arc<Client>,
-    pub store: SharedStore,
+    pub store: Storage,
     pub router: Router,
     pub diff: DiffSettings,
     pub metrics: Arc<Metrics>,
@@ -131,12 +131,7 @@ async fn apply(
         source,
     };
     let now = Timestamp::now();
-    let t = target.clone();
-    let before = ctx
-        .store
-        .call(move |s| s.load_snapshot(&t))
-        .await
-        .map_err(store_error)?;
+    let before = ctx.store.load_snapshot(target).await.map_err(store_error)?;
     let outcome = diff(target, &before, &scan, now, &ctx.diff);
     let routed: Vec<(usize, Routed)> = outcome
         .events
@@ -150,22 +145,16 @@ async fn apply(
     let commit = if ctx.dry_run {
         CycleCommit::default()
     } else {
-        let t = target.clone();
-        let outcome_for_store = outcome.clone();
-        ctx.store
-            .call(move |s| {
-                let deliveries: Vec<Delivery<'_>> = routed
-                    .iter()
-                    .map(|(i, r)| Delivery {
-                        event: &outcome_for_store.events[*i],
-                        notifier: &r.notifier,
-                        group: r.group.as_ref(),
-                    })
-                    .collect();
-                s.commit_cycle(&t, &outcome_for_store, &deliveries, now)
-            })
-            .await
-            .map_err(store_error)?
+        let write = CycleWrite {
+            target: target.clone(),
+            outcome: outcome.clone(),
+            routed,
+            now,
+            // SQLite: one daemon per file. Per-target leases come with a
+            // replicated backend (SPEC §8).
+            fence: Fence::Sole,
+        };
+        ctx.store.commit_cycle(write).await.map_err(store_error)?
     };
     let labels = TargetLabels {
         target: target.to_string(),

@@ -87,7 +87,7 @@ fn dispatcher(store: &SharedStore, url: &str) -> Arc<Dispatcher> {
         max_age: Duration::from_secs(3600),
     };
     Arc::new(Dispatcher::new(
-        store.clone(),
+        store.clone().into(),
         notifiers,
         settings,
         Arc::new(Metrics::new()),
@@ -253,7 +253,7 @@ async fn an_expired_retry_becomes_a_dead_letter() {
         max_age,
     };
     let dispatcher = Arc::new(Dispatcher::new(
-        store.clone(),
+        store.clone().into(),
         notifiers(&receiver.url),
         settings(Duration::from_secs(3600)),
         Arc::new(Metrics::new()),

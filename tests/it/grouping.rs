@@ -117,7 +117,7 @@ async fn fifty_failures_in_a_window_become_one_message_per_notifier_even_across_
     notifiers.insert("a".into(), Arc::new(Slot::new(webhook(&a.url), None, 4)));
     notifiers.insert("b".into(), Arc::new(Slot::new(webhook(&b.url), None, 4)));
     let dispatcher = Arc::new(Dispatcher::new(
-        store.clone(),
+        store.clone().into(),
         notifiers,
         settings(),
         Arc::new(Metrics::new()),
@@ -169,7 +169,7 @@ async fn a_dingtalk_burst_never_exceeds_twenty_a_minute_and_drops_nothing() {
     let mut notifiers: Notifiers = HashMap::new();
     notifiers.insert("ding".into(), Arc::new(Slot::new(ding, Some(rate), 1)));
     let dispatcher = Arc::new(Dispatcher::new(
-        store.clone(),
+        store.clone().into(),
         notifiers,
         settings(),
         Arc::new(Metrics::new()),

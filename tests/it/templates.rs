@@ -417,7 +417,7 @@ async fn a_render_failure_at_send_time_is_a_dead_letter_with_the_reason() {
     let mut notifiers: Notifiers = std::collections::HashMap::new();
     notifiers.insert("slack".into(), Arc::new(Slot::new(notifier, None, 1)));
     let dispatcher = Arc::new(Dispatcher::new(
-        store.clone(),
+        store.clone().into(),
         notifiers,
         DispatchSettings {
             backoff: jobwatch::retry::Backoff {

@@ -1,6 +1,7 @@
 //! The one integration-test binary (see STYLE.md): modules per area.
 
 mod all_kinds;
+mod boundaries;
 mod chat;
 mod client;
 mod commands;

@@ -9,8 +9,10 @@ pub mod metrics;
 pub mod notify;
 pub mod ratelimit;
 pub mod retry;
+pub mod route;
 pub mod secret;
 pub mod sim;
+pub mod storage;
 pub mod store;
 pub mod watch;
 

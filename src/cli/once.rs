@@ -13,7 +13,7 @@ use super::{Cli, Format};
 use crate::daemon::wiring;
 use crate::metrics::Metrics;
 use crate::notify::dispatch::Dispatcher;
-use crate::store::{SharedStore, Store};
+use crate::storage::{OpenMode, Storage};
 use crate::watch::Target;
 use crate::watch::event::Event;
 use crate::watch::poller::{CycleContext, CycleError, cycle};
@@ -37,18 +37,14 @@ pub async fn run(cli: &Cli, args: &OnceArgs) -> anyhow::Result<()> {
     for warning in &loaded.warnings {
         tracing::warn!("config: {warning}");
     }
-    let path = config.state.path.clone();
     let dry_run = args.dry_run;
-    let store = tokio::task::spawn_blocking(move || {
-        // A dry run must not even create the state file.
-        if dry_run && !path.exists() {
-            Store::open_in_memory()
-        } else {
-            Store::open(&path)
-        }
-    })
-    .await??;
-    let store = SharedStore::new(store);
+    // A dry run must not even create the state file.
+    let mode = if dry_run {
+        OpenMode::DryRun
+    } else {
+        OpenMode::ReadWrite
+    };
+    let store = Storage::open(&config.state, mode).await?;
     let metrics = Arc::new(Metrics::new());
     let ctx = CycleContext {
         client: Arc::new(wiring::client(&config)?),
@@ -102,7 +98,7 @@ pub async fn run(cli: &Cli, args: &OnceArgs) -> anyhow::Result<()> {
 
 /// Delivers what is due until nothing is due and nothing is in flight, or
 /// the timeout; returns how many rows are still pending.
-async fn drain(dispatcher: &Arc<Dispatcher>, store: &SharedStore, timeout: Duration) -> u64 {
+async fn drain(dispatcher: &Arc<Dispatcher>, store: &Storage, timeout: Duration) -> u64 {
     let tracker = TaskTracker::new();
     let deadline = Instant::now() + timeout;
     loop {
@@ -121,7 +117,7 @@ async fn drain(dispatcher: &Arc<Dispatcher>, store: &SharedStore, timeout: Durat
     }
     tracker.close();
     let _ = tokio::time::timeout_at(deadline, tracker.wait()).await;
-    store.call(|s| s.pending_count()).await.unwrap_or(0)
+    store.outbox_counts().await.map_or(0, |c| c.pending)
 }
 
 fn print_events(events: &[Event], format: Format) -> anyhow::Result<()> {

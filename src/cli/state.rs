@@ -6,7 +6,7 @@ use anyhow::Context;
 use comfy_table::Table;
 
 use super::Cli;
-use crate::store::Store;
+use crate::storage::{OpenMode, Storage};
 use crate::watch::Target;
 
 #[derive(Debug, clap::Args)]
@@ -42,13 +42,15 @@ pub async fn run(cli: &Cli, args: &StateArgs) -> anyhow::Result<()> {
         );
     }
     let command = args.command.as_ref().unwrap_or(&StateCommand::Show);
-    let mut store = Store::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let store = Storage::open(&loaded.config.state, OpenMode::ReadWrite)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
     let mut out = std::io::stdout().lock();
     match command {
         StateCommand::Show => {
             let mut table = Table::new();
             table.set_header(["TARGET", "BASELINED", "TRACKED", "ACTIVE", "UPDATED"]);
-            for t in store.targets()? {
+            for t in store.targets().await? {
                 table.add_row([
                     t.target.to_string(),
                     if t.baselined { "yes" } else { "no" }.to_owned(),
@@ -58,15 +60,15 @@ pub async fn run(cli: &Cli, args: &StateArgs) -> anyhow::Result<()> {
                 ]);
             }
             writeln!(out, "{table}")?;
+            let counts = store.outbox_counts().await?;
             writeln!(
                 out,
                 "outbox: {} pending, {} dead",
-                store.pending_count()?,
-                store.dead_count()?
+                counts.pending, counts.dead
             )?;
         }
         StateCommand::Dead => {
-            let dead = store.dead()?;
+            let dead = store.dead_letters().await?;
             if dead.is_empty() {
                 writeln!(out, "no dead letters")?;
                 return Ok(());
@@ -97,7 +99,9 @@ pub async fn run(cli: &Cli, args: &StateArgs) -> anyhow::Result<()> {
             writeln!(out, "{table}")?;
         }
         StateCommand::Retry { ids } => {
-            let n = store.retry_dead(ids, jiff::Timestamp::now())?;
+            let n = store
+                .requeue_dead(ids.clone(), jiff::Timestamp::now())
+                .await?;
             writeln!(
                 out,
                 "requeued {n} dead letter(s); a running daemon delivers them within a second"
@@ -105,7 +109,7 @@ pub async fn run(cli: &Cli, args: &StateArgs) -> anyhow::Result<()> {
         }
         StateCommand::ForgetTarget { project, job_type } => {
             let target = Target::new(project.clone(), job_type.as_str());
-            let n = store.forget_target(&target)?;
+            let n = store.forget_target(&target).await?;
             writeln!(out, "forgot {target}: {n} tracked sub-job(s) dropped")?;
         }
     }

@@ -19,7 +19,7 @@ use figment::providers::{Format, Toml};
 use serde::Serialize;
 use url::Url;
 
-use crate::cloud::model::{JobType, Status};
+use crate::cloud::model::JobType;
 use crate::secret::Secret;
 
 mod env;
@@ -37,13 +37,6 @@ mod dur {
 
     pub fn ser<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         required::serialize(d, s)
-    }
-
-    pub fn ser_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => required::serialize(d, s),
-            None => s.serialize_none(),
-        }
     }
 }
 
@@ -477,41 +470,9 @@ impl Serialize for RateLimit {
 /// own kind, so a route and an event can never disagree on the names.
 pub use crate::watch::event::EventKind;
 
-/// One `[[routes]]` entry.
-#[derive(Debug, Clone, Serialize)]
-pub struct Route {
-    /// Empty: every job type. Not printed when empty, as in the input.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub job_types: Vec<JobType>,
-    /// Statuses entered; empty: every status.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub to: Vec<Status>,
-    pub kinds: Vec<EventKind>,
-    /// Notifier names, each checked to exist.
-    pub notify: Vec<String>,
-    #[serde(
-        serialize_with = "dur::ser_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub group_window: Option<Duration>,
-    pub group_by: GroupBy,
-}
-
-impl Route {
-    /// Whether an event of this kind, job type and new status takes this route.
-    pub fn matches(&self, kind: EventKind, job_type: &JobType, to: &Status) -> bool {
-        self.kinds.contains(&kind)
-            && (self.job_types.is_empty() || self.job_types.contains(job_type))
-            && (self.to.is_empty() || self.to.contains(to))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GroupBy {
-    Route,
-    JobId,
-}
+/// Routes live with the grouping they decide (`crate::route`); named here
+/// too, as the config is where they come from.
+pub use crate::route::{GroupBy, Route};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Heartbeat {

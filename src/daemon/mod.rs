@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::notify::dispatch::Dispatcher;
-use crate::store::{SharedStore, Store};
+use crate::storage::{OpenMode, Storage};
 use crate::watch::Target;
 use crate::watch::poller::{Beat, CycleContext, Pace, poll_loop};
 use heartbeat::Heartbeat;
@@ -58,11 +58,7 @@ pub async fn run(
     }
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    let path = config.state.path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&path))
-        .await
-        .context("opening the state store")??;
-    let store = SharedStore::new(store);
+    let store = Storage::open(&config.state, OpenMode::ReadWrite).await?;
 
     let stop_all = CancellationToken::new();
     // The probe server outlives the drain: while deliveries finish,
@@ -194,7 +190,7 @@ fn reload_config(source: &ReloadSource) -> anyhow::Result<Config> {
 
 /// What every generation of pollers shares.
 struct Parts {
-    store: SharedStore,
+    store: Storage,
     metrics: Arc<Metrics>,
     dispatcher: Arc<Dispatcher>,
     liveness: Arc<Liveness>,
@@ -383,7 +379,7 @@ fn spawn_watchdog(
 /// Keeps the outbox gauges current.
 fn spawn_gauges(
     tracker: &TaskTracker,
-    store: SharedStore,
+    store: Storage,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
@@ -392,10 +388,9 @@ fn spawn_gauges(
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    let counts = store.call(|s| Ok::<_, crate::store::StoreError>((s.pending_count()?, s.dead_count()?))).await;
-                    if let Ok((pending, dead)) = counts {
-                        metrics.outbox_pending.set(pending as i64);
-                        metrics.outbox_dead.set(dead as i64);
+                    if let Ok(counts) = store.outbox_counts().await {
+                        metrics.outbox_pending.set(counts.pending as i64);
+                        metrics.outbox_dead.set(counts.dead as i64);
                     }
                 }
                 _ = stop.cancelled() => return,

@@ -21,8 +21,9 @@ use crate::notify::template::{Markup, Template, TemplateSettings};
 use crate::notify::webhook::WebhookNotifier;
 use crate::notify::wecom::WeComNotifier;
 use crate::retry::Backoff;
+use crate::route::Router;
 use crate::watch::diff::DiffSettings;
-use crate::watch::poller::{Pace, Router};
+use crate::watch::poller::Pace;
 
 pub fn credentials(config: &Config) -> Credentials {
     match &config.auth {

@@ -2,8 +2,9 @@
 //! with per-notifier concurrency and pacing, then records the outcome with
 //! the shared retry policy (SPEC §5).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -17,13 +18,19 @@ use super::{GroupInfo, Message, Notifier};
 use crate::metrics::{DeliveryLabels, Metrics};
 use crate::ratelimit::RateLimiter;
 use crate::retry::{Backoff, Verdict};
-use crate::store::{OutboxRow, OutboxState, SharedStore};
+use crate::route;
+use crate::storage::{OutboxRow, Outcome, Owner, Storage};
 
 /// How often the outbox is looked at when nothing wakes the dispatcher:
 /// retries come due without anyone telling us.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 /// Rows read per look.
 const BATCH: usize = 200;
+/// How long a claim keeps other dispatchers off our rows when we neither
+/// record nor release them (we died). Our own claims hold until we do,
+/// however long a delivery waits for a permit or the rate; a replicated
+/// backend whose deliveries wait longer than this would renew them.
+const CLAIM_LEASE: Duration = Duration::from_secs(60);
 
 /// One configured notifier with its limits.
 #[derive(Debug)]
@@ -60,27 +67,32 @@ pub struct DispatchSettings {
 
 #[derive(Debug)]
 pub struct Dispatcher {
-    store: SharedStore,
+    store: Storage,
+    /// Whose claims on outbox rows are ours.
+    owner: Owner,
     notifiers: RwLock<Arc<Notifiers>>,
     settings: RwLock<DispatchSettings>,
     wake: Notify,
-    in_flight: Mutex<HashSet<i64>>,
+    /// Rows claimed and not yet settled (for `once` and the shutdown log;
+    /// the claims themselves are the storage's).
+    in_flight: AtomicUsize,
     metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
     pub fn new(
-        store: SharedStore,
+        store: Storage,
         notifiers: Notifiers,
         settings: DispatchSettings,
         metrics: Arc<Metrics>,
     ) -> Dispatcher {
         Dispatcher {
             store,
+            owner: Owner::unique(),
             notifiers: RwLock::new(Arc::new(notifiers)),
             settings: RwLock::new(settings),
             wake: Notify::new(),
-            in_flight: Mutex::new(HashSet::new()),
+            in_flight: AtomicUsize::new(0),
             metrics,
         }
     }
@@ -101,10 +113,7 @@ impl Dispatcher {
 
     /// Deliveries under way.
     pub fn in_flight(&self) -> usize {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// Runs until `shutdown`; each delivery is a task on `tracker`, so the
@@ -120,40 +129,28 @@ impl Dispatcher {
         }
     }
 
-    /// Starts a delivery for every due row not already under way — rows
-    /// of one group (same notifier and group key) leave as one message —
-    /// and returns how many deliveries started.
+    /// Claims every due row not already under way and starts its delivery
+    /// — rows of one group (same notifier and group key) leave as one
+    /// message — and returns how many deliveries started.
     pub async fn launch_due(self: &Arc<Self>, tracker: &TaskTracker) -> usize {
         let now = Timestamp::now();
-        let rows = match self.store.call(move |s| s.due(now, BATCH)).await {
+        let claimed = self
+            .store
+            .claim_due(&self.owner, now, CLAIM_LEASE, BATCH)
+            .await;
+        let rows = match claimed {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the outbox");
                 return 0;
             }
         };
-        let mut batches: Vec<Vec<OutboxRow>> = Vec::new();
-        let mut groups: HashMap<(String, String), usize> = HashMap::new();
-        {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            for row in rows {
-                if !in_flight.insert(row.id) {
-                    continue;
-                }
-                match &row.group_key {
-                    Some(key) => {
-                        let at = *groups
-                            .entry((row.notifier.clone(), key.clone()))
-                            .or_insert_with(|| {
-                                batches.push(Vec::new());
-                                batches.len() - 1
-                            });
-                        batches[at].push(row);
-                    }
-                    None => batches.push(vec![row]),
-                }
-            }
-        }
+        self.in_flight.fetch_add(rows.len(), Ordering::SeqCst);
+        let batches = route::batches(rows, |row| {
+            row.group_key
+                .as_deref()
+                .map(|key| (row.notifier.as_str(), key))
+        });
         let launched = batches.len();
         for batch in batches {
             let this = Arc::clone(self);
@@ -163,41 +160,16 @@ impl Dispatcher {
     }
 
     async fn deliver(self: Arc<Self>, rows: Vec<OutboxRow>) {
+        // The rows are current: claiming read them and claimed them in one
+        // step, so none was recorded since (a stale read once re-sent a
+        // delivered row; see crash.rs).
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        // The rows may be stale: the `due` read that produced them can run
-        // just before a previous delivery of one is recorded and dropped
-        // from `in_flight`, so it looked fresh. Now that `in_flight` holds
-        // them nobody else changes them: read them again and send only
-        // what is still pending and due.
-        let now = Timestamp::now();
-        let wanted = ids.clone();
-        let current = self
-            .store
-            .call(move |s| {
-                wanted
-                    .iter()
-                    .filter_map(|id| s.outbox_row(*id).transpose())
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await;
-        let rows = match current {
-            Ok(current) => current
-                .into_iter()
-                .filter(|r| r.state == OutboxState::Pending && r.next_attempt_at <= now)
-                .collect(),
-            Err(e) => {
-                // At least once: rather a possible repeat than a stall.
-                tracing::error!(error = %e, "cannot re-read outbox rows; delivering them as read");
-                rows
-            }
-        };
         self.deliver_batch(rows).await;
-        {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            for id in ids {
-                in_flight.remove(&id);
-            }
-        }
+        // What was not recorded (a notifier replaced meanwhile) is owed
+        // still: anyone's at its time, ours included.
+        let n = ids.len();
+        self.store.release(&self.owner, ids).await;
+        self.in_flight.fetch_sub(n, Ordering::SeqCst);
         // What this delivery freed (a permit, a pause) may let others go.
         self.wake();
     }
@@ -283,15 +255,10 @@ impl Dispatcher {
             Verdict::Success => {
                 self.count(&notifier, "delivered", rows.len());
                 let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-                let now = Timestamp::now();
-                let result = self
-                    .store
-                    .call(move |s| {
-                        ids.iter()
-                            .try_for_each(|id| s.mark_delivered(*id, now).map(drop))
-                    })
-                    .await;
-                if let Err(e) = result {
+                let outcome = Outcome::Delivered {
+                    at: Timestamp::now(),
+                };
+                if let Err(e) = self.store.record(&self.owner, ids, outcome).await {
                     tracing::error!(error = %e, "cannot record a delivery; it will be sent again");
                 }
             }
@@ -321,15 +288,11 @@ impl Dispatcher {
                 tracing::info!(notifier = %notifier, message_id = %message.id, attempt = failures, wait_ms = wait.as_millis() as u64, answer = %attempt.answer, "delivery failed; will retry");
                 self.count(&notifier, "retry", rows.len());
                 let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-                let answer = attempt.answer;
-                let result = self
-                    .store
-                    .call(move |s| {
-                        ids.iter()
-                            .try_for_each(|id| s.mark_retry(*id, next, &answer).map(drop))
-                    })
-                    .await;
-                if let Err(e) = result {
+                let outcome = Outcome::Retry {
+                    at: next,
+                    error: attempt.answer,
+                };
+                if let Err(e) = self.store.record(&self.owner, ids, outcome).await {
                     tracing::error!(error = %e, "cannot record a retry");
                 }
             }
@@ -344,12 +307,11 @@ impl Dispatcher {
 
     async fn dead(&self, row: &OutboxRow, reason: &str) {
         self.count(&row.notifier, "dead", 1);
-        let (id, reason, now) = (row.id, reason.to_owned(), Timestamp::now());
-        if let Err(e) = self
-            .store
-            .call(move |s| s.mark_dead(id, &reason, now))
-            .await
-        {
+        let outcome = Outcome::Dead {
+            at: Timestamp::now(),
+            reason: reason.to_owned(),
+        };
+        if let Err(e) = self.store.record(&self.owner, vec![row.id], outcome).await {
             tracing::error!(error = %e, "cannot record a dead letter");
         }
     }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::retry::Verdict;
+use crate::route::GroupKey;
 use crate::watch::event::Event;
 
 /// One message to one notifier: a single event, or a group of them.
@@ -41,6 +42,15 @@ pub struct GroupInfo {
     /// The route's grouping key (`route` or a parent `job_id`).
     pub key: String,
     pub count: usize,
+}
+
+impl GroupInfo {
+    /// What `key` means: the route and, for a per-job group, the parent
+    /// job (`key` is its stored text, which templates and bodies show).
+    pub fn group_key(&self) -> GroupKey {
+        let Ok(key) = self.key.parse();
+        key
+    }
 }
 
 /// The outcome of one delivery attempt, with the receiver's own words.

@@ -251,13 +251,13 @@ pub fn title(message: &Message) -> String {
         [] => "jobwatch: no events".to_owned(),
         [one] if message.group.is_none() => headline(one),
         events => {
-            // A per-job group (`group_by = "job_id"`) gets the digest; the
-            // router's key for those ends in the parent job id.
+            // A per-job group (`group_by = "job_id"`) gets the digest; its
+            // key names the parent job.
             let job = common_job(events).filter(|job| {
                 message
                     .group
                     .as_ref()
-                    .is_some_and(|g| g.key == *job || g.key.ends_with(&format!("/{job}")))
+                    .is_some_and(|g| g.group_key().job_id() == Some(*job))
             });
             match job {
                 Some(job) => format!("{} {}", emoji(tone(message)), digest(events, job)),

@@ -10,9 +10,10 @@
 mod schema;
 mod shared;
 
+pub use crate::storage::records::{CycleCommit, OutboxRow, OutboxState, TargetSummary};
 pub use shared::SharedStore;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{DirBuilder, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,6 +23,8 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRe
 use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior, params};
 
 use crate::cloud::model::{Status, SubJob};
+use crate::route::Grouping;
+use crate::storage::records::{Outcome, Owner};
 use crate::watch::{Change, DiffOutcome, Event, Target, TargetSnapshot, Tracked};
 
 /// How long a statement waits for another connection's lock (a `state`
@@ -76,85 +79,11 @@ fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 pub struct Delivery<'a> {
     pub event: &'a Event,
     pub notifier: &'a str,
-    /// Rows sharing a key may be sent as one message (a route's
-    /// `group_window`); `None` sends alone.
-    pub group_key: Option<&'a str>,
-    /// Not to be sent before this (the end of a group's window); `None`:
-    /// at once. Kept in the row, so a crash inside the window loses nothing.
-    pub not_before: Option<Timestamp>,
-}
-
-/// What [`Store::commit_cycle`] wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CycleCommit {
-    /// New outbox rows.
-    pub inserted: usize,
-    /// Deliveries already in the outbox (same event id and notifier).
-    pub duplicates: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutboxState {
-    Pending,
-    Delivered,
-    Dead,
-}
-
-impl OutboxState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutboxState::Pending => "pending",
-            OutboxState::Delivered => "delivered",
-            OutboxState::Dead => "dead",
-        }
-    }
-}
-
-/// One outbox row as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboxRow {
-    pub id: i64,
-    pub event_id: String,
-    pub notifier: String,
-    pub group_key: Option<String>,
-    pub target: Target,
-    pub sub_job_id: String,
-    /// The event's kind as stored (text, so a row of a kind this version
-    /// does not know still lists).
-    pub kind: String,
-    /// The event's JSON (SPEC §4); see [`OutboxRow::event`].
-    pub payload_json: String,
-    pub state: OutboxState,
-    /// Attempts that ended: each `mark_*` call counts one.
-    pub attempts: u32,
-    pub created_at: Timestamp,
-    /// When it last entered `pending` (creation or `retry_dead`): the start
-    /// of its `delivery.max_age`.
-    pub queued_at: Timestamp,
-    pub next_attempt_at: Timestamp,
-    pub last_error: Option<String>,
-    /// When it was delivered or declared dead.
-    pub finished_at: Option<Timestamp>,
-}
-
-impl OutboxRow {
-    /// The event to deliver. A payload that does not read is the
-    /// dispatcher's to dead-letter; it does not stop other rows.
-    pub fn event(&self) -> Result<Event, serde_json::Error> {
-        serde_json::from_str(&self.payload_json)
-    }
-}
-
-/// One target as `state show` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetSummary {
-    pub target: Target,
-    pub baselined: bool,
-    pub updated_at: Timestamp,
-    /// Sub-jobs in the snapshot.
-    pub tracked: usize,
-    /// Of those, in an active status.
-    pub active: usize,
+    /// The route's grouping (`group_window`): the row is stored with the
+    /// group's key and waits until the group's window closes, which
+    /// [`Grouping::not_before`] decides. Kept in the row, so a crash inside
+    /// the window loses nothing. `None`: sent alone, at once.
+    pub group: Option<&'a Grouping>,
 }
 
 /// The state file. Owns one SQLite connection.
@@ -162,6 +91,16 @@ pub struct TargetSummary {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Who holds which outbox rows ([`Store::claim_due`]). In memory: a
+    /// state file belongs to one daemon, and a claim must not outlive its
+    /// process (after a crash its rows are owed at once, not after a lease).
+    claims: HashMap<i64, Claim>,
+}
+
+#[derive(Debug)]
+struct Claim {
+    owner: Owner,
+    until: Timestamp,
 }
 
 impl Store {
@@ -230,7 +169,11 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(open_error)?;
         migrate(&mut conn, &path)?;
-        Ok(Store { conn, path })
+        Ok(Store {
+            conn,
+            path,
+            claims: HashMap::new(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -318,6 +261,65 @@ impl Store {
             "WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
             params![DbTime(now), limit],
         )
+    }
+
+    /// [`Store::due`], claimed for `owner` until `now + lease`: a row
+    /// another owner holds is skipped until its lease runs out, one
+    /// `owner` holds until it records or releases it (see
+    /// [`crate::storage::Storage::claim_due`]). The claims live in this
+    /// handle, so reading and claiming are one step under `&mut self`.
+    pub fn claim_due(
+        &mut self,
+        owner: &Owner,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = self.due(now, limit)?;
+        let until = now + lease;
+        let claims = &mut self.claims;
+        Ok(rows
+            .into_iter()
+            .filter(|row| {
+                let free = claims
+                    .get(&row.id)
+                    .is_none_or(|c| c.owner != *owner && c.until <= now);
+                if free {
+                    let owner = owner.clone();
+                    claims.insert(row.id, Claim { owner, until });
+                }
+                free
+            })
+            .collect())
+    }
+
+    /// Records how the attempt at `ids` ended, one `mark_*` each (stopping
+    /// at the first error), and releases `owner`'s claims on them.
+    pub fn record(
+        &mut self,
+        owner: &Owner,
+        ids: &[i64],
+        outcome: &Outcome,
+    ) -> Result<(), StoreError> {
+        let result = ids.iter().try_for_each(|id| {
+            match outcome {
+                Outcome::Delivered { at } => self.mark_delivered(*id, *at),
+                Outcome::Retry { at, error } => self.mark_retry(*id, *at, error),
+                Outcome::Dead { at, reason } => self.mark_dead(*id, reason, *at),
+            }
+            .map(drop)
+        });
+        self.release(owner, ids);
+        result
+    }
+
+    /// Drops `owner`'s claims on `ids`.
+    pub fn release(&mut self, owner: &Owner, ids: &[i64]) {
+        for id in ids {
+            if self.claims.get(id).is_some_and(|c| c.owner == *owner) {
+                self.claims.remove(id);
+            }
+        }
     }
 
     /// One outbox row by id.
@@ -623,9 +625,10 @@ fn write_cycle(
              ON CONFLICT (event_id, notifier) DO NOTHING",
         )
         .map_err(sql("write outbox"))?;
-    // A group's window opens with its first row: later rows of the same
-    // open group wait for the same moment, so they leave together.
-    let mut open_group = tx
+    // The group's rows still waiting for their first attempt, in this
+    // transaction so two cycles cannot both think they open the window;
+    // what that means for a new row is `Grouping::not_before`'s to say.
+    let mut waiting_until = tx
         .prepare_cached(
             "SELECT MIN(next_attempt_at) FROM outbox
              WHERE state = 'pending' AND notifier = ?1 AND group_key = ?2
@@ -635,20 +638,21 @@ fn write_cycle(
     let mut commit = CycleCommit::default();
     for d in deliveries {
         let e = d.event;
-        let mut not_before = d.not_before.unwrap_or(now);
-        if let (Some(key), Some(_)) = (d.group_key, d.not_before) {
-            let open: Option<DbTime> = open_group
-                .query_row(params![d.notifier, key, DbTime(now)], |row| row.get(0))
-                .map_err(sql("find open group"))?;
-            if let Some(DbTime(at)) = open {
-                not_before = at;
+        let group_key = d.group.map(|g| g.key.to_string());
+        let not_before = match (d.group, &group_key) {
+            (Some(group), Some(key)) => {
+                let open: Option<DbTime> = waiting_until
+                    .query_row(params![d.notifier, key, DbTime(now)], |row| row.get(0))
+                    .map_err(sql("find open group"))?;
+                group.not_before(now, open.map(|t| t.0))
             }
-        }
+            _ => now,
+        };
         let n = insert
             .execute(params![
                 e.event_id,
                 d.notifier,
-                d.group_key,
+                group_key,
                 e.project_id,
                 e.job_type.as_str(),
                 e.sub_job_id,

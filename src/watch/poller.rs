@@ -2,7 +2,6 @@
 //! transaction), and the loop that repeats it with jitter, an active pace
 //! and a backoff for failing targets.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,71 +13,10 @@ use super::Target;
 use super::diff::{DiffSettings, Scan, diff};
 use super::event::Event;
 use crate::cloud::{Client, ClientError, Filter};
-use crate::config::{GroupBy, Route};
 use crate::metrics::{EventLabels, Metrics, PollLabels, TargetLabels};
 use crate::retry::Backoff;
-use crate::store::{CycleCommit, Delivery, SharedStore, StoreError};
-
-/// Which notifiers an event goes to, by the configured routes.
-#[derive(Debug, Clone, Default)]
-pub struct Router {
-    routes: Vec<Route>,
-}
-
-/// One event for one notifier.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Routed {
-    pub notifier: String,
-    /// `Some` when the route groups (`group_window`): rows sharing a key
-    /// may leave as one message.
-    pub group_key: Option<String>,
-    /// The route's `group_window`: the row waits this long for company.
-    pub window: Option<Duration>,
-}
-
-impl Router {
-    pub fn new(routes: Vec<Route>) -> Router {
-        Router { routes }
-    }
-
-    /// Every notifier the event is routed to, once each (the first route
-    /// naming a notifier decides its grouping).
-    pub fn route(&self, event: &Event) -> Vec<Routed> {
-        let mut seen = BTreeSet::new();
-        let mut out = Vec::new();
-        let to = event
-            .to
-            .clone()
-            .unwrap_or_else(|| crate::cloud::model::Status::Other(String::new()));
-        for (index, route) in self.routes.iter().enumerate() {
-            // A route with a `to` filter never takes an event without a status.
-            if event.to.is_none() && !route.to.is_empty() {
-                continue;
-            }
-            if !route.matches(event.kind, &event.job_type, &to) {
-                continue;
-            }
-            let group_key = route.group_window.map(|_| match route.group_by {
-                GroupBy::Route => format!("routes[{index}]"),
-                GroupBy::JobId => format!(
-                    "routes[{index}]/{}/{}",
-                    event.project_id,
-                    event.job_id.as_deref().unwrap_or(&event.sub_job_id)
-                ),
-            });
-            for notifier in &route.notify {
-                if seen.insert(notifier.clone()) {
-                    out.push(Routed {
-                        notifier: notifier.clone(),
-                        group_key: group_key.clone(),
-                        window: route.group_window,
-                    });
-                }
-            }
-        }
-        out
-    }
-}
+use crate::route::{Routed, Router};
+use crate::storage::{CycleCommit, CycleWrite, Fence, Storage, StoreError};
 
 /// What one cycle of one target did; the CLI prints it, the loop paces on it.
 #[derive(Debug, Clone)]
@@ -114,7 +52,7 @@ pub enum CycleError {
 #[derive(Debug)]
 pub struct CycleContext {
     pub client: Arc<Client>,
-    pub store: SharedStore,
+    pub store: Storage,
     pub router: Router,
     pub diff: DiffSettings,
     pub metrics: Arc<Metrics>,
@@ -193,12 +131,7 @@ async fn apply(
         source,
     };
     let now = Timestamp::now();
-    let t = target.clone();
-    let before = ctx
-        .store
-        .call(move |s| s.load_snapshot(&t))
-        .await
-        .map_err(store_error)?;
+    let before = ctx.store.load_snapshot(target).await.map_err(store_error)?;
     let outcome = diff(target, &before, &scan, now, &ctx.diff);
     let routed: Vec<(usize, Routed)> = outcome
         .events
@@ -212,23 +145,16 @@ async fn apply(
     let commit = if ctx.dry_run {
         CycleCommit::default()
     } else {
-        let t = target.clone();
-        let outcome_for_store = outcome.clone();
-        ctx.store
-            .call(move |s| {
-                let deliveries: Vec<Delivery<'_>> = routed
-                    .iter()
-                    .map(|(i, r)| Delivery {
-                        event: &outcome_for_store.events[*i],
-                        notifier: &r.notifier,
-                        group_key: r.group_key.as_deref(),
-                        not_before: r.window.map(|w| now + w),
-                    })
-                    .collect();
-                s.commit_cycle(&t, &outcome_for_store, &deliveries, now)
-            })
-            .await
-            .map_err(store_error)?
+        let write = CycleWrite {
+            target: target.clone(),
+            outcome: outcome.clone(),
+            routed,
+            now,
+            // SQLite: one daemon per file. Per-target leases come with a
+            // replicated backend (SPEC §8).
+            fence: Fence::Sole,
+        };
+        ctx.store.commit_cycle(write).await.map_err(store_error)?
     };
     let labels = TargetLabels {
         target: target.to_string(),

@@ -310,6 +310,33 @@ fn every_dependency_points_down_the_layers_and_no_files_form_a_loop() {
     );
 }
 
+/// Two rules the layers alone do not say: the engine and its callers
+/// reach state through `storage::Storage`, never a backend (the daemon
+/// sits above `store` and could); and nothing but `store` speaks SQL.
+#[test]
+fn callers_name_no_backend_and_only_the_store_speaks_sql() {
+    let modules = modules();
+    let mut wrong = Vec::new();
+    for (module, file) in &modules {
+        let code = code_only(&std::fs::read_to_string(file).expect("a source file"));
+        let within = |part: &str| module == part || module.starts_with(&format!("{part}::"));
+        if !within("store") && code.contains("rusqlite") {
+            wrong.push(format!("{module} uses rusqlite: only store writes SQL"));
+        }
+        let caller = ["watch", "notify", "daemon", "cli"].into_iter().any(within);
+        if caller {
+            for path in references(module, &code) {
+                if path == "store" || path.starts_with("store::") {
+                    wrong.push(format!(
+                        "{module} uses {path}: callers use storage::Storage, never a backend"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 #[test]
 fn the_reader_of_use_trees_and_paths_is_right() {
     assert_eq!(

@@ -58,8 +58,7 @@ fn queued_store(dir: &std::path::Path) -> Store {
     let deliveries = [Delivery {
         event: &outcome.events[0],
         notifier: "hook",
-        group_key: None,
-        not_before: None,
+        group: None,
     }];
     store
         .commit_cycle(&target, &outcome, &deliveries, now)
@@ -88,7 +87,7 @@ fn dispatcher(store: &SharedStore, url: &str) -> Arc<Dispatcher> {
         max_age: Duration::from_secs(3600),
     };
     Arc::new(Dispatcher::new(
-        store.clone(),
+        store.clone().into(),
         notifiers,
         settings,
         Arc::new(Metrics::new()),
@@ -254,7 +253,7 @@ async fn an_expired_retry_becomes_a_dead_letter() {
         max_age,
     };
     let dispatcher = Arc::new(Dispatcher::new(
-        store.clone(),
+        store.clone().into(),
         notifiers(&receiver.url),
         settings(Duration::from_secs(3600)),
         Arc::new(Metrics::new()),
@@ -327,8 +326,7 @@ fn commit_failure(store: &mut Store, project: &str, id: &str) -> String {
     let deliveries = [Delivery {
         event: &outcome.events[0],
         notifier: "hook",
-        group_key: None,
-        not_before: None,
+        group: None,
     }];
     store
         .commit_cycle(&target, &outcome, &deliveries, now)

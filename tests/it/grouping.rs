@@ -13,6 +13,7 @@ use jobwatch::notify::dingtalk::DingTalkNotifier;
 use jobwatch::notify::dispatch::{DispatchSettings, Dispatcher, Notifiers, Slot};
 use jobwatch::notify::webhook::WebhookNotifier;
 use jobwatch::retry::Backoff;
+use jobwatch::route::Grouping;
 use jobwatch::store::{Delivery, SharedStore, Store};
 use jobwatch::watch::Target;
 use jobwatch::watch::diff::{DiffSettings, Scan, TargetSnapshot, diff};
@@ -56,6 +57,11 @@ fn commit_failures(
     let failed: Vec<SubJob> = (0..n).map(|i| job(i, "FAILED")).collect();
     let outcome = diff(&target, &before, &Scan::complete(failed), now, &settings);
     assert_eq!(outcome.events.len(), n);
+    let grouping = group.map(|(key, window)| Grouping {
+        key: key.parse().expect("every key reads"),
+        window,
+    });
+    let grouping = grouping.as_ref();
     let deliveries: Vec<Delivery<'_>> = outcome
         .events
         .iter()
@@ -63,8 +69,7 @@ fn commit_failures(
             notifiers.iter().map(move |notifier| Delivery {
                 event,
                 notifier,
-                group_key: group.map(|(key, _)| key),
-                not_before: group.map(|(_, window)| now + window),
+                group: grouping,
             })
         })
         .collect();
@@ -112,7 +117,7 @@ async fn fifty_failures_in_a_window_become_one_message_per_notifier_even_across_
     notifiers.insert("a".into(), Arc::new(Slot::new(webhook(&a.url), None, 4)));
     notifiers.insert("b".into(), Arc::new(Slot::new(webhook(&b.url), None, 4)));
     let dispatcher = Arc::new(Dispatcher::new(
-        store.clone(),
+        store.clone().into(),
         notifiers,
         settings(),
         Arc::new(Metrics::new()),
@@ -164,7 +169,7 @@ async fn a_dingtalk_burst_never_exceeds_twenty_a_minute_and_drops_nothing() {
     let mut notifiers: Notifiers = HashMap::new();
     notifiers.insert("ding".into(), Arc::new(Slot::new(ding, Some(rate), 1)));
     let dispatcher = Arc::new(Dispatcher::new(
-        store.clone(),
+        store.clone().into(),
         notifiers,
         settings(),
         Arc::new(Metrics::new()),

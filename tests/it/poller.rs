@@ -14,10 +14,11 @@ use jobwatch::cloud::model::{JobType, Status};
 use jobwatch::cloud::{Client, Filter};
 use jobwatch::config::{GroupBy, Route};
 use jobwatch::metrics::Metrics;
+use jobwatch::route::Router;
 use jobwatch::sim::SimOptions;
 use jobwatch::store::{OutboxRow, SharedStore, Store};
 use jobwatch::watch::diff::{DiffSettings, TargetSnapshot};
-use jobwatch::watch::poller::{CycleContext, CycleError, CycleReport, Router, cycle};
+use jobwatch::watch::poller::{CycleContext, CycleError, CycleReport, cycle};
 use jobwatch::watch::{EventKind, Target};
 use reqwest::Method;
 use serde_json::json;
@@ -46,6 +47,8 @@ fn route_everything() -> Router {
 /// A poller's view of one state file; dropping it is the daemon stopping.
 struct Poller {
     ctx: CycleContext,
+    /// The same state as `ctx.store`, for looking at it directly.
+    store: SharedStore,
 }
 
 impl Poller {
@@ -60,11 +63,12 @@ impl Poller {
         diff: DiffSettings,
         router: Router,
     ) -> Poller {
-        let store = Store::open(path).expect("open the state file");
+        let store = SharedStore::new(Store::open(path).expect("open the state file"));
         Poller {
+            store: store.clone(),
             ctx: CycleContext {
                 client: Arc::clone(client),
-                store: SharedStore::new(store),
+                store: store.into(),
                 router,
                 diff,
                 metrics: Arc::new(Metrics::new()),
@@ -91,8 +95,7 @@ impl Poller {
     }
 
     async fn snapshot(&self) -> TargetSnapshot {
-        self.ctx
-            .store
+        self.store
             .call(|s| s.load_snapshot(&target()))
             .await
             .expect("load snapshot")
@@ -101,8 +104,7 @@ impl Poller {
     /// Every outbox row, pending or not.
     async fn outbox(&self) -> Vec<OutboxRow> {
         let horizon = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 365);
-        self.ctx
-            .store
+        self.store
             .call(move |s| s.due(horizon, 100_000))
             .await
             .expect("outbox rows")
@@ -471,11 +473,6 @@ async fn a_grouped_route_queues_rows_under_its_group_key_until_the_window_ends()
         );
     }
     let now = jiff::Timestamp::now();
-    let due = poller
-        .ctx
-        .store
-        .call(move |s| s.due(now, 10))
-        .await
-        .unwrap();
+    let due = poller.store.call(move |s| s.due(now, 10)).await.unwrap();
     assert!(due.is_empty(), "a row is due inside its window: {due:?}");
 }

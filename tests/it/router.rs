@@ -8,9 +8,9 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use jobwatch::cloud::model::{Status, SubJob};
 use jobwatch::config::{Config, EnvVars};
+use jobwatch::route::Router;
 use jobwatch::watch::Target;
 use jobwatch::watch::event::{Event, EventKind, Transition};
-use jobwatch::watch::poller::{Routed, Router};
 use serde_json::json;
 
 /// A valid config around `routes`: notifiers `a`, `b` and `c` exist.
@@ -86,14 +86,19 @@ type Expect<'a> = (&'a str, Option<&'a str>, Option<Duration>);
 /// The one check: `routes` send `event` to exactly `expected`, in order.
 #[track_caller]
 fn check(routes: &str, event: &Event, expected: &[Expect<'_>]) {
-    let got = router(routes).route(event);
-    let expected: Vec<Routed> = expected
-        .iter()
-        .map(|(notifier, key, window)| Routed {
-            notifier: (*notifier).to_owned(),
-            group_key: key.map(str::to_owned),
-            window: *window,
+    // The key as stored (its text encoding), so the check also pins the
+    // form state files hold.
+    let got: Vec<(String, Option<String>, Option<Duration>)> = router(routes)
+        .route(event)
+        .into_iter()
+        .map(|r| {
+            let key = r.group.as_ref().map(|g| g.key.to_string());
+            (r.notifier, key, r.group.map(|g| g.window))
         })
+        .collect();
+    let expected: Vec<(String, Option<String>, Option<Duration>)> = expected
+        .iter()
+        .map(|(notifier, key, window)| ((*notifier).to_owned(), key.map(str::to_owned), *window))
         .collect();
     assert_eq!(
         got, expected,

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use jobwatch::cloud::model::{JobType, Page, Status, SubJob};
+use jobwatch::route::{GroupKey, Grouping};
+use jobwatch::storage::{Outcome, Owner};
 use jobwatch::store::{CycleCommit, Delivery, OutboxState, Store, StoreError};
 use jobwatch::watch::{DiffOutcome, DiffSettings, Event, Scan, Target, TargetSnapshot, diff};
 use serde_json::json;
@@ -47,8 +49,7 @@ fn route<'a>(events: &'a [Event], notifiers: &'a [&'a str]) -> Vec<Delivery<'a>>
             notifiers.iter().map(move |notifier| Delivery {
                 event,
                 notifier,
-                group_key: None,
-                not_before: None,
+                group: None,
             })
         })
         .collect()
@@ -75,6 +76,84 @@ fn mode(path: &Path) -> u32 {
         .permissions()
         .mode()
         & 0o777
+}
+
+#[test]
+fn a_claimed_row_is_its_owners_until_recorded_or_released_and_anothers_after_the_lease() {
+    // Pins the dispatcher's half of "never sent twice at once": a claim
+    // replaces its in-flight set, and a recorded row is never handed out
+    // again as still pending (the stale-`due` regression in crash.rs).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(state_path(&dir)).expect("opens");
+    cycle(
+        &mut store,
+        &scan(&[("a", "RUNNING"), ("b", "RUNNING")]),
+        t(0),
+        &[],
+    );
+    cycle(
+        &mut store,
+        &scan(&[("a", "FAILED"), ("b", "FAILED")]),
+        t(1),
+        &["chat"],
+    );
+    let (one, two) = (Owner::unique(), Owner::unique());
+    assert_ne!(one, two);
+    let lease = Duration::from_secs(60);
+    let claimed =
+        |rows: Vec<jobwatch::store::OutboxRow>| -> Vec<i64> { rows.iter().map(|r| r.id).collect() };
+    let none: Vec<i64> = vec![];
+    let ids = claimed(store.claim_due(&one, t(1), lease, 10).expect("claims"));
+    assert_eq!(ids.len(), 2);
+    // Held: not again for its owner, even long after; not for another
+    // owner inside the lease.
+    assert_eq!(
+        claimed(store.claim_due(&one, t(30), lease, 10).expect("claims")),
+        none
+    );
+    assert_eq!(
+        claimed(store.claim_due(&two, t(1), lease, 10).expect("claims")),
+        none
+    );
+
+    // Recorded: released and no longer pending. Released unsent: due again.
+    store
+        .record(&one, &ids[..1], &Outcome::Delivered { at: t(2) })
+        .expect("records");
+    store.release(&one, &ids[1..]);
+    assert_eq!(
+        claimed(store.claim_due(&one, t(2), lease, 10).expect("claims")),
+        ids[1..]
+    );
+    // After the lease, another owner may take what the first still holds.
+    assert_eq!(
+        claimed(store.claim_due(&two, t(2), lease, 10).expect("claims")),
+        none
+    );
+    assert_eq!(
+        claimed(store.claim_due(&two, t(4), lease, 10).expect("claims")),
+        ids[1..]
+    );
+    store
+        .record(
+            &two,
+            &ids[1..],
+            &Outcome::Retry {
+                at: t(10),
+                error: "503".into(),
+            },
+        )
+        .expect("records");
+    let b = store.outbox_row(ids[1]).expect("reads").expect("exists");
+    assert_eq!((b.attempts, b.next_attempt_at), (1, t(10)));
+    assert_eq!(
+        claimed(store.claim_due(&one, t(9), lease, 10).expect("claims")),
+        none
+    );
+    assert_eq!(
+        claimed(store.claim_due(&one, t(10), lease, 10).expect("claims")),
+        ids[1..]
+    );
 }
 
 #[test]
@@ -248,14 +327,12 @@ fn a_cycle_that_fails_midway_writes_nothing() {
         Delivery {
             event,
             notifier: "chat",
-            group_key: None,
-            not_before: None,
+            group: None,
         },
         Delivery {
             event,
             notifier: "",
-            group_key: None,
-            not_before: None,
+            group: None,
         },
     ];
     let err = store
@@ -533,22 +610,32 @@ fn make_state_v1() {
     let mut run = |scan: &Scan, now: Timestamp| {
         let before = store.load_snapshot(&target).expect("loads");
         let outcome = diff(&target, &before, scan, now, &SETTINGS);
+        // Keyed by bare parent job id, as the v1 file is, with no window.
+        let groupings: Vec<Option<Grouping>> = outcome
+            .events
+            .iter()
+            .map(|event| {
+                event.job_id.as_ref().map(|job| Grouping {
+                    key: GroupKey::Other(job.clone()),
+                    window: std::time::Duration::ZERO,
+                })
+            })
+            .collect();
         let deliveries: Vec<Delivery<'_>> = outcome
             .events
             .iter()
-            .flat_map(|event| {
+            .zip(&groupings)
+            .flat_map(|(event, grouping)| {
                 [
                     Delivery {
                         event,
                         notifier: "chat",
-                        group_key: event.job_id.as_deref(),
-                        not_before: None,
+                        group: grouping.as_ref(),
                     },
                     Delivery {
                         event,
                         notifier: "log",
-                        group_key: None,
-                        not_before: None,
+                        group: None,
                     },
                 ]
             })

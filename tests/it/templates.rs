@@ -401,8 +401,7 @@ async fn a_render_failure_at_send_time_is_a_dead_letter_with_the_reason() {
     let deliveries = [Delivery {
         event: &outcome.events[0],
         notifier: "slack",
-        group_key: None,
-        not_before: None,
+        group: None,
     }];
     store
         .commit_cycle(&target, &outcome, &deliveries, now)
@@ -418,7 +417,7 @@ async fn a_render_failure_at_send_time_is_a_dead_letter_with_the_reason() {
     let mut notifiers: Notifiers = std::collections::HashMap::new();
     notifiers.insert("slack".into(), Arc::new(Slot::new(notifier, None, 1)));
     let dispatcher = Arc::new(Dispatcher::new(
-        store.clone(),
+        store.clone().into(),
         notifiers,
         DispatchSettings {
             backoff: jobwatch::retry::Backoff {

@@ -1,0 +1,215 @@
+//! The engine's storage: what the poller, the dispatcher, the daemon and
+//! the CLI need from durable state, named for what they do, not for SQL.
+//! [`crate::store`] (one SQLite file) is the first backend, and
+//! [`Storage::open`] is the one place a backend is opened.
+//!
+//! The operations are shaped for a replicated backend too (SPEC §8:
+//! PostgreSQL shared by several daemons):
+//! - a cycle's commit carries a [`Fence`], the proof that this process may
+//!   write the target now; SQLite's is its file lock ([`Fence::Sole`]), a
+//!   replicated backend's would be a per-target lease's fencing token,
+//!   checked in the commit's transaction;
+//! - the dispatcher claims due rows as an [`Owner`] for a lease
+//!   ([`Storage::claim_due`]) and records each outcome, so several replicas
+//!   never send one row at once, and rows a dead replica held come back
+//!   once its lease runs out.
+
+pub mod records;
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::config::StateConfig;
+use crate::store::{Delivery, SharedStore, Store};
+use crate::watch::{Target, TargetSnapshot};
+
+pub use crate::store::StoreError;
+pub use records::{
+    CycleCommit, CycleWrite, Fence, OutboxCounts, OutboxRow, OutboxState, Outcome, Owner,
+    TargetSummary,
+};
+
+/// How to open the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create it if needed and bring its schema up to date.
+    ReadWrite,
+    /// `once --dry-run`: read what exists, create nothing (a missing state
+    /// file is an empty store in memory).
+    DryRun,
+}
+
+/// The engine's storage: one of the backends.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// One SQLite file, its calls on the blocking pool.
+    Sqlite(SharedStore),
+}
+
+impl From<SharedStore> for Storage {
+    fn from(store: SharedStore) -> Storage {
+        Storage::Sqlite(store)
+    }
+}
+
+impl From<Store> for Storage {
+    fn from(store: Store) -> Storage {
+        Storage::Sqlite(SharedStore::new(store))
+    }
+}
+
+impl Storage {
+    /// Opens the configured state (`state.path`).
+    pub async fn open(state: &StateConfig, mode: OpenMode) -> Result<Storage, StoreError> {
+        let path = state.path.clone();
+        let store = tokio::task::spawn_blocking(move || match mode {
+            OpenMode::DryRun if !path.exists() => Store::open_in_memory(),
+            OpenMode::DryRun | OpenMode::ReadWrite => Store::open(&path),
+        })
+        .await;
+        match store {
+            Ok(store) => Ok(Storage::from(store?)),
+            // Blocking tasks are never cancelled: a panic in `open`.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// The stored snapshot of `target`; empty and not baselined if the
+    /// target was never scanned.
+    pub async fn load_snapshot(&self, target: &Target) -> Result<TargetSnapshot, StoreError> {
+        let target = target.clone();
+        match self {
+            Storage::Sqlite(s) => s.call(move |s| s.load_snapshot(&target)).await,
+        }
+    }
+
+    /// Commits one cycle in one transaction; a delivery already in the
+    /// outbox (same event id and notifier) counts as a duplicate. On any
+    /// error nothing is written.
+    pub async fn commit_cycle(&self, write: CycleWrite) -> Result<CycleCommit, StoreError> {
+        match self {
+            Storage::Sqlite(s) => {
+                s.call(move |s| {
+                    let CycleWrite {
+                        target,
+                        outcome,
+                        routed,
+                        now,
+                        fence: Fence::Sole,
+                    } = &write;
+                    let deliveries: Vec<Delivery<'_>> = routed
+                        .iter()
+                        .map(|(i, r)| Delivery {
+                            event: &outcome.events[*i],
+                            notifier: &r.notifier,
+                            group: r.group.as_ref(),
+                        })
+                        .collect();
+                    s.commit_cycle(target, outcome, &deliveries, *now)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Claims for `owner` up to `limit` pending rows whose time has come,
+    /// oldest first, until `now + lease`. A row another owner holds is not
+    /// claimed before that owner's lease runs out; a row `owner` holds
+    /// stays its own until it records an outcome or releases it (its
+    /// delivery may wait long for a permit or the rate), so it is never
+    /// claimed twice by one owner. Claiming reads and claims at once: a
+    /// row recorded a moment ago is never handed out as still pending.
+    pub async fn claim_due(
+        &self,
+        owner: &Owner,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let owner = owner.clone();
+        match self {
+            Storage::Sqlite(s) => {
+                s.call(move |s| s.claim_due(&owner, now, lease, limit))
+                    .await
+            }
+        }
+    }
+
+    /// Records how the attempt at claimed rows `ids` ended (one attempt
+    /// each) and releases them. A row no longer pending is left alone.
+    pub async fn record(
+        &self,
+        owner: &Owner,
+        ids: Vec<i64>,
+        outcome: Outcome,
+    ) -> Result<(), StoreError> {
+        let owner = owner.clone();
+        match self {
+            Storage::Sqlite(s) => s.call(move |s| s.record(&owner, &ids, &outcome)).await,
+        }
+    }
+
+    /// Gives up `owner`'s claims on `ids` without an attempt: they are
+    /// anyone's again at their time.
+    pub async fn release(&self, owner: &Owner, ids: Vec<i64>) {
+        let owner = owner.clone();
+        match self {
+            Storage::Sqlite(s) => s.call(move |s| s.release(&owner, &ids)).await,
+        }
+    }
+
+    /// Every dead letter, oldest first.
+    pub async fn dead_letters(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        match self {
+            Storage::Sqlite(s) => s.call(|s| s.dead()).await,
+        }
+    }
+
+    /// Requeues dead letters (`ids`, or all of them when empty) for
+    /// delivery now, with a fresh attempt count and `max_age`. Returns how
+    /// many were requeued.
+    pub async fn requeue_dead(&self, ids: Vec<i64>, now: Timestamp) -> Result<usize, StoreError> {
+        match self {
+            Storage::Sqlite(s) => s.call(move |s| s.retry_dead(&ids, now)).await,
+        }
+    }
+
+    pub async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        match self {
+            Storage::Sqlite(s) => {
+                s.call(|s| {
+                    Ok(OutboxCounts {
+                        pending: s.pending_count()?,
+                        dead: s.dead_count()?,
+                    })
+                })
+                .await
+            }
+        }
+    }
+
+    /// Every target with a stored snapshot, by project then job type.
+    pub async fn targets(&self) -> Result<Vec<TargetSummary>, StoreError> {
+        match self {
+            Storage::Sqlite(s) => s.call(|s| s.targets()).await,
+        }
+    }
+
+    /// Forgets a target's snapshot (its next scan is a new baseline); its
+    /// outbox rows stay. Returns how many sub-jobs were forgotten.
+    pub async fn forget_target(&self, target: &Target) -> Result<usize, StoreError> {
+        let target = target.clone();
+        match self {
+            Storage::Sqlite(s) => s.call(move |s| s.forget_target(&target)).await,
+        }
+    }
+
+    /// Deletes delivered rows finished before `older_than`. Returns how
+    /// many were deleted.
+    pub async fn prune_delivered(&self, older_than: Timestamp) -> Result<usize, StoreError> {
+        match self {
+            Storage::Sqlite(s) => s.call(move |s| s.prune_delivered(older_than)).await,
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The records the engine and its storage backends exchange: outbox rows,
+//! targets, a cycle to commit, claims and outcomes. A backend builds on
+//! these; the [`super::Storage`] enum above the backends dispatches to one.
+
+use jiff::Timestamp;
+
+use crate::route::Routed;
+use crate::watch::{DiffOutcome, Event, Target};
+
+/// What [`Storage::commit_cycle`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CycleCommit {
+    /// New outbox rows.
+    pub inserted: usize,
+    /// Deliveries already in the outbox (same event id and notifier).
+    pub duplicates: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Delivered => "delivered",
+            OutboxState::Dead => "dead",
+        }
+    }
+}
+
+/// One outbox row as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub event_id: String,
+    pub notifier: String,
+    /// The group's key as stored ([`crate::route::GroupKey`]'s text).
+    pub group_key: Option<String>,
+    pub target: Target,
+    pub sub_job_id: String,
+    /// The event's kind as stored (text, so a row of a kind this version
+    /// does not know still lists).
+    pub kind: String,
+    /// The event's JSON (SPEC §4); see [`OutboxRow::event`].
+    pub payload_json: String,
+    pub state: OutboxState,
+    /// Attempts that ended: each recorded outcome counts one.
+    pub attempts: u32,
+    pub created_at: Timestamp,
+    /// When it last entered `pending` (creation or a requeue): the start
+    /// of its `delivery.max_age`.
+    pub queued_at: Timestamp,
+    pub next_attempt_at: Timestamp,
+    pub last_error: Option<String>,
+    /// When it was delivered or declared dead.
+    pub finished_at: Option<Timestamp>,
+}
+
+impl OutboxRow {
+    /// The event to deliver. A payload that does not read is the
+    /// dispatcher's to dead-letter; it does not stop other rows.
+    pub fn event(&self) -> Result<Event, serde_json::Error> {
+        serde_json::from_str(&self.payload_json)
+    }
+}
+
+/// One target as `state show` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSummary {
+    pub target: Target,
+    pub baselined: bool,
+    pub updated_at: Timestamp,
+    /// Sub-jobs in the snapshot.
+    pub tracked: usize,
+    /// Of those, in an active status.
+    pub active: usize,
+}
+
+/// The outbox backlog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxCounts {
+    pub pending: u64,
+    pub dead: u64,
+}
+
+/// The right to write a target's state in a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// This process is the only writer: SQLite's state file belongs to one
+    /// daemon. A replicated backend adds a variant carrying the target
+    /// lease's fencing token, and refuses a commit whose token is stale.
+    Sole,
+}
+
+/// One cycle of one target to commit, atomically: the diff's snapshot
+/// changes and an outbox row per routed event.
+#[derive(Debug, Clone)]
+pub struct CycleWrite {
+    pub target: Target,
+    pub outcome: DiffOutcome,
+    /// Each delivery: the index of its event in `outcome.events`, and where
+    /// the router sent it.
+    pub routed: Vec<(usize, Routed)>,
+    pub now: Timestamp,
+    pub fence: Fence,
+}
+
+/// Who holds a claim on outbox rows: one dispatcher.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Owner(String);
+
+impl Owner {
+    /// A name no other dispatcher has, now or after a restart: its claims
+    /// are its own, and a restarted process cannot mistake a dead one's
+    /// claims for its own.
+    pub fn unique() -> Owner {
+        Owner(format!(
+            "{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ))
+    }
+}
+
+/// How a delivery attempt of claimed rows ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered {
+        at: Timestamp,
+    },
+    /// A retryable failure: the next attempt not before `at` (from
+    /// [`crate::retry::Backoff::DELIVERY`] or the receiver's `Retry-After`).
+    Retry {
+        at: Timestamp,
+        error: String,
+    },
+    /// A permanent failure or `max_age` reached: a dead letter, with the
+    /// receiver's words kept.
+    Dead {
+        at: Timestamp,
+        reason: String,
+    },
+}

@@ -22,30 +22,19 @@ use url::Url;
 use crate::cloud::model::{JobType, Status};
 use crate::secret::Secret;
 
+pub mod check;
+pub mod dur;
 mod env;
+pub mod key;
 pub mod raw;
 mod validate;
 
+pub use check::{ConfigError, Problem};
 pub use env::{CONFIG_VAR, EnvVars, SDK_PROFILE, SDK_VARS};
 pub use validate::{SdkEnv, validate};
 
-/// Serialises durations the way they are written (`"1h 30m"`).
-mod dur {
-    use std::time::Duration;
-
-    use jiff::fmt::serde::unsigned_duration::friendly::compact::required;
-
-    pub fn ser<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        required::serialize(d, s)
-    }
-
-    pub fn ser_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => required::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
-}
+pub use crate::ratelimit::RateLimit;
+pub use crate::secret::SecretUrl;
 
 /// The validated configuration.
 #[derive(Debug, Clone, Serialize)]
@@ -200,43 +189,6 @@ impl Config {
         self.targets
             .iter()
             .flat_map(|t| t.job_types.iter().map(|j| (t.project_id.as_str(), j)))
-    }
-}
-
-/// A URL that may carry a credential (a chat webhook's token, a wecom key,
-/// a heartbeat's UUID): it prints and serialises as its origin plus `/***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretUrl(Url);
-
-impl SecretUrl {
-    pub fn new(url: Url) -> SecretUrl {
-        SecretUrl(url)
-    }
-
-    pub fn expose(&self) -> &Url {
-        &self.0
-    }
-
-    fn redacted(&self) -> String {
-        format!("{}/***", self.0.origin().ascii_serialization())
-    }
-}
-
-impl fmt::Debug for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-impl fmt::Display for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-impl Serialize for SecretUrl {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.redacted())
     }
 }
 
@@ -439,40 +391,6 @@ pub enum LogLevel {
     Error,
 }
 
-/// At most `count` messages per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub count: u32,
-    pub per: Duration,
-}
-
-impl RateLimit {
-    pub fn new(count: u32, per: Duration) -> RateLimit {
-        RateLimit { count, per }
-    }
-}
-
-impl fmt::Display for RateLimit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.per.as_secs() {
-            1 if self.per.subsec_nanos() == 0 => write!(f, "{}/s", self.count),
-            60 if self.per.subsec_nanos() == 0 => write!(f, "{}/min", self.count),
-            3600 if self.per.subsec_nanos() == 0 => write!(f, "{}/h", self.count),
-            _ => {
-                let per =
-                    jiff::fmt::friendly::SpanPrinter::new().unsigned_duration_to_string(&self.per);
-                write!(f, "{}/{per}", self.count)
-            }
-        }
-    }
-}
-
-impl Serialize for RateLimit {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 /// What happened to a sub-job (SPEC §4), as routes name it: the events'
 /// own kind, so a route and an event can never disagree on the names.
 pub use crate::watch::event::EventKind;
@@ -523,68 +441,6 @@ pub struct Heartbeat {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-}
-
-/// One thing wrong with the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The key path, e.g. `routes[0].notify`; empty for the file as a whole.
-    pub key: String,
-    pub message: String,
-    /// Where the value came from, e.g. `in /etc/jobwatch/jobwatch.toml` or
-    /// `from env JOBWATCH_API__TIMEOUT`, when known.
-    pub origin: Option<String>,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.key.is_empty() {
-            write!(f, "{}: ", self.key)?;
-        }
-        f.write_str(&self.message)?;
-        if let Some(origin) = &self.origin {
-            write!(f, " ({origin})")?;
-        }
-        Ok(())
-    }
-}
-
-/// A configuration error: every problem found, each naming its key and,
-/// where known, its origin. `cli::exit_code` maps it to exit code 2.
-#[derive(Debug, Clone, thiserror::Error)]
-pub struct ConfigError {
-    pub problems: Vec<Problem>,
-}
-
-impl ConfigError {
-    /// A single problem with a key (may be empty) and no known origin.
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            problems: vec![Problem {
-                key: key.into(),
-                message: message.into(),
-                origin: None,
-            }],
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.problems.as_slice() {
-            // A problem with no key is about the file as a whole (missing,
-            // unreadable) and says so itself.
-            [one] if one.key.is_empty() => write!(f, "{one}"),
-            [one] => write!(f, "invalid configuration: {one}"),
-            many => {
-                write!(f, "invalid configuration, {} problems:", many.len())?;
-                for p in many {
-                    write!(f, "\n  {p}")?;
-                }
-                Ok(())
-            }
-        }
-    }
 }
 
 impl Config {

@@ -7,6 +7,7 @@ pub mod dispatch;
 pub mod email;
 pub mod feishu;
 pub mod http;
+pub mod kinds;
 pub mod log;
 pub mod slack;
 pub mod teams;
@@ -16,8 +17,6 @@ pub mod webhook;
 pub mod wecom;
 
 pub use template::{sample_group, sample_message};
-
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -77,20 +76,5 @@ impl Notifier {
             Notifier::Teams(n) => n.send(message).await,
             Notifier::Email(n) => n.send(message).await,
         }
-    }
-}
-
-/// The default pace of a notifier kind, by its config name: at most `n`
-/// messages per period, as its receiver documents. `None` for kinds with no
-/// receiver-imposed limit (or unknown names).
-pub fn default_rate(kind: &str) -> Option<(u32, Duration)> {
-    match kind {
-        "feishu" => Some(feishu::DEFAULT_RATE),
-        "dingtalk" => Some(dingtalk::DEFAULT_RATE),
-        "wecom" => Some(wecom::DEFAULT_RATE),
-        "slack" => Some(slack::DEFAULT_RATE),
-        "discord" => Some(discord::DEFAULT_RATE),
-        "teams" => Some(teams::DEFAULT_RATE),
-        _ => None,
     }
 }

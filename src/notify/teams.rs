@@ -4,23 +4,60 @@
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
+use serde::Serialize;
 use serde_json::{Value, json};
 use url::Url;
 
 use super::http::{HttpAnswer, classify_status};
+use super::kinds::{self, BuildContext, BuildError, CheckContext, Kind};
 use super::template::{self, Template, TemplateError};
 use super::text::{self, Tone};
-use super::{Attempt, Message};
+use super::{Attempt, Message, Notifier};
+use crate::config::check::Checker;
+use crate::config::key::KeyPath;
+use crate::config::raw::RawNotifier;
+use crate::ratelimit::RateLimit;
 use crate::retry::Verdict;
+use crate::secret::SecretUrl;
 
 /// Documented: a posted message is limited to about 28 KB ("Request Entity
 /// too large" beyond). Users report rejections below it, so we keep the
 /// serialized body to 24,000 bytes.
 pub const BODY_LIMIT_BYTES: usize = 24_000;
 
-/// Documented for Teams webhooks: more than four requests a second are
-/// throttled.
-pub const DEFAULT_RATE: (u32, Duration) = (4, Duration::from_secs(1));
+/// `[notifiers.NAME]` with `kind = "teams"`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub url: SecretUrl,
+}
+
+impl Kind for Settings {
+    const NAME: &'static str = "teams";
+    const KEYS: &'static [&'static str] = &["url"];
+    /// Documented for Teams webhooks: more than four requests a second are
+    /// throttled.
+    const DEFAULT_RATE: Option<RateLimit> = Some(RateLimit::new(4, Duration::from_secs(1)));
+
+    fn check(
+        ck: &mut Checker<'_>,
+        key: &KeyPath,
+        raw: RawNotifier,
+        _: &CheckContext<'_>,
+    ) -> Option<Settings> {
+        Some(Settings {
+            url: kinds::url(ck, key, raw.url.as_deref(), Self::NAME)?,
+        })
+    }
+
+    fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
+        Ok(Notifier::Teams(TeamsNotifier {
+            url: self.url.expose().clone(),
+            http: super::http::client(cx.timeout)?,
+            tz: cx.tz.clone(),
+            template: cx.template,
+        }))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct TeamsNotifier {

@@ -1,16 +1,111 @@
 //! The generic `webhook` kind: the event JSON in a versioned envelope, with
 //! Standard Webhooks signature headers when a secret is set.
 
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
+use serde::Serialize;
 use sha2::Sha256;
 use url::Url;
 
-use super::http::{HttpAnswer, classify_status, scrub, transport_failure};
+use super::http::{self, HttpAnswer, classify_status, scrub, transport_failure};
+use super::kinds::{self, BuildContext, BuildError, CheckContext, Kind};
 use super::template::{self, Template, TemplateError};
-use super::{Attempt, Message};
-use crate::secret::Secret;
+use super::{Attempt, Message, Notifier};
+use crate::config::check::Checker;
+use crate::config::key::KeyPath;
+use crate::config::raw::RawNotifier;
+use crate::secret::{Secret, SecretUrl};
+
+/// `[notifiers.NAME]` with `kind = "webhook"`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub url: SecretUrl,
+    /// Standard Webhooks signing key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    /// Extra headers. Values are secrets: they usually carry credentials.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, Secret>,
+}
+
+impl Kind for Settings {
+    const NAME: &'static str = "webhook";
+    const KEYS: &'static [&'static str] = &["url", "secret", "secret_file", "headers"];
+    const DEFAULT_CONCURRENCY: u32 = 4;
+
+    /// The body is posted as `application/json` unless the user set another
+    /// Content-Type, so then a template must render JSON.
+    fn template_is_json(raw: &RawNotifier) -> bool {
+        !raw.headers.iter().flatten().any(|(h, v)| {
+            h.eq_ignore_ascii_case("content-type") && !v.to_ascii_lowercase().contains("json")
+        })
+    }
+
+    fn check(
+        ck: &mut Checker<'_>,
+        key: &KeyPath,
+        mut raw: RawNotifier,
+        _: &CheckContext<'_>,
+    ) -> Option<Settings> {
+        let url = kinds::url(ck, key, raw.url.as_deref(), Self::NAME);
+        let secret = kinds::signing_secret(ck, key, &mut raw);
+        let mut headers = BTreeMap::new();
+        for (h, v) in raw.headers.unwrap_or_default() {
+            let hk = key.f("headers").f(&h);
+            if reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                ck.err(&hk, format!("{h:?} is not a valid HTTP header name"));
+            } else if reqwest::header::HeaderValue::from_str(&v).is_err() {
+                // The value is not shown: headers often carry credentials.
+                ck.err(&hk, "the value is not a valid HTTP header value");
+            } else {
+                if looks_like_credential(&h) {
+                    ck.inline_secret(hk);
+                }
+                headers.insert(h, Secret::new(v));
+            }
+        }
+        Some(Settings {
+            url: url?,
+            secret,
+            headers,
+        })
+    }
+
+    fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
+        Ok(Notifier::Webhook(WebhookNotifier {
+            url: self.url.expose().clone(),
+            secret: self.secret.clone(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                .collect(),
+            http: http::client(cx.timeout)?,
+            template: cx.template,
+        }))
+    }
+}
+
+/// Whether a header's name suggests its value is a credential. All header
+/// values are redacted; only these count as inline secrets for the
+/// file-permission warning, so `X-Team = "platform"` does not trigger it.
+fn looks_like_credential(header: &str) -> bool {
+    let h = header.to_ascii_lowercase();
+    [
+        "auth",
+        "token",
+        "key",
+        "secret",
+        "signature",
+        "cookie",
+        "password",
+    ]
+    .iter()
+    .any(|w| h.contains(w))
+}
 
 #[derive(Debug, Clone)]
 pub struct WebhookNotifier {

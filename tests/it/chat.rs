@@ -278,14 +278,17 @@ fn an_event_line_reads_well() {
 
 #[test]
 fn default_rates_follow_the_receivers() {
-    use jobwatch::notify::default_rate;
+    use jobwatch::notify::kinds::Kind;
+    use jobwatch::notify::{dingtalk, log, slack, wecom};
+    use jobwatch::ratelimit::RateLimit;
+    let per_minute = |n| Some(RateLimit::new(n, Duration::from_secs(60)));
+    assert_eq!(dingtalk::Settings::DEFAULT_RATE, per_minute(20));
+    assert_eq!(wecom::Settings::DEFAULT_RATE, per_minute(20));
     assert_eq!(
-        default_rate("dingtalk"),
-        Some((20, Duration::from_secs(60)))
+        slack::Settings::DEFAULT_RATE,
+        Some(RateLimit::new(1, Duration::from_secs(1)))
     );
-    assert_eq!(default_rate("wecom"), Some((20, Duration::from_secs(60))));
-    assert_eq!(default_rate("slack"), Some((1, Duration::from_secs(1))));
-    assert_eq!(default_rate("log"), None);
+    assert_eq!(log::Settings::DEFAULT_RATE, None);
 }
 
 // ---------------------------------------------------------------- feishu

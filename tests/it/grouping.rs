@@ -159,7 +159,10 @@ async fn a_dingtalk_burst_never_exceeds_twenty_a_minute_and_drops_nothing() {
         tz: jiff::tz::TimeZone::UTC,
         template: None,
     });
-    let rate = jobwatch::notify::default_rate("dingtalk").expect("DingTalk has a documented limit");
+    use jobwatch::notify::kinds::Kind;
+    let rate = jobwatch::notify::dingtalk::Settings::DEFAULT_RATE
+        .map(|r| (r.count, r.per))
+        .expect("DingTalk has a documented limit");
     assert_eq!(rate, (20, Duration::from_secs(60)));
     let mut notifiers: Notifiers = HashMap::new();
     notifiers.insert("ding".into(), Arc::new(Slot::new(ding, Some(rate), 1)));

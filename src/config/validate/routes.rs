@@ -8,13 +8,14 @@ use crate::cloud::model::Status;
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawRoute;
-use crate::config::{EventKind, GroupBy, Notifier, Route};
+use crate::config::{EventKind, GroupBy, Route};
+use crate::notify::kinds::NotifierConfig;
 
 pub(super) fn check(
     ck: &mut Checker<'_>,
     key: &KeyPath,
     raw: Vec<RawRoute>,
-    notifiers: &BTreeMap<String, Notifier>,
+    notifiers: &BTreeMap<String, NotifierConfig>,
 ) -> Vec<Route> {
     // Names are checked against what was written, so a notifier that is
     // itself invalid does not also produce "unknown notifier" errors.

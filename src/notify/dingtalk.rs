@@ -16,7 +16,7 @@ use super::http::{HttpAnswer, classify_status};
 use super::kinds::{self, BuildContext, BuildError, CheckContext, Kind};
 use super::template::{self, Template, TemplateError};
 use super::text;
-use super::{Attempt, Message, Notifier};
+use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawNotifier;
@@ -62,8 +62,8 @@ impl Kind for Settings {
     }
 
     fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
-        Ok(Notifier::DingTalk(DingTalkNotifier {
-            url: self.url.expose().clone(),
+        Ok(Notifier::new(DingTalkNotifier {
+            url: self.url.clone(),
             secret: self.secret.clone(),
             http: super::http::client(cx.timeout)?,
             tz: cx.tz.clone(),
@@ -74,7 +74,7 @@ impl Kind for Settings {
 
 #[derive(Debug, Clone)]
 pub struct DingTalkNotifier {
-    pub url: Url,
+    pub url: SecretUrl,
     pub secret: Option<Secret>,
     pub http: reqwest::Client,
     pub tz: TimeZone,
@@ -82,11 +82,21 @@ pub struct DingTalkNotifier {
     pub template: Option<Template>,
 }
 
+impl Deliver for DingTalkNotifier {
+    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
+        Box::pin(self.send(message))
+    }
+}
+
 impl DingTalkNotifier {
     pub async fn send(&self, message: &Message) -> Attempt {
         let url = match &self.secret {
-            Some(secret) => signed_url(&self.url, secret, jiff::Timestamp::now().as_millisecond()),
-            None => self.url.clone(),
+            Some(secret) => signed_url(
+                self.url.expose(),
+                secret,
+                jiff::Timestamp::now().as_millisecond(),
+            ),
+            None => self.url.expose().clone(),
         };
         match self.body(message) {
             Ok(body) => super::http::post_json(&self.http, &url, &body, classify).await,

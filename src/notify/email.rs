@@ -25,7 +25,7 @@ use url::Url;
 
 use super::kinds::{self, BuildContext, BuildError, CheckContext, Kind, Templating};
 use super::template::{Markup, Template, TemplateError};
-use super::{Attempt, Message, Notifier};
+use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
 use crate::cloud::model::ApiTime;
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
@@ -170,7 +170,7 @@ impl Kind for Settings {
     }
 
     fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
-        Ok(Notifier::Email(EmailNotifier::from_settings(
+        Ok(Notifier::new(EmailNotifier::from_settings(
             self,
             cx.timeout,
             cx.tz.clone(),
@@ -323,6 +323,12 @@ impl std::fmt::Debug for EmailNotifier {
             .field("from", &self.inner.from.to_string())
             .field("to", &self.inner.to.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl Deliver for EmailNotifier {
+    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
+        Box::pin(self.send(message))
     }
 }
 

@@ -10,13 +10,12 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
-use url::Url;
 
 use super::http::{HttpAnswer, classify_status};
 use super::kinds::{self, BuildContext, BuildError, CheckContext, Kind};
 use super::template::{self, Markup, Template, TemplateError};
 use super::text::{self, Tone};
-use super::{Attempt, Message, Notifier};
+use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawNotifier;
@@ -62,8 +61,8 @@ impl Kind for Settings {
     }
 
     fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
-        Ok(Notifier::Feishu(FeishuNotifier {
-            url: self.url.expose().clone(),
+        Ok(Notifier::new(FeishuNotifier {
+            url: self.url.clone(),
             secret: self.secret.clone(),
             http: super::http::client(cx.timeout)?,
             tz: cx.tz.clone(),
@@ -74,12 +73,18 @@ impl Kind for Settings {
 
 #[derive(Debug, Clone)]
 pub struct FeishuNotifier {
-    pub url: Url,
+    pub url: SecretUrl,
     pub secret: Option<Secret>,
     pub http: reqwest::Client,
     pub tz: TimeZone,
     /// When set, its rendering replaces the built-in text (see `body`).
     pub template: Option<Template>,
+}
+
+impl Deliver for FeishuNotifier {
+    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
+        Box::pin(self.send(message))
+    }
 }
 
 impl FeishuNotifier {
@@ -92,7 +97,7 @@ impl FeishuNotifier {
             Some(secret) => signed(body, secret, jiff::Timestamp::now().as_second()),
             None => body,
         };
-        super::http::post_json(&self.http, &self.url, &body, classify).await
+        super::http::post_json(&self.http, self.url.expose(), &body, classify).await
     }
 
     /// The unsigned body: `{"msg_type":"interactive","card":{…}}`, at most

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::kinds::{BuildContext, BuildError, CheckContext, Kind, Templating};
-use super::{Attempt, Message, Notifier};
+use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawNotifier;
@@ -57,7 +57,7 @@ impl Kind for Settings {
     }
 
     fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
-        Ok(Notifier::Log(LogNotifier {
+        Ok(Notifier::new(LogNotifier {
             name: cx.name.to_owned(),
         }))
     }
@@ -66,6 +66,13 @@ impl Kind for Settings {
 #[derive(Debug, Clone)]
 pub struct LogNotifier {
     pub name: String,
+}
+
+impl Deliver for LogNotifier {
+    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
+        let attempt = self.send(message);
+        Box::pin(async move { attempt })
+    }
 }
 
 impl LogNotifier {

@@ -18,6 +18,9 @@ pub mod wecom;
 
 pub use template::{sample_group, sample_message};
 
+use std::pin::Pin;
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::retry::Verdict;
@@ -49,32 +52,25 @@ pub struct Attempt {
     pub answer: String,
 }
 
-/// Every notifier kind behind one interface (an enum: the set is ours).
-#[derive(Debug, Clone)]
-pub enum Notifier {
-    Log(log::LogNotifier),
-    Webhook(webhook::WebhookNotifier),
-    Feishu(feishu::FeishuNotifier),
-    DingTalk(dingtalk::DingTalkNotifier),
-    WeCom(wecom::WeComNotifier),
-    Slack(slack::SlackNotifier),
-    Discord(discord::DiscordNotifier),
-    Teams(teams::TeamsNotifier),
-    Email(email::EmailNotifier),
+/// What every running notifier does: one delivery attempt of a message.
+/// Each kind's notifier implements it in its own file.
+pub trait Deliver: std::fmt::Debug + Send + Sync {
+    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a>;
 }
 
+/// A delivery attempt in flight.
+pub type BoxedAttempt<'a> = Pin<Box<dyn Future<Output = Attempt> + Send + 'a>>;
+
+/// A running notifier of any kind. Cheap to clone: clones share it.
+#[derive(Debug, Clone)]
+pub struct Notifier(Arc<dyn Deliver>);
+
 impl Notifier {
+    pub fn new(notifier: impl Deliver + 'static) -> Notifier {
+        Notifier(Arc::new(notifier))
+    }
+
     pub async fn send(&self, message: &Message) -> Attempt {
-        match self {
-            Notifier::Log(n) => n.send(message),
-            Notifier::Webhook(n) => n.send(message).await,
-            Notifier::Feishu(n) => n.send(message).await,
-            Notifier::DingTalk(n) => n.send(message).await,
-            Notifier::WeCom(n) => n.send(message).await,
-            Notifier::Slack(n) => n.send(message).await,
-            Notifier::Discord(n) => n.send(message).await,
-            Notifier::Teams(n) => n.send(message).await,
-            Notifier::Email(n) => n.send(message).await,
-        }
+        self.0.deliver(message).await
     }
 }

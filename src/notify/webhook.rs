@@ -8,12 +8,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::Sha256;
-use url::Url;
 
 use super::http::{self, HttpAnswer, classify_status, scrub, transport_failure};
 use super::kinds::{self, BuildContext, BuildError, CheckContext, Kind};
 use super::template::{self, Template, TemplateError};
-use super::{Attempt, Message, Notifier};
+use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawNotifier;
@@ -75,14 +74,10 @@ impl Kind for Settings {
     }
 
     fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
-        Ok(Notifier::Webhook(WebhookNotifier {
-            url: self.url.expose().clone(),
+        Ok(Notifier::new(WebhookNotifier {
+            url: self.url.clone(),
             secret: self.secret.clone(),
-            headers: self
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.expose().to_owned()))
-                .collect(),
+            headers: self.headers.clone().into_iter().collect(),
             http: http::client(cx.timeout)?,
             template: cx.template,
         }))
@@ -109,12 +104,19 @@ fn looks_like_credential(header: &str) -> bool {
 
 #[derive(Debug, Clone)]
 pub struct WebhookNotifier {
-    pub url: Url,
+    pub url: SecretUrl,
     pub secret: Option<Secret>,
-    pub headers: Vec<(String, String)>,
+    /// Values are secrets: they usually carry credentials.
+    pub headers: Vec<(String, Secret)>,
     pub http: reqwest::Client,
     /// When set, its rendering is the whole body instead of [`envelope`].
     pub template: Option<Template>,
+}
+
+impl Deliver for WebhookNotifier {
+    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
+        Box::pin(self.send(message))
+    }
 }
 
 impl WebhookNotifier {
@@ -125,10 +127,10 @@ impl WebhookNotifier {
         };
         let mut request = self
             .http
-            .post(self.url.clone())
+            .post(self.url.expose().clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json");
         for (name, value) in &self.headers {
-            request = request.header(name, value);
+            request = request.header(name, value.expose());
         }
         if let Some(secret) = &self.secret {
             let timestamp = jiff::Timestamp::now().as_second();
@@ -148,13 +150,13 @@ impl WebhookNotifier {
                 let mut answer = HttpAnswer::read(response).await;
                 // An unreadable body's error text names the URL, which may
                 // carry a token.
-                answer.body = scrub(&answer.body, &self.url);
+                answer.body = scrub(&answer.body, self.url.expose());
                 Attempt {
                     verdict: classify_status(&answer),
                     answer: answer.describe(),
                 }
             }
-            Err(e) => transport_failure(e, &self.url),
+            Err(e) => transport_failure(e, self.url.expose()),
         }
     }
 }

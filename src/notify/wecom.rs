@@ -6,14 +6,13 @@ use std::time::Duration;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 use serde_json::{Value, json};
-use url::Url;
 
 use super::dingtalk::errcode;
 use super::http::{HttpAnswer, classify_status};
 use super::kinds::{self, BuildContext, BuildError, CheckContext, Kind};
 use super::template::{self, Template, TemplateError};
 use super::text::{self, Tone};
-use super::{Attempt, Message, Notifier};
+use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawNotifier;
@@ -59,8 +58,8 @@ impl Kind for Settings {
     }
 
     fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
-        Ok(Notifier::WeCom(WeComNotifier {
-            url: self.url.expose().clone(),
+        Ok(Notifier::new(WeComNotifier {
+            url: self.url.clone(),
             http: super::http::client(cx.timeout)?,
             tz: cx.tz.clone(),
             template: cx.template,
@@ -71,17 +70,25 @@ impl Kind for Settings {
 #[derive(Debug, Clone)]
 pub struct WeComNotifier {
     /// `…/cgi-bin/webhook/send?key=…`: the key is the credential.
-    pub url: Url,
+    pub url: SecretUrl,
     pub http: reqwest::Client,
     pub tz: TimeZone,
     /// When set, its rendering replaces the built-in text (see `body`).
     pub template: Option<Template>,
 }
 
+impl Deliver for WeComNotifier {
+    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
+        Box::pin(self.send(message))
+    }
+}
+
 impl WeComNotifier {
     pub async fn send(&self, message: &Message) -> Attempt {
         match self.body(message) {
-            Ok(body) => super::http::post_json(&self.http, &self.url, &body, classify).await,
+            Ok(body) => {
+                super::http::post_json(&self.http, self.url.expose(), &body, classify).await
+            }
             Err(e) => template::failed(&e),
         }
     }

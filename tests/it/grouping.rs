@@ -74,7 +74,7 @@ fn commit_failures(
 }
 
 fn webhook(url: &str) -> Notifier {
-    Notifier::Webhook(WebhookNotifier {
+    Notifier::new(WebhookNotifier {
         url: url.parse().unwrap(),
         secret: None,
         headers: vec![],
@@ -150,7 +150,7 @@ async fn a_dingtalk_burst_never_exceeds_twenty_a_minute_and_drops_nothing() {
     let store = SharedStore::new(store);
     let ok = (200, vec![], r#"{"errcode":0,"errmsg":"ok"}"#.to_owned());
     let mut receiver = Receiver::start(vec![ok; 30]).await;
-    let ding = Notifier::DingTalk(DingTalkNotifier {
+    let ding = Notifier::new(DingTalkNotifier {
         url: format!("{}/robot/send?access_token=t0k3n", receiver.url)
             .parse()
             .unwrap(),

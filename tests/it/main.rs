@@ -11,6 +11,7 @@ mod delivery;
 mod diff;
 mod email;
 mod grouping;
+mod layering;
 mod poller;
 mod router;
 mod secrets;

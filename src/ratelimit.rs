@@ -6,10 +6,45 @@
 //! reads the system clock. It is a GCRA with burst 1: requests are spaced
 //! `period / n` apart, so no window of `period` ever holds more than `n`.
 
+use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// At most `count` messages per `per`: a configured or documented rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl RateLimit {
+    pub const fn new(count: u32, per: Duration) -> RateLimit {
+        RateLimit { count, per }
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.per.as_secs() {
+            1 if self.per.subsec_nanos() == 0 => write!(f, "{}/s", self.count),
+            60 if self.per.subsec_nanos() == 0 => write!(f, "{}/min", self.count),
+            3600 if self.per.subsec_nanos() == 0 => write!(f, "{}/h", self.count),
+            _ => {
+                let per =
+                    jiff::fmt::friendly::SpanPrinter::new().unsigned_duration_to_string(&self.per);
+                write!(f, "{}/{per}", self.count)
+            }
+        }
+    }
+}
+
+impl serde::Serialize for RateLimit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
 
 #[derive(Debug)]
 pub struct RateLimiter {

@@ -1,8 +1,11 @@
-//! A value that must never reach logs, errors, `check` output or panics.
+//! Values that must never reach logs, errors, `check` output or panics:
+//! secret strings and URLs that carry a credential.
 
 use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
+use url::Url;
 
 /// A secret string. `Debug` and `Display` print `***`; the only way to the
 /// value is [`Secret::expose`], so every use is easy to find.
@@ -46,6 +49,51 @@ impl serde::Serialize for Secret {
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d).map(Secret)
+    }
+}
+
+/// A URL that may carry a credential (a chat webhook's token, a wecom key,
+/// a heartbeat's UUID): it prints and serialises as its origin plus `/***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(Url);
+
+impl SecretUrl {
+    pub fn new(url: Url) -> SecretUrl {
+        SecretUrl(url)
+    }
+
+    pub fn expose(&self) -> &Url {
+        &self.0
+    }
+
+    fn redacted(&self) -> String {
+        format!("{}/***", self.0.origin().ascii_serialization())
+    }
+}
+
+impl FromStr for SecretUrl {
+    type Err = url::ParseError;
+
+    fn from_str(s: &str) -> Result<SecretUrl, url::ParseError> {
+        Url::parse(s).map(SecretUrl)
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl serde::Serialize for SecretUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
     }
 }
 

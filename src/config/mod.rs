@@ -9,7 +9,6 @@
 //! secrets serialise as `***` and secret-bearing URLs keep only their origin.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,25 +19,22 @@ use serde::Serialize;
 use url::Url;
 
 use crate::cloud::model::JobType;
+use crate::notify::kinds::NotifierConfig;
 use crate::secret::Secret;
 
+pub mod check;
+pub mod dur;
 mod env;
+pub mod key;
 pub mod raw;
 mod validate;
 
+pub use check::{ConfigError, Problem};
 pub use env::{CONFIG_VAR, EnvVars, SDK_PROFILE, SDK_VARS};
 pub use validate::{SdkEnv, validate};
 
-/// Serialises durations the way they are written (`"1h 30m"`).
-mod dur {
-    use std::time::Duration;
-
-    use jiff::fmt::serde::unsigned_duration::friendly::compact::required;
-
-    pub fn ser<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        required::serialize(d, s)
-    }
-}
+pub use crate::ratelimit::RateLimit;
+pub use crate::secret::SecretUrl;
 
 /// The validated configuration.
 #[derive(Debug, Clone, Serialize)]
@@ -50,7 +46,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub log: LogConfig,
     pub targets: Vec<Target>,
-    pub notifiers: BTreeMap<String, Notifier>,
+    pub notifiers: BTreeMap<String, NotifierConfig>,
     pub routes: Vec<Route>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<Heartbeat>,
@@ -196,276 +192,6 @@ impl Config {
     }
 }
 
-/// A URL that may carry a credential (a chat webhook's token, a wecom key,
-/// a heartbeat's UUID): it prints and serialises as its origin plus `/***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretUrl(Url);
-
-impl SecretUrl {
-    pub fn new(url: Url) -> SecretUrl {
-        SecretUrl(url)
-    }
-
-    pub fn expose(&self) -> &Url {
-        &self.0
-    }
-
-    fn redacted(&self) -> String {
-        format!("{}/***", self.0.origin().ascii_serialization())
-    }
-}
-
-impl fmt::Debug for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-impl fmt::Display for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-impl Serialize for SecretUrl {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.redacted())
-    }
-}
-
-/// One `[notifiers.NAME]` entry.
-#[derive(Debug, Clone, Serialize)]
-pub struct Notifier {
-    #[serde(flatten)]
-    pub settings: NotifierSettings,
-    /// A minijinja template replacing the kind's default body.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub template: Option<String>,
-    /// The configured limit, else the kind's known receiver limit.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimit>,
-    pub max_concurrency: u32,
-    #[serde(serialize_with = "dur::ser")]
-    pub timeout: Duration,
-}
-
-impl Notifier {
-    pub fn kind(&self) -> NotifierKind {
-        self.settings.kind()
-    }
-}
-
-/// What kind of receiver a notifier is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NotifierKind {
-    Webhook,
-    Slack,
-    Discord,
-    Teams,
-    Feishu,
-    Dingtalk,
-    Wecom,
-    Email,
-    Log,
-}
-
-impl NotifierKind {
-    pub const ALL: &'static [NotifierKind] = &[
-        NotifierKind::Webhook,
-        NotifierKind::Slack,
-        NotifierKind::Discord,
-        NotifierKind::Teams,
-        NotifierKind::Feishu,
-        NotifierKind::Dingtalk,
-        NotifierKind::Wecom,
-        NotifierKind::Email,
-        NotifierKind::Log,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NotifierKind::Webhook => "webhook",
-            NotifierKind::Slack => "slack",
-            NotifierKind::Discord => "discord",
-            NotifierKind::Teams => "teams",
-            NotifierKind::Feishu => "feishu",
-            NotifierKind::Dingtalk => "dingtalk",
-            NotifierKind::Wecom => "wecom",
-            NotifierKind::Email => "email",
-            NotifierKind::Log => "log",
-        }
-    }
-
-    /// The receiver's documented limit, used when `rate_limit` is absent
-    /// (e.g. DingTalk 20/min per robot, Slack 1/s per webhook).
-    pub fn default_rate_limit(self) -> Option<RateLimit> {
-        // One source of truth: each notifier kind's file documents its limit.
-        crate::notify::default_rate(self.as_str()).map(|(count, per)| RateLimit::new(count, per))
-    }
-
-    /// How many deliveries run at once when `max_concurrency` is absent.
-    /// Chat receivers get one so messages arrive in order.
-    pub fn default_concurrency(self) -> u32 {
-        match self {
-            NotifierKind::Webhook => 4,
-            NotifierKind::Email => 2,
-            _ => 1,
-        }
-    }
-
-    /// Whether the kind sends to an HTTP `url`.
-    pub fn is_http(self) -> bool {
-        !matches!(self, NotifierKind::Email | NotifierKind::Log)
-    }
-}
-
-impl fmt::Display for NotifierKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The settings particular to each kind.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum NotifierSettings {
-    Webhook(WebhookSettings),
-    Slack(ChatSettings),
-    Discord(ChatSettings),
-    Teams(ChatSettings),
-    Feishu(SignedChatSettings),
-    Dingtalk(SignedChatSettings),
-    Wecom(ChatSettings),
-    Email(EmailSettings),
-    Log(LogNotifierSettings),
-}
-
-impl NotifierSettings {
-    pub fn kind(&self) -> NotifierKind {
-        match self {
-            NotifierSettings::Webhook(_) => NotifierKind::Webhook,
-            NotifierSettings::Slack(_) => NotifierKind::Slack,
-            NotifierSettings::Discord(_) => NotifierKind::Discord,
-            NotifierSettings::Teams(_) => NotifierKind::Teams,
-            NotifierSettings::Feishu(_) => NotifierKind::Feishu,
-            NotifierSettings::Dingtalk(_) => NotifierKind::Dingtalk,
-            NotifierSettings::Wecom(_) => NotifierKind::Wecom,
-            NotifierSettings::Email(_) => NotifierKind::Email,
-            NotifierSettings::Log(_) => NotifierKind::Log,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct WebhookSettings {
-    pub url: SecretUrl,
-    /// Standard Webhooks signing key.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<Secret>,
-    /// Extra headers. Values are secrets: they usually carry credentials.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, Secret>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ChatSettings {
-    pub url: SecretUrl,
-}
-
-/// Feishu and DingTalk: a URL and an optional signing secret.
-#[derive(Debug, Clone, Serialize)]
-pub struct SignedChatSettings {
-    pub url: SecretUrl,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<Secret>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct EmailSettings {
-    pub smtp: SmtpServer,
-    /// Required exactly when the SMTP URL names a user.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<Secret>,
-    /// A mailbox (`a@b` or `Name <a@b>`), checked to parse.
-    pub from: String,
-    pub to: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject_template: Option<String>,
-}
-
-/// Where mail goes, from the `smtp` URL (which may not carry a password).
-#[derive(Debug, Clone, Serialize)]
-pub struct SmtpServer {
-    pub host: String,
-    pub port: u16,
-    pub tls: SmtpTls,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SmtpTls {
-    /// `smtps://`: TLS from the first byte (port 465 by default).
-    Implicit,
-    /// `smtp://` upgraded with STARTTLS, which must succeed (port 587).
-    Starttls,
-    /// `smtp://` with `starttls = false`: allowed to loopback hosts only.
-    None,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LogNotifierSettings {
-    /// Overrides the level chosen per event (WARN for failures and stuck).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub level: Option<LogLevel>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    Trace,
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-
-/// At most `count` messages per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub count: u32,
-    pub per: Duration,
-}
-
-impl RateLimit {
-    pub fn new(count: u32, per: Duration) -> RateLimit {
-        RateLimit { count, per }
-    }
-}
-
-impl fmt::Display for RateLimit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.per.as_secs() {
-            1 if self.per.subsec_nanos() == 0 => write!(f, "{}/s", self.count),
-            60 if self.per.subsec_nanos() == 0 => write!(f, "{}/min", self.count),
-            3600 if self.per.subsec_nanos() == 0 => write!(f, "{}/h", self.count),
-            _ => {
-                let per =
-                    jiff::fmt::friendly::SpanPrinter::new().unsigned_duration_to_string(&self.per);
-                write!(f, "{}/{per}", self.count)
-            }
-        }
-    }
-}
-
-impl Serialize for RateLimit {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 /// What happened to a sub-job (SPEC §4), as routes name it: the events'
 /// own kind, so a route and an event can never disagree on the names.
 pub use crate::watch::event::EventKind;
@@ -484,68 +210,6 @@ pub struct Heartbeat {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-}
-
-/// One thing wrong with the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The key path, e.g. `routes[0].notify`; empty for the file as a whole.
-    pub key: String,
-    pub message: String,
-    /// Where the value came from, e.g. `in /etc/jobwatch/jobwatch.toml` or
-    /// `from env JOBWATCH_API__TIMEOUT`, when known.
-    pub origin: Option<String>,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.key.is_empty() {
-            write!(f, "{}: ", self.key)?;
-        }
-        f.write_str(&self.message)?;
-        if let Some(origin) = &self.origin {
-            write!(f, " ({origin})")?;
-        }
-        Ok(())
-    }
-}
-
-/// A configuration error: every problem found, each naming its key and,
-/// where known, its origin. `cli::exit_code` maps it to exit code 2.
-#[derive(Debug, Clone, thiserror::Error)]
-pub struct ConfigError {
-    pub problems: Vec<Problem>,
-}
-
-impl ConfigError {
-    /// A single problem with a key (may be empty) and no known origin.
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            problems: vec![Problem {
-                key: key.into(),
-                message: message.into(),
-                origin: None,
-            }],
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.problems.as_slice() {
-            // A problem with no key is about the file as a whole (missing,
-            // unreadable) and says so itself.
-            [one] if one.key.is_empty() => write!(f, "{one}"),
-            [one] => write!(f, "invalid configuration: {one}"),
-            many => {
-                write!(f, "invalid configuration, {} problems:", many.len())?;
-                for p in many {
-                    write!(f, "\n  {p}")?;
-                }
-                Ok(())
-            }
-        }
-    }
 }
 
 impl Config {

@@ -145,6 +145,31 @@ pub struct RawNotifier {
     pub level: Option<String>,
 }
 
+impl RawNotifier {
+    /// The keys set that belong to some kinds but not to every one, in the
+    /// order problems about them are reported. A kind with a key of its
+    /// own adds it here and above.
+    pub fn kind_keys(&self) -> Vec<&'static str> {
+        [
+            ("url", self.url.is_some()),
+            ("secret", self.secret.is_some()),
+            ("secret_file", self.secret_file.is_some()),
+            ("headers", self.headers.is_some()),
+            ("smtp", self.smtp.is_some()),
+            ("password", self.password.is_some()),
+            ("password_file", self.password_file.is_some()),
+            ("from", self.from.is_some()),
+            ("to", self.to.is_some()),
+            ("subject_template", self.subject_template.is_some()),
+            ("starttls", self.starttls.is_some()),
+            ("level", self.level.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRoute {

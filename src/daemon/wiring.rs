@@ -3,23 +3,11 @@
 //! `jobs`, `notify-test` and `demo`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::cloud::auth::{Credentials, PasswordCredentials, TokenSource};
 use crate::cloud::{Client, ClientSettings};
-use crate::config::{self, AuthConfig, Config, NotifierSettings};
-use crate::notify::Notifier;
-use crate::notify::dingtalk::DingTalkNotifier;
-use crate::notify::discord::DiscordNotifier;
+use crate::config::{self, AuthConfig, Config};
 use crate::notify::dispatch::{DispatchSettings, Notifiers, Slot};
-use crate::notify::email::EmailNotifier;
-use crate::notify::feishu::FeishuNotifier;
-use crate::notify::log::LogNotifier;
-use crate::notify::slack::SlackNotifier;
-use crate::notify::teams::TeamsNotifier;
-use crate::notify::template::{Markup, Template, TemplateSettings};
-use crate::notify::webhook::WebhookNotifier;
-use crate::notify::wecom::WeComNotifier;
 use crate::retry::Backoff;
 use crate::route::Router;
 use crate::watch::diff::DiffSettings;
@@ -83,112 +71,14 @@ pub fn dispatch_settings(config: &Config) -> DispatchSettings {
     }
 }
 
-/// What templates need from the config: the zone of times, the region of
-/// console links.
-pub fn template_settings(config: &Config) -> TemplateSettings {
-    TemplateSettings {
-        timezone: config.delivery.timezone.clone(),
-        region: config.api.region.clone(),
-    }
-}
-
 /// Every configured notifier, ready to send.
 pub fn notifiers(config: &Config) -> anyhow::Result<Notifiers> {
     let mut out = Notifiers::new();
-    let settings = template_settings(config);
     for (name, cfg) in &config.notifiers {
-        // Validation already compiled and rendered it; an error here means
-        // the config did not come through `Config::load`.
-        let template = cfg
-            .template
-            .as_deref()
-            .map(|source| {
-                let markup = Markup::of_kind(cfg.kind().as_str());
-                Template::compile(name, source, &settings, markup)
-                    .map_err(|e| anyhow::anyhow!("notifiers.{name}.template: {e}"))
-            })
-            .transpose()?;
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("jobwatch/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        let tz = config.delivery.timezone.clone();
-        let notifier = match &cfg.settings {
-            NotifierSettings::Log(_) => Notifier::Log(LogNotifier { name: name.clone() }),
-            NotifierSettings::Webhook(w) => Notifier::Webhook(WebhookNotifier {
-                url: w.url.expose().clone(),
-                secret: w.secret.clone(),
-                headers: w
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.expose().to_owned()))
-                    .collect(),
-                http,
-                template,
-            }),
-            NotifierSettings::Feishu(c) => Notifier::Feishu(FeishuNotifier {
-                url: c.url.expose().clone(),
-                secret: c.secret.clone(),
-                http,
-                tz,
-                template,
-            }),
-            NotifierSettings::Dingtalk(c) => Notifier::DingTalk(DingTalkNotifier {
-                url: c.url.expose().clone(),
-                secret: c.secret.clone(),
-                http,
-                tz,
-                template,
-            }),
-            NotifierSettings::Wecom(c) => Notifier::WeCom(WeComNotifier {
-                url: c.url.expose().clone(),
-                http,
-                tz,
-                template,
-            }),
-            NotifierSettings::Slack(c) => Notifier::Slack(SlackNotifier {
-                url: c.url.expose().clone(),
-                http,
-                tz,
-                template,
-            }),
-            NotifierSettings::Discord(c) => Notifier::Discord(DiscordNotifier {
-                url: c.url.expose().clone(),
-                http,
-                tz,
-                template,
-            }),
-            NotifierSettings::Teams(c) => Notifier::Teams(TeamsNotifier {
-                url: c.url.expose().clone(),
-                http,
-                tz,
-                template,
-            }),
-            NotifierSettings::Email(e) => {
-                let subject = e
-                    .subject_template
-                    .as_deref()
-                    .map(|src| {
-                        Template::compile(
-                            &format!("{name}.subject_template"),
-                            src,
-                            &settings,
-                            Markup::Plain,
-                        )
-                    })
-                    .transpose()?;
-                Notifier::Email(EmailNotifier::from_settings(
-                    e,
-                    cfg.timeout,
-                    config.delivery.timezone.clone(),
-                    subject,
-                )?)
-            }
-        };
+        let notifier = cfg.build(name, &config.delivery.timezone)?;
         let rate = cfg
             .rate_limit
-            .or_else(|| cfg.kind().default_rate_limit())
+            .or(cfg.kind().default_rate)
             .map(|r| (r.count, r.per));
         out.insert(
             name.clone(),

@@ -7,24 +7,26 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
 use jiff::tz::TimeZone;
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use url::Url;
 
 use super::http::{HttpAnswer, classify_status};
+use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
 use super::template::{self, Template, TemplateError};
 use super::text;
-use super::{Attempt, Message};
+use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use crate::config::check::Checker;
+use crate::config::key::KeyPath;
+use crate::config::raw::RawNotifier;
+use crate::ratelimit::RateLimit;
 use crate::retry::{Retryable, Verdict};
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretUrl};
 
 /// DingTalk documents no size for markdown text; this conservative bound
 /// (UTF-8 bytes of `markdown.text`) keeps well inside what robots accept.
 pub const TEXT_LIMIT_BYTES: usize = 20_000;
-
-/// Documented: at most 20 messages a minute per robot; exceeding it blocks
-/// the robot for 10 minutes, so we never burst past it.
-pub const DEFAULT_RATE: (u32, Duration) = (20, Duration::from_secs(60));
 
 /// "send too fast, exceed 20 times per minute".
 pub const RATE_LIMITED_CODES: &[i64] = &[130101];
@@ -33,9 +35,46 @@ pub const RATE_LIMITED_CODES: &[i64] = &[130101];
 /// asking earlier only meets the same answer.
 pub const THROTTLE_WAIT: Duration = Duration::from_secs(600);
 
+/// `[notifiers.NAME]` with `kind = "dingtalk"`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub url: SecretUrl,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+}
+
+impl Kind for Settings {
+    const NAME: &'static str = "dingtalk";
+    const KEYS: &'static [&'static str] = &["url", "secret", "secret_file"];
+    /// Documented: at most 20 messages a minute per robot; exceeding it blocks
+    /// the robot for 10 minutes, so we never burst past it.
+    const DEFAULT_RATE: Option<RateLimit> = Some(RateLimit::new(20, Duration::from_secs(60)));
+
+    fn check(
+        ck: &mut Checker<'_>,
+        key: &KeyPath,
+        mut raw: RawNotifier,
+        _: &CheckContext<'_>,
+    ) -> Option<Settings> {
+        let url = kind::url(ck, key, raw.url.as_deref(), Self::NAME);
+        let secret = kind::signing_secret(ck, key, &mut raw);
+        Some(Settings { url: url?, secret })
+    }
+
+    fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
+        Ok(Notifier::new(DingTalkNotifier {
+            url: self.url.clone(),
+            secret: self.secret.clone(),
+            http: super::http::client(cx.timeout)?,
+            tz: cx.tz.clone(),
+            template: cx.template,
+        }))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DingTalkNotifier {
-    pub url: Url,
+    pub url: SecretUrl,
     pub secret: Option<Secret>,
     pub http: reqwest::Client,
     pub tz: TimeZone,
@@ -43,11 +82,21 @@ pub struct DingTalkNotifier {
     pub template: Option<Template>,
 }
 
+impl Deliver for DingTalkNotifier {
+    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
+        Box::pin(self.send(message))
+    }
+}
+
 impl DingTalkNotifier {
     pub async fn send(&self, message: &Message) -> Attempt {
         let url = match &self.secret {
-            Some(secret) => signed_url(&self.url, secret, jiff::Timestamp::now().as_millisecond()),
-            None => self.url.clone(),
+            Some(secret) => signed_url(
+                self.url.expose(),
+                secret,
+                jiff::Timestamp::now().as_millisecond(),
+            ),
+            None => self.url.expose().clone(),
         };
         match self.body(message) {
             Ok(body) => super::http::post_json(&self.http, &url, &body, classify).await,

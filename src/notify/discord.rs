@@ -4,14 +4,20 @@
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
+use serde::Serialize;
 use serde_json::{Value, json};
-use url::Url;
 
 use super::http::{HttpAnswer, classify_status};
+use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
 use super::template::{self, Template, TemplateError};
 use super::text::{self, Tone};
-use super::{Attempt, Message};
+use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use crate::config::check::Checker;
+use crate::config::key::KeyPath;
+use crate::config::raw::RawNotifier;
+use crate::ratelimit::RateLimit;
 use crate::retry::{Retryable, Verdict};
+use crate::secret::SecretUrl;
 
 /// Documented: message `content` is at most 2000 characters. We send the
 /// text as an embed instead (more room, a colour), and leave `content` out.
@@ -23,27 +29,65 @@ pub const TITLE_LIMIT_CHARS: usize = 256;
 /// Documented: all embeds of a message total at most 6000 characters.
 pub const EMBEDS_TOTAL_LIMIT_CHARS: usize = 6000;
 
-/// Discord asks clients to follow its rate-limit headers rather than a
-/// fixed figure; 30 a minute per webhook is the commonly observed channel
-/// limit, and every 429's `retry_after` is honoured on top.
-pub const DEFAULT_RATE: (u32, Duration) = (30, Duration::from_secs(60));
-
 const FOOTER: &str = "jobwatch";
+
+/// `[notifiers.NAME]` with `kind = "discord"`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub url: SecretUrl,
+}
+
+impl Kind for Settings {
+    const NAME: &'static str = "discord";
+    const KEYS: &'static [&'static str] = &["url"];
+    /// Discord asks clients to follow its rate-limit headers rather than a
+    /// fixed figure; 30 a minute per webhook is the commonly observed channel
+    /// limit, and every 429's `retry_after` is honoured on top.
+    const DEFAULT_RATE: Option<RateLimit> = Some(RateLimit::new(30, Duration::from_secs(60)));
+
+    fn check(
+        ck: &mut Checker<'_>,
+        key: &KeyPath,
+        raw: RawNotifier,
+        _: &CheckContext<'_>,
+    ) -> Option<Settings> {
+        Some(Settings {
+            url: kind::url(ck, key, raw.url.as_deref(), Self::NAME)?,
+        })
+    }
+
+    fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
+        Ok(Notifier::new(DiscordNotifier {
+            url: self.url.clone(),
+            http: super::http::client(cx.timeout)?,
+            tz: cx.tz.clone(),
+            template: cx.template,
+        }))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct DiscordNotifier {
     /// `https://discord.com/api/webhooks/{id}/{token}`: the path is the credential.
-    pub url: Url,
+    pub url: SecretUrl,
     pub http: reqwest::Client,
     pub tz: TimeZone,
     /// When set, its rendering replaces the built-in text (see `body`).
     pub template: Option<Template>,
 }
 
+impl Deliver for DiscordNotifier {
+    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
+        Box::pin(self.send(message))
+    }
+}
+
 impl DiscordNotifier {
     pub async fn send(&self, message: &Message) -> Attempt {
         match self.body(message) {
-            Ok(body) => super::http::post_json(&self.http, &self.url, &body, classify).await,
+            Ok(body) => {
+                super::http::post_json(&self.http, self.url.expose(), &body, classify).await
+            }
             Err(e) => template::failed(&e),
         }
     }

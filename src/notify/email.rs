@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,10 +20,16 @@ use lettre::transport::smtp::response::Response;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use sha2::{Digest, Sha256};
 
-use super::template::{Template, TemplateError};
-use super::{Attempt, Message};
+use serde::Serialize;
+use url::Url;
+
+use super::kind::{self, BuildContext, BuildError, CheckContext, Kind, Templating};
+use super::template::{Markup, Template, TemplateError};
+use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
 use crate::cloud::model::ApiTime;
-use crate::config::{EmailSettings, SmtpTls};
+use crate::config::check::Checker;
+use crate::config::key::KeyPath;
+use crate::config::raw::RawNotifier;
 use crate::retry::{Retryable, Verdict};
 use crate::secret::Secret;
 use crate::watch::event::{Event, EventKind};
@@ -34,6 +41,227 @@ pub const MAX_LISTED_EVENTS: usize = 200;
 /// Subjects are cut here: mail clients show far less, and a long error
 /// message must not make the header unwieldy.
 const MAX_SUBJECT_CHARS: usize = 200;
+
+/// `[notifiers.NAME]` with `kind = "email"`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub smtp: SmtpServer,
+    /// Required exactly when the SMTP URL names a user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// A mailbox (`a@b` or `Name <a@b>`), checked to parse.
+    pub from: String,
+    pub to: Vec<String>,
+    /// Compiled once; a subject has no markup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_template: Option<Template>,
+}
+
+/// Where mail goes, from the `smtp` URL (which may not carry a password).
+#[derive(Debug, Clone, Serialize)]
+pub struct SmtpServer {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// `smtps://`: TLS from the first byte (port 465 by default).
+    Implicit,
+    /// `smtp://` upgraded with STARTTLS, which must succeed (port 587).
+    Starttls,
+    /// `smtp://` with `starttls = false`: allowed to loopback hosts only.
+    None,
+}
+
+impl Kind for Settings {
+    const NAME: &'static str = "email";
+    const KEYS: &'static [&'static str] = &[
+        "smtp",
+        "password",
+        "password_file",
+        "from",
+        "to",
+        "subject_template",
+        "starttls",
+    ];
+    /// The body is built in (text and HTML parts); only the subject takes a
+    /// template. Refused rather than silently ignored.
+    const TEMPLATE: Templating = Templating::Refused(
+        "not used by kind \"email\": its text and HTML parts are built in; use subject_template for the subject",
+    );
+    const DEFAULT_CONCURRENCY: u32 = 2;
+
+    fn check(
+        ck: &mut Checker<'_>,
+        key: &KeyPath,
+        raw: RawNotifier,
+        cx: &CheckContext<'_>,
+    ) -> Option<Settings> {
+        let server = match raw.smtp {
+            None => {
+                ck.err(
+                    &key.f("smtp"),
+                    "missing: e.g. \"smtps://user@smtp.example.com:465\" or \"smtp://smtp.example.com:587\"",
+                );
+                None
+            }
+            Some(text) => smtp_server(ck, &key.f("smtp"), &text, raw.starttls.unwrap_or(true)),
+        };
+        let password = ck.secret(key, "password", raw.password, raw.password_file, None);
+        if let Some(server) = &server {
+            match (&server.user, &password) {
+                (Some(user), None) => ck.err(
+                    &key.f("password"),
+                    format!(
+                        "missing: the smtp URL names user {user:?}; set password or password_file"
+                    ),
+                ),
+                (None, Some(_)) => ck.err(
+                    &key.f("password"),
+                    "set, but the smtp URL names no user (write smtps://USER@host)",
+                ),
+                _ => {}
+            }
+        }
+        let from = match raw.from {
+            None => {
+                ck.err(
+                    &key.f("from"),
+                    "missing: the sender address, e.g. \"jobwatch@example.com\"",
+                );
+                None
+            }
+            Some(f) => mailbox(ck, &key.f("from"), f),
+        };
+        let to = match raw.to {
+            None => {
+                ck.err(&key.f("to"), "missing: a list of recipient addresses");
+                Vec::new()
+            }
+            Some(list) if list.is_empty() => {
+                ck.err(&key.f("to"), "empty: give at least one recipient address");
+                Vec::new()
+            }
+            Some(list) => list
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, a)| mailbox(ck, &key.f("to").i(i), a))
+                .collect(),
+        };
+        // Compiled under its own name, which is also what `notifier` renders as
+        // in a subject.
+        let name = format!("{}.subject_template", cx.name);
+        let subject_template = raw.subject_template.and_then(|source| {
+            let key = key.f("subject_template");
+            kind::compile_template(ck, &key, cx.templates, &name, &source, Markup::Plain, false)
+        });
+        Some(Settings {
+            smtp: server?,
+            password,
+            from: from?,
+            to,
+            subject_template,
+        })
+    }
+
+    fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
+        Ok(Notifier::new(EmailNotifier::from_settings(
+            self,
+            cx.timeout,
+            cx.tz.clone(),
+        )?))
+    }
+}
+
+fn smtp_server(
+    ck: &mut Checker<'_>,
+    key: &KeyPath,
+    text: &str,
+    starttls: bool,
+) -> Option<SmtpServer> {
+    let url = match Url::parse(text.trim()) {
+        Ok(u) => u,
+        Err(e) => {
+            // Not echoed: a malformed URL may still hold a password.
+            ck.err(key, format!("invalid URL: {e}"));
+            return None;
+        }
+    };
+    if url.password().is_some() {
+        ck.err(
+            key,
+            "the URL carries a password; remove it and set password or password_file instead",
+        );
+        return None;
+    }
+    let (tls, default_port) = match url.scheme() {
+        "smtps" => (SmtpTls::Implicit, 465),
+        "smtp" if starttls => (SmtpTls::Starttls, 587),
+        "smtp" => (SmtpTls::None, 25),
+        other => {
+            ck.err(
+                key,
+                format!("scheme must be smtp:// (STARTTLS) or smtps:// (TLS), not {other}://"),
+            );
+            return None;
+        }
+    };
+    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+        ck.err(key, "the URL names no host");
+        return None;
+    };
+    // url keeps IPv6 hosts bracketed; the mail client wants them bare.
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    if tls == SmtpTls::None && !is_loopback(&host) {
+        ck.err(
+            key,
+            format!(
+                "plain smtp:// with starttls = false would send the password and mail in clear text to {host:?}; \
+                 use STARTTLS (the default) or smtps://, or a loopback relay"
+            ),
+        );
+    }
+    if url.path() != "" && url.path() != "/" {
+        ck.err(key, "the URL must not have a path");
+    }
+    let user = match url.username() {
+        "" => None,
+        u => Some(
+            percent_encoding::percent_decode_str(u)
+                .decode_utf8_lossy()
+                .into_owned(),
+        ),
+    };
+    Some(SmtpServer {
+        host,
+        port: url.port().unwrap_or(default_port),
+        tls,
+        user,
+    })
+}
+
+fn mailbox(ck: &mut Checker<'_>, key: &KeyPath, text: String) -> Option<String> {
+    match text.trim().parse::<lettre::message::Mailbox>() {
+        Ok(_) => Some(text.trim().to_owned()),
+        Err(e) => {
+            ck.err(key, format!("{text:?} is not an email address: {e}"));
+            None
+        }
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
 
 /// A notifier that could not be built from its (already validated) settings.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +281,13 @@ pub enum EmailError {
     /// tokio runtime; building it anywhere else would panic inside lettre.
     #[error("the SMTP transport must be built inside a tokio runtime")]
     NoRuntime,
+}
+
+/// A notifier's build fails with the email kind's own reason.
+impl From<EmailError> for BuildError {
+    fn from(e: EmailError) -> BuildError {
+        BuildError::Kind(Box::new(e))
+    }
 }
 
 /// Cheap to clone: clones share one transport and its pool.
@@ -98,15 +333,20 @@ impl std::fmt::Debug for EmailNotifier {
     }
 }
 
+impl Deliver for EmailNotifier {
+    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
+        Box::pin(self.send(message))
+    }
+}
+
 impl EmailNotifier {
     /// Builds the transport once; its pool keeps connections for reuse.
     /// `timeout` bounds the TCP connect and the whole attempt. Must run
     /// inside a tokio runtime (see [`EmailError::NoRuntime`]).
     pub fn from_settings(
-        settings: &EmailSettings,
+        settings: &Settings,
         timeout: Duration,
         tz: jiff::tz::TimeZone,
-        subject_template: Option<Template>,
     ) -> Result<EmailNotifier, EmailError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(EmailError::NoRuntime);
@@ -151,7 +391,7 @@ impl EmailNotifier {
                 tz,
                 password: settings.password.clone(),
                 server: format!("{}:{}", server.host, server.port),
-                subject_template,
+                subject_template: settings.subject_template.clone(),
             }),
         })
     }
@@ -716,7 +956,6 @@ pub fn escape(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::cloud::model::Status;
-    use crate::config::SmtpServer;
     use crate::notify::GroupInfo;
 
     fn event(sub_job: &str, to: &str) -> Event {
@@ -739,8 +978,8 @@ mod tests {
         }
     }
 
-    fn settings(tls: SmtpTls) -> EmailSettings {
-        EmailSettings {
+    fn settings(tls: SmtpTls) -> Settings {
+        Settings {
             smtp: SmtpServer {
                 host: "smtp.example.com".into(),
                 port: 465,
@@ -887,7 +1126,6 @@ mod tests {
                 &settings(tls),
                 Duration::from_secs(5),
                 jiff::tz::TimeZone::UTC,
-                None,
             )
             .expect("transport builds without connecting");
             assert!(!format!("{n:?}").contains("hunter2"));
@@ -900,7 +1138,6 @@ mod tests {
             &settings(SmtpTls::None),
             Duration::from_secs(5),
             jiff::tz::TimeZone::UTC,
-            None,
         )
         .expect_err("no runtime here");
         assert!(matches!(e, EmailError::NoRuntime));

@@ -7,16 +7,21 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
 use jiff::tz::TimeZone;
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
-use url::Url;
 
 use super::http::{HttpAnswer, classify_status};
-use super::template::{self, Template, TemplateError};
+use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
+use super::template::{self, Markup, Template, TemplateError};
 use super::text::{self, Tone};
-use super::{Attempt, Message};
+use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use crate::config::check::Checker;
+use crate::config::key::KeyPath;
+use crate::config::raw::RawNotifier;
+use crate::ratelimit::RateLimit;
 use crate::retry::{Retryable, Verdict};
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretUrl};
 
 /// The documented request-body limit of a custom bot is 20 KB; we read it
 /// as 20,000 bytes of the serialized body, the stricter reading.
@@ -25,21 +30,61 @@ pub const BODY_LIMIT_BYTES: usize = 20_000;
 /// Room kept for `timestamp` and `sign`, added after the card is cut.
 const SIGN_RESERVE: usize = 100;
 
-/// Documented: 100 requests a minute and 5 a second per bot. Pacing at
-/// 100/min (one every 0.6 s) keeps under both.
-pub const DEFAULT_RATE: (u32, Duration) = (100, Duration::from_secs(60));
-
 /// "frequency limited": the bot is being throttled; retry later.
 pub const RATE_LIMITED_CODES: &[i64] = &[11232];
 
+/// `[notifiers.NAME]` with `kind = "feishu"`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub url: SecretUrl,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+}
+
+impl Kind for Settings {
+    const NAME: &'static str = "feishu";
+    const KEYS: &'static [&'static str] = &["url", "secret", "secret_file"];
+    const MARKUP: Markup = Markup::LarkMd;
+    /// Documented: 100 requests a minute and 5 a second per bot. Pacing at
+    /// 100/min (one every 0.6 s) keeps under both.
+    const DEFAULT_RATE: Option<RateLimit> = Some(RateLimit::new(100, Duration::from_secs(60)));
+
+    fn check(
+        ck: &mut Checker<'_>,
+        key: &KeyPath,
+        mut raw: RawNotifier,
+        _: &CheckContext<'_>,
+    ) -> Option<Settings> {
+        let url = kind::url(ck, key, raw.url.as_deref(), Self::NAME);
+        let secret = kind::signing_secret(ck, key, &mut raw);
+        Some(Settings { url: url?, secret })
+    }
+
+    fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
+        Ok(Notifier::new(FeishuNotifier {
+            url: self.url.clone(),
+            secret: self.secret.clone(),
+            http: super::http::client(cx.timeout)?,
+            tz: cx.tz.clone(),
+            template: cx.template,
+        }))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FeishuNotifier {
-    pub url: Url,
+    pub url: SecretUrl,
     pub secret: Option<Secret>,
     pub http: reqwest::Client,
     pub tz: TimeZone,
     /// When set, its rendering replaces the built-in text (see `body`).
     pub template: Option<Template>,
+}
+
+impl Deliver for FeishuNotifier {
+    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
+        Box::pin(self.send(message))
+    }
 }
 
 impl FeishuNotifier {
@@ -52,7 +97,7 @@ impl FeishuNotifier {
             Some(secret) => signed(body, secret, jiff::Timestamp::now().as_second()),
             None => body,
         };
-        super::http::post_json(&self.http, &self.url, &body, classify).await
+        super::http::post_json(&self.http, self.url.expose(), &body, classify).await
     }
 
     /// The unsigned body: `{"msg_type":"interactive","card":{…}}`, at most

@@ -11,6 +11,16 @@ use url::Url;
 use super::Attempt;
 use crate::retry::{Retryable, Verdict, parse_retry_after};
 
+/// The HTTP client of one notifier: `timeout` bounds a whole attempt, and
+/// connecting gets at most ten seconds of it.
+pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("jobwatch/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// The receiver's answer, read whole (bounded) so its words can be kept.
 #[derive(Debug, Clone)]
 pub struct HttpAnswer {

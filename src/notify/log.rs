@@ -1,13 +1,78 @@
 //! The `log` kind: a `tracing` event per transition, WARN for failures and
 //! stuck sub-jobs. It always succeeds.
 
-use super::{Attempt, Message};
+use serde::Serialize;
+
+use super::kind::{BuildContext, BuildError, CheckContext, Kind, Templating};
+use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use crate::config::check::Checker;
+use crate::config::key::KeyPath;
+use crate::config::raw::RawNotifier;
 use crate::retry::Verdict;
 use crate::watch::event::{Event, EventKind};
+
+/// `[notifiers.NAME]` with `kind = "log"`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Overrides the level chosen per event (WARN for failures and stuck).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<LogLevel>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Kind for Settings {
+    const NAME: &'static str = "log";
+    const KEYS: &'static [&'static str] = &["level"];
+    /// It writes structured fields, not a message to shape.
+    const TEMPLATE: Templating = Templating::NotUsed;
+
+    fn check(
+        ck: &mut Checker<'_>,
+        key: &KeyPath,
+        raw: RawNotifier,
+        _: &CheckContext<'_>,
+    ) -> Option<Settings> {
+        let level = ck.choice(
+            &key.f("level"),
+            raw.level.as_deref(),
+            &[
+                ("trace", Some(LogLevel::Trace)),
+                ("debug", Some(LogLevel::Debug)),
+                ("info", Some(LogLevel::Info)),
+                ("warn", Some(LogLevel::Warn)),
+                ("error", Some(LogLevel::Error)),
+            ],
+            None,
+        );
+        Some(Settings { level })
+    }
+
+    fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
+        Ok(Notifier::new(LogNotifier {
+            name: cx.name.to_owned(),
+        }))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct LogNotifier {
     pub name: String,
+}
+
+impl Deliver for LogNotifier {
+    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
+        let attempt = self.send(message);
+        Box::pin(async move { attempt })
+    }
 }
 
 impl LogNotifier {

@@ -7,6 +7,8 @@ pub mod dispatch;
 pub mod email;
 pub mod feishu;
 pub mod http;
+pub mod kind;
+pub mod kinds;
 pub mod log;
 pub mod slack;
 pub mod teams;
@@ -17,7 +19,8 @@ pub mod wecom;
 
 pub use template::{sample_group, sample_message};
 
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -60,47 +63,25 @@ pub struct Attempt {
     pub answer: String,
 }
 
-/// Every notifier kind behind one interface (an enum: the set is ours).
-#[derive(Debug, Clone)]
-pub enum Notifier {
-    Log(log::LogNotifier),
-    Webhook(webhook::WebhookNotifier),
-    Feishu(feishu::FeishuNotifier),
-    DingTalk(dingtalk::DingTalkNotifier),
-    WeCom(wecom::WeComNotifier),
-    Slack(slack::SlackNotifier),
-    Discord(discord::DiscordNotifier),
-    Teams(teams::TeamsNotifier),
-    Email(email::EmailNotifier),
+/// What every running notifier does: one delivery attempt of a message.
+/// Each kind's notifier implements it in its own file.
+pub trait Deliver: std::fmt::Debug + Send + Sync {
+    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a>;
 }
+
+/// A delivery attempt in flight.
+pub type BoxedAttempt<'a> = Pin<Box<dyn Future<Output = Attempt> + Send + 'a>>;
+
+/// A running notifier of any kind. Cheap to clone: clones share it.
+#[derive(Debug, Clone)]
+pub struct Notifier(Arc<dyn Deliver>);
 
 impl Notifier {
-    pub async fn send(&self, message: &Message) -> Attempt {
-        match self {
-            Notifier::Log(n) => n.send(message),
-            Notifier::Webhook(n) => n.send(message).await,
-            Notifier::Feishu(n) => n.send(message).await,
-            Notifier::DingTalk(n) => n.send(message).await,
-            Notifier::WeCom(n) => n.send(message).await,
-            Notifier::Slack(n) => n.send(message).await,
-            Notifier::Discord(n) => n.send(message).await,
-            Notifier::Teams(n) => n.send(message).await,
-            Notifier::Email(n) => n.send(message).await,
-        }
+    pub fn new(notifier: impl Deliver + 'static) -> Notifier {
+        Notifier(Arc::new(notifier))
     }
-}
 
-/// The default pace of a notifier kind, by its config name: at most `n`
-/// messages per period, as its receiver documents. `None` for kinds with no
-/// receiver-imposed limit (or unknown names).
-pub fn default_rate(kind: &str) -> Option<(u32, Duration)> {
-    match kind {
-        "feishu" => Some(feishu::DEFAULT_RATE),
-        "dingtalk" => Some(dingtalk::DEFAULT_RATE),
-        "wecom" => Some(wecom::DEFAULT_RATE),
-        "slack" => Some(slack::DEFAULT_RATE),
-        "discord" => Some(discord::DEFAULT_RATE),
-        "teams" => Some(teams::DEFAULT_RATE),
-        _ => None,
+    pub async fn send(&self, message: &Message) -> Attempt {
+        self.0.deliver(message).await
     }
 }

@@ -4,14 +4,20 @@
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
+use serde::Serialize;
 use serde_json::{Value, json};
-use url::Url;
 
 use super::http::{HttpAnswer, classify_status};
-use super::template::{self, Template, TemplateError};
+use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
+use super::template::{self, Markup, Template, TemplateError};
 use super::text;
-use super::{Attempt, Message};
+use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use crate::config::check::Checker;
+use crate::config::key::KeyPath;
+use crate::config::raw::RawNotifier;
+use crate::ratelimit::RateLimit;
 use crate::retry::Verdict;
+use crate::secret::SecretUrl;
 
 /// Documented: a section's text is at most 3000 characters.
 pub const SECTION_LIMIT_CHARS: usize = 3000;
@@ -27,23 +33,62 @@ pub const HEADER_LIMIT_CHARS: usize = 150;
 /// users below every documented limit).
 pub const LINES_LIMIT_CHARS: usize = 12_000;
 
-/// Documented: about one message a second per webhook, short bursts allowed.
-pub const DEFAULT_RATE: (u32, Duration) = (1, Duration::from_secs(1));
+/// `[notifiers.NAME]` with `kind = "slack"`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub url: SecretUrl,
+}
+
+impl Kind for Settings {
+    const NAME: &'static str = "slack";
+    const KEYS: &'static [&'static str] = &["url"];
+    const MARKUP: Markup = Markup::Slack;
+    /// Documented: about one message a second per webhook, short bursts allowed.
+    const DEFAULT_RATE: Option<RateLimit> = Some(RateLimit::new(1, Duration::from_secs(1)));
+
+    fn check(
+        ck: &mut Checker<'_>,
+        key: &KeyPath,
+        raw: RawNotifier,
+        _: &CheckContext<'_>,
+    ) -> Option<Settings> {
+        Some(Settings {
+            url: kind::url(ck, key, raw.url.as_deref(), Self::NAME)?,
+        })
+    }
+
+    fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
+        Ok(Notifier::new(SlackNotifier {
+            url: self.url.clone(),
+            http: super::http::client(cx.timeout)?,
+            tz: cx.tz.clone(),
+            template: cx.template,
+        }))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct SlackNotifier {
     /// `https://hooks.slack.com/services/T…/B…/token`: the path is the credential.
-    pub url: Url,
+    pub url: SecretUrl,
     pub http: reqwest::Client,
     pub tz: TimeZone,
     /// When set, its rendering replaces the built-in text (see `body`).
     pub template: Option<Template>,
 }
 
+impl Deliver for SlackNotifier {
+    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
+        Box::pin(self.send(message))
+    }
+}
+
 impl SlackNotifier {
     pub async fn send(&self, message: &Message) -> Attempt {
         match self.body(message) {
-            Ok(body) => super::http::post_json(&self.http, &self.url, &body, classify).await,
+            Ok(body) => {
+                super::http::post_json(&self.http, self.url.expose(), &body, classify).await
+            }
             Err(e) => template::failed(&e),
         }
     }

@@ -4,38 +4,82 @@
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
+use serde::Serialize;
 use serde_json::{Value, json};
-use url::Url;
 
 use super::http::{HttpAnswer, classify_status};
+use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
 use super::template::{self, Template, TemplateError};
 use super::text::{self, Tone};
-use super::{Attempt, Message};
+use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use crate::config::check::Checker;
+use crate::config::key::KeyPath;
+use crate::config::raw::RawNotifier;
+use crate::ratelimit::RateLimit;
 use crate::retry::Verdict;
+use crate::secret::SecretUrl;
 
 /// Documented: a posted message is limited to about 28 KB ("Request Entity
 /// too large" beyond). Users report rejections below it, so we keep the
 /// serialized body to 24,000 bytes.
 pub const BODY_LIMIT_BYTES: usize = 24_000;
 
-/// Documented for Teams webhooks: more than four requests a second are
-/// throttled.
-pub const DEFAULT_RATE: (u32, Duration) = (4, Duration::from_secs(1));
+/// `[notifiers.NAME]` with `kind = "teams"`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub url: SecretUrl,
+}
+
+impl Kind for Settings {
+    const NAME: &'static str = "teams";
+    const KEYS: &'static [&'static str] = &["url"];
+    /// Documented for Teams webhooks: more than four requests a second are
+    /// throttled.
+    const DEFAULT_RATE: Option<RateLimit> = Some(RateLimit::new(4, Duration::from_secs(1)));
+
+    fn check(
+        ck: &mut Checker<'_>,
+        key: &KeyPath,
+        raw: RawNotifier,
+        _: &CheckContext<'_>,
+    ) -> Option<Settings> {
+        Some(Settings {
+            url: kind::url(ck, key, raw.url.as_deref(), Self::NAME)?,
+        })
+    }
+
+    fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
+        Ok(Notifier::new(TeamsNotifier {
+            url: self.url.clone(),
+            http: super::http::client(cx.timeout)?,
+            tz: cx.tz.clone(),
+            template: cx.template,
+        }))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct TeamsNotifier {
     /// The Workflows trigger URL; its `sig=` query is the credential.
-    pub url: Url,
+    pub url: SecretUrl,
     pub http: reqwest::Client,
     pub tz: TimeZone,
     /// When set, its rendering replaces the built-in text (see `body`).
     pub template: Option<Template>,
 }
 
+impl Deliver for TeamsNotifier {
+    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
+        Box::pin(self.send(message))
+    }
+}
+
 impl TeamsNotifier {
     pub async fn send(&self, message: &Message) -> Attempt {
         match self.body(message) {
-            Ok(body) => super::http::post_json(&self.http, &self.url, &body, classify).await,
+            Ok(body) => {
+                super::http::post_json(&self.http, self.url.expose(), &body, classify).await
+            }
             Err(e) => template::failed(&e),
         }
     }

@@ -63,15 +63,6 @@ pub enum Markup {
 }
 
 impl Markup {
-    /// The markup of a notifier kind, by its config name.
-    pub fn of_kind(kind: &str) -> Markup {
-        match kind {
-            "slack" => Markup::Slack,
-            "feishu" => Markup::LarkMd,
-            _ => Markup::Plain,
-        }
-    }
-
     fn escape(self, s: &str) -> String {
         match self {
             Markup::Plain => s.to_owned(),
@@ -92,6 +83,22 @@ pub struct Template {
     /// The notifier's name: the template's name in the environment (so
     /// minijinja's errors name it) and `notifier` in the context.
     name: String,
+    /// What was written: `check` prints it.
+    source: Arc<str>,
+}
+
+impl Template {
+    /// The template as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+impl serde::Serialize for Template {
+    /// As written, so `check` prints the effective config as the user wrote it.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.source)
+    }
 }
 
 impl fmt::Debug for Template {
@@ -192,6 +199,7 @@ impl Template {
         Ok(Template {
             env: Arc::new(env),
             name: name.to_owned(),
+            source: source.into(),
         })
     }
 

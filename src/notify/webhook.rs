@@ -1,25 +1,122 @@
 //! The generic `webhook` kind: the event JSON in a versioned envelope, with
 //! Standard Webhooks signature headers when a secret is set.
 
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
+use serde::Serialize;
 use sha2::Sha256;
-use url::Url;
 
-use super::http::{HttpAnswer, classify_status, scrub, transport_failure};
+use super::http::{self, HttpAnswer, classify_status, scrub, transport_failure};
+use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
 use super::template::{self, Template, TemplateError};
-use super::{Attempt, Message};
-use crate::secret::Secret;
+use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use crate::config::check::Checker;
+use crate::config::key::KeyPath;
+use crate::config::raw::RawNotifier;
+use crate::secret::{Secret, SecretUrl};
+
+/// `[notifiers.NAME]` with `kind = "webhook"`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub url: SecretUrl,
+    /// Standard Webhooks signing key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    /// Extra headers. Values are secrets: they usually carry credentials.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, Secret>,
+}
+
+impl Kind for Settings {
+    const NAME: &'static str = "webhook";
+    const KEYS: &'static [&'static str] = &["url", "secret", "secret_file", "headers"];
+    const DEFAULT_CONCURRENCY: u32 = 4;
+
+    /// The body is posted as `application/json` unless the user set another
+    /// Content-Type, so then a template must render JSON.
+    fn template_is_json(raw: &RawNotifier) -> bool {
+        !raw.headers.iter().flatten().any(|(h, v)| {
+            h.eq_ignore_ascii_case("content-type") && !v.to_ascii_lowercase().contains("json")
+        })
+    }
+
+    fn check(
+        ck: &mut Checker<'_>,
+        key: &KeyPath,
+        mut raw: RawNotifier,
+        _: &CheckContext<'_>,
+    ) -> Option<Settings> {
+        let url = kind::url(ck, key, raw.url.as_deref(), Self::NAME);
+        let secret = kind::signing_secret(ck, key, &mut raw);
+        let mut headers = BTreeMap::new();
+        for (h, v) in raw.headers.unwrap_or_default() {
+            let hk = key.f("headers").f(&h);
+            if reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                ck.err(&hk, format!("{h:?} is not a valid HTTP header name"));
+            } else if reqwest::header::HeaderValue::from_str(&v).is_err() {
+                // The value is not shown: headers often carry credentials.
+                ck.err(&hk, "the value is not a valid HTTP header value");
+            } else {
+                if looks_like_credential(&h) {
+                    ck.inline_secret(hk);
+                }
+                headers.insert(h, Secret::new(v));
+            }
+        }
+        Some(Settings {
+            url: url?,
+            secret,
+            headers,
+        })
+    }
+
+    fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
+        Ok(Notifier::new(WebhookNotifier {
+            url: self.url.clone(),
+            secret: self.secret.clone(),
+            headers: self.headers.clone().into_iter().collect(),
+            http: http::client(cx.timeout)?,
+            template: cx.template,
+        }))
+    }
+}
+
+/// Whether a header's name suggests its value is a credential. All header
+/// values are redacted; only these count as inline secrets for the
+/// file-permission warning, so `X-Team = "platform"` does not trigger it.
+fn looks_like_credential(header: &str) -> bool {
+    let h = header.to_ascii_lowercase();
+    [
+        "auth",
+        "token",
+        "key",
+        "secret",
+        "signature",
+        "cookie",
+        "password",
+    ]
+    .iter()
+    .any(|w| h.contains(w))
+}
 
 #[derive(Debug, Clone)]
 pub struct WebhookNotifier {
-    pub url: Url,
+    pub url: SecretUrl,
     pub secret: Option<Secret>,
-    pub headers: Vec<(String, String)>,
+    /// Values are secrets: they usually carry credentials.
+    pub headers: Vec<(String, Secret)>,
     pub http: reqwest::Client,
     /// When set, its rendering is the whole body instead of [`envelope`].
     pub template: Option<Template>,
+}
+
+impl Deliver for WebhookNotifier {
+    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
+        Box::pin(self.send(message))
+    }
 }
 
 impl WebhookNotifier {
@@ -30,10 +127,10 @@ impl WebhookNotifier {
         };
         let mut request = self
             .http
-            .post(self.url.clone())
+            .post(self.url.expose().clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json");
         for (name, value) in &self.headers {
-            request = request.header(name, value);
+            request = request.header(name, value.expose());
         }
         if let Some(secret) = &self.secret {
             let timestamp = jiff::Timestamp::now().as_second();
@@ -53,13 +150,13 @@ impl WebhookNotifier {
                 let mut answer = HttpAnswer::read(response).await;
                 // An unreadable body's error text names the URL, which may
                 // carry a token.
-                answer.body = scrub(&answer.body, &self.url);
+                answer.body = scrub(&answer.body, self.url.expose());
                 Attempt {
                     verdict: classify_status(&answer),
                     answer: answer.describe(),
                 }
             }
-            Err(e) => transport_failure(e, &self.url),
+            Err(e) => transport_failure(e, self.url.expose()),
         }
     }
 }

@@ -4,22 +4,25 @@
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
+use serde::Serialize;
 use serde_json::{Value, json};
-use url::Url;
 
 use super::dingtalk::errcode;
 use super::http::{HttpAnswer, classify_status};
+use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
 use super::template::{self, Template, TemplateError};
 use super::text::{self, Tone};
-use super::{Attempt, Message};
+use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use crate::config::check::Checker;
+use crate::config::key::KeyPath;
+use crate::config::raw::RawNotifier;
+use crate::ratelimit::RateLimit;
 use crate::retry::{Retryable, Verdict};
+use crate::secret::SecretUrl;
 
 /// Documented: markdown content at most 4096 bytes, UTF-8 (error 40058
 /// "markdown.content exceed max length 4096" otherwise).
 pub const CONTENT_LIMIT_BYTES: usize = 4096;
-
-/// Documented: at most 20 messages a minute per robot.
-pub const DEFAULT_RATE: (u32, Duration) = (20, Duration::from_secs(60));
 
 /// "api freq out of limit".
 pub const RATE_LIMITED_CODES: &[i64] = &[45009];
@@ -31,20 +34,61 @@ pub const BUSY_CODE: i64 = -1;
 /// The limit is per minute; a throttled robot gets its next slot within one.
 pub const THROTTLE_WAIT: Duration = Duration::from_secs(60);
 
+/// `[notifiers.NAME]` with `kind = "wecom"`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub url: SecretUrl,
+}
+
+impl Kind for Settings {
+    const NAME: &'static str = "wecom";
+    const KEYS: &'static [&'static str] = &["url"];
+    /// Documented: at most 20 messages a minute per robot.
+    const DEFAULT_RATE: Option<RateLimit> = Some(RateLimit::new(20, Duration::from_secs(60)));
+
+    fn check(
+        ck: &mut Checker<'_>,
+        key: &KeyPath,
+        raw: RawNotifier,
+        _: &CheckContext<'_>,
+    ) -> Option<Settings> {
+        Some(Settings {
+            url: kind::url(ck, key, raw.url.as_deref(), Self::NAME)?,
+        })
+    }
+
+    fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
+        Ok(Notifier::new(WeComNotifier {
+            url: self.url.clone(),
+            http: super::http::client(cx.timeout)?,
+            tz: cx.tz.clone(),
+            template: cx.template,
+        }))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WeComNotifier {
     /// `…/cgi-bin/webhook/send?key=…`: the key is the credential.
-    pub url: Url,
+    pub url: SecretUrl,
     pub http: reqwest::Client,
     pub tz: TimeZone,
     /// When set, its rendering replaces the built-in text (see `body`).
     pub template: Option<Template>,
 }
 
+impl Deliver for WeComNotifier {
+    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
+        Box::pin(self.send(message))
+    }
+}
+
 impl WeComNotifier {
     pub async fn send(&self, message: &Message) -> Attempt {
         match self.body(message) {
-            Ok(body) => super::http::post_json(&self.http, &self.url, &body, classify).await,
+            Ok(body) => {
+                super::http::post_json(&self.http, self.url.expose(), &body, classify).await
+            }
             Err(e) => template::failed(&e),
         }
     }

@@ -29,7 +29,7 @@ use jobwatch::notify::{
     Attempt, GroupInfo, Message, Notifier, dingtalk, discord, feishu, slack, teams, text, wecom,
 };
 use jobwatch::retry::{Retryable, Verdict};
-use jobwatch::secret::Secret;
+use jobwatch::secret::{Secret, SecretUrl};
 use jobwatch::watch::{Event, EventKind};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -206,8 +206,8 @@ impl Receiver {
         }
     }
 
-    fn url(&self, path_and_query: &str) -> Url {
-        self.base.join(path_and_query).expect("a valid url")
+    fn url(&self, path_and_query: &str) -> SecretUrl {
+        SecretUrl::new(self.base.join(path_and_query).expect("a valid url"))
     }
 
     /// The next request; a panic, not a hang, if none comes.
@@ -278,14 +278,17 @@ fn an_event_line_reads_well() {
 
 #[test]
 fn default_rates_follow_the_receivers() {
-    use jobwatch::notify::default_rate;
+    use jobwatch::notify::kind::Kind;
+    use jobwatch::notify::{dingtalk, log, slack, wecom};
+    use jobwatch::ratelimit::RateLimit;
+    let per_minute = |n| Some(RateLimit::new(n, Duration::from_secs(60)));
+    assert_eq!(dingtalk::Settings::DEFAULT_RATE, per_minute(20));
+    assert_eq!(wecom::Settings::DEFAULT_RATE, per_minute(20));
     assert_eq!(
-        default_rate("dingtalk"),
-        Some((20, Duration::from_secs(60)))
+        slack::Settings::DEFAULT_RATE,
+        Some(RateLimit::new(1, Duration::from_secs(1)))
     );
-    assert_eq!(default_rate("wecom"), Some((20, Duration::from_secs(60))));
-    assert_eq!(default_rate("slack"), Some((1, Duration::from_secs(1))));
-    assert_eq!(default_rate("log"), None);
+    assert_eq!(log::Settings::DEFAULT_RATE, None);
 }
 
 // ---------------------------------------------------------------- feishu
@@ -732,11 +735,11 @@ async fn teams_sends_an_adaptive_card_within_its_limit() {
 async fn a_connection_error_never_shows_the_url_secret() {
     let (_closed, port) = closed_port();
     let base = format!("http://127.0.0.1:{port}");
-    let url = |rest: &str| -> Url { format!("{base}{rest}").parse().expect("a valid url") };
+    let url = |rest: &str| -> SecretUrl { format!("{base}{rest}").parse().expect("a valid url") };
     let notifiers = [
         (
             "wecom-key-123",
-            Notifier::WeCom(WeComNotifier {
+            Notifier::new(WeComNotifier {
                 url: url("/cgi-bin/webhook/send?key=wecom-key-123"),
                 http: http(),
                 tz: tz(),
@@ -745,7 +748,7 @@ async fn a_connection_error_never_shows_the_url_secret() {
         ),
         (
             "slack-token-456",
-            Notifier::Slack(SlackNotifier {
+            Notifier::new(SlackNotifier {
                 url: url("/services/T000/B000/slack-token-456"),
                 http: http(),
                 tz: tz(),
@@ -754,7 +757,7 @@ async fn a_connection_error_never_shows_the_url_secret() {
         ),
         (
             "discord-token-789",
-            Notifier::Discord(DiscordNotifier {
+            Notifier::new(DiscordNotifier {
                 url: url("/api/webhooks/1/discord-token-789"),
                 http: http(),
                 tz: tz(),
@@ -763,7 +766,7 @@ async fn a_connection_error_never_shows_the_url_secret() {
         ),
         (
             "ding-token-000",
-            Notifier::DingTalk(DingTalkNotifier {
+            Notifier::new(DingTalkNotifier {
                 url: url("/robot/send?access_token=ding-token-000"),
                 secret: Some(Secret::new("SECxyz")),
                 http: http(),
@@ -773,7 +776,7 @@ async fn a_connection_error_never_shows_the_url_secret() {
         ),
         (
             "feishu-hook-111",
-            Notifier::Feishu(FeishuNotifier {
+            Notifier::new(FeishuNotifier {
                 url: url("/open-apis/bot/v2/hook/feishu-hook-111"),
                 secret: None,
                 http: http(),
@@ -783,7 +786,7 @@ async fn a_connection_error_never_shows_the_url_secret() {
         ),
         (
             "teams-sig-222",
-            Notifier::Teams(TeamsNotifier {
+            Notifier::new(TeamsNotifier {
                 url: url("/workflows/x/invoke?sig=teams-sig-222"),
                 http: http(),
                 tz: tz(),

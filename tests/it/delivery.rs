@@ -68,10 +68,10 @@ fn queued_store(dir: &std::path::Path) -> Store {
 
 fn dispatcher(store: &SharedStore, url: &str) -> Arc<Dispatcher> {
     jobwatch::install_crypto_provider();
-    let notifier = Notifier::Webhook(WebhookNotifier {
+    let notifier = Notifier::new(WebhookNotifier {
         url: format!("{url}/hook").parse().unwrap(),
         secret: Some(Secret::new(SECRET)),
-        headers: vec![("X-Team".into(), "ops".into())],
+        headers: vec![("X-Team".into(), Secret::new("ops"))],
         http: reqwest::Client::new(),
         template: None,
     });
@@ -230,7 +230,7 @@ async fn an_expired_retry_becomes_a_dead_letter() {
         notifiers.insert(
             "hook".into(),
             Arc::new(Slot::new(
-                Notifier::Webhook(WebhookNotifier {
+                Notifier::new(WebhookNotifier {
                     url: format!("{url}/hook").parse().unwrap(),
                     secret: None,
                     headers: vec![],

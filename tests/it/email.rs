@@ -6,8 +6,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use jobwatch::cloud::model::{ApiTime, Status};
-use jobwatch::config::{EmailSettings, SmtpServer, SmtpTls};
-use jobwatch::notify::email::EmailNotifier;
+use jobwatch::notify::email::{EmailNotifier, Settings, SmtpServer, SmtpTls};
 use jobwatch::notify::{Attempt, GroupInfo, Message};
 use jobwatch::retry::Verdict;
 use jobwatch::secret::Secret;
@@ -18,8 +17,8 @@ use crate::smtp_sink::{Auth, Mail, Scripted, SmtpSink, Verb};
 const PASSWORD: &str = "s3cret-Pa55word";
 const PROJECT: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
-fn settings(port: u16, user: Option<&str>) -> EmailSettings {
-    EmailSettings {
+fn settings(port: u16, user: Option<&str>) -> Settings {
+    Settings {
         smtp: SmtpServer {
             host: "127.0.0.1".into(),
             port,
@@ -37,10 +36,10 @@ fn notifier(port: u16, user: Option<&str>) -> EmailNotifier {
     notifier_with(settings(port, user), Duration::from_secs(5))
 }
 
-fn notifier_with(settings: EmailSettings, timeout: Duration) -> EmailNotifier {
+fn notifier_with(settings: Settings, timeout: Duration) -> EmailNotifier {
     jobwatch::install_crypto_provider();
     let tz = jiff::tz::TimeZone::get("Asia/Shanghai").expect("tzdb has Asia/Shanghai");
-    EmailNotifier::from_settings(&settings, timeout, tz, None).expect("email notifier")
+    EmailNotifier::from_settings(&settings, timeout, tz).expect("email notifier")
 }
 
 fn event(sub_job: &str, to: Status) -> Event {
@@ -507,13 +506,14 @@ async fn a_subject_template_names_the_subject_and_a_broken_one_is_a_dead_letter(
         .unwrap()
     };
     let good = compile("{{ event.job_type }} {{ event.to }}\non {{ event.resource_name }}");
-    let email = EmailNotifier::from_settings(
-        &settings(sink.port, None),
-        Duration::from_secs(5),
-        tz.clone(),
-        Some(good),
-    )
-    .unwrap();
+    let port = sink.port;
+    let with_subject = |template| Settings {
+        subject_template: Some(template),
+        ..settings(port, None)
+    };
+    let email =
+        EmailNotifier::from_settings(&with_subject(good), Duration::from_secs(5), tz.clone())
+            .unwrap();
     let attempt = email.send(&single(event("T1", Status::Failed))).await;
     assert_eq!(attempt.verdict, Verdict::Success, "{}", attempt.answer);
     // Newlines in a rendered subject are folded: one header line.
@@ -523,13 +523,8 @@ async fn a_subject_template_names_the_subject_and_a_broken_one_is_a_dead_letter(
     );
 
     let broken = compile("{{ event.nope.deeper }}");
-    let email = EmailNotifier::from_settings(
-        &settings(sink.port, None),
-        Duration::from_secs(5),
-        tz,
-        Some(broken),
-    )
-    .unwrap();
+    let email =
+        EmailNotifier::from_settings(&with_subject(broken), Duration::from_secs(5), tz).unwrap();
     let attempt = email.send(&single(event("T2", Status::Failed))).await;
     assert!(
         matches!(attempt.verdict, Verdict::DontRetry(ref r) if r.starts_with("template error")),

@@ -79,7 +79,7 @@ fn commit_failures(
 }
 
 fn webhook(url: &str) -> Notifier {
-    Notifier::Webhook(WebhookNotifier {
+    Notifier::new(WebhookNotifier {
         url: url.parse().unwrap(),
         secret: None,
         headers: vec![],
@@ -155,7 +155,7 @@ async fn a_dingtalk_burst_never_exceeds_twenty_a_minute_and_drops_nothing() {
     let store = SharedStore::new(store);
     let ok = (200, vec![], r#"{"errcode":0,"errmsg":"ok"}"#.to_owned());
     let mut receiver = Receiver::start(vec![ok; 30]).await;
-    let ding = Notifier::DingTalk(DingTalkNotifier {
+    let ding = Notifier::new(DingTalkNotifier {
         url: format!("{}/robot/send?access_token=t0k3n", receiver.url)
             .parse()
             .unwrap(),
@@ -164,7 +164,10 @@ async fn a_dingtalk_burst_never_exceeds_twenty_a_minute_and_drops_nothing() {
         tz: jiff::tz::TimeZone::UTC,
         template: None,
     });
-    let rate = jobwatch::notify::default_rate("dingtalk").expect("DingTalk has a documented limit");
+    use jobwatch::notify::kind::Kind;
+    let rate = jobwatch::notify::dingtalk::Settings::DEFAULT_RATE
+        .map(|r| (r.count, r.per))
+        .expect("DingTalk has a documented limit");
     assert_eq!(rate, (20, Duration::from_secs(60)));
     let mut notifiers: Notifiers = HashMap::new();
     notifiers.insert("ding".into(), Arc::new(Slot::new(ding, Some(rate), 1)));

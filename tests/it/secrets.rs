@@ -342,3 +342,75 @@ fn the_search_finds_a_secret_in_auth_plain() {
         "{line}"
     );
 }
+
+/// `{:?}` of every notifier, configured and running, shows no URL
+/// credential and no header value: chat URLs are their credential, and
+/// they end up in panics and debug logs.
+#[tokio::test]
+async fn debug_of_every_notifier_hides_urls_and_header_values() {
+    use figment::Figment;
+    use figment::providers::{Format, Toml};
+    use jobwatch::config::{Config, EnvVars};
+    use jobwatch::notify::kinds::KINDS;
+
+    jobwatch::install_crypto_provider();
+    let toml = format!(
+        r#"
+[auth]
+method = "none"
+[notifiers.hook]
+kind = "webhook"
+url = "https://hooks.example.com/{HOOK_URL_TOKEN}"
+secret = "{HOOK_SECRET}"
+headers = {{ Authorization = "Bearer {STATIC_TOKEN}" }}
+[notifiers.feishu]
+kind = "feishu"
+url = "https://open.feishu.cn/open-apis/bot/v2/hook/{FEISHU_HOOK}"
+secret = "{FEISHU_SECRET}"
+[notifiers.ding]
+kind = "dingtalk"
+url = "https://oapi.dingtalk.com/robot/send?access_token={DING_TOKEN}"
+secret = "{DING_SECRET}"
+[notifiers.wecom]
+kind = "wecom"
+url = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key={WECOM_KEY}"
+[notifiers.slack]
+kind = "slack"
+url = "https://hooks.slack.com/services/T0/B0/{SLACK_TOKEN}"
+[notifiers.discord]
+kind = "discord"
+url = "https://discord.com/api/webhooks/1/{DISCORD_TOKEN}"
+[notifiers.teams]
+kind = "teams"
+url = "https://example.logic.azure.com/workflows/x/invoke?sig={TEAMS_SIG}"
+[notifiers.mail]
+kind = "email"
+smtp = "smtps://jobwatch@smtp.example.com"
+password = "{SMTP_PASSWORD}"
+from = "jobwatch@example.com"
+to = ["oncall@example.com"]
+[notifiers.journal]
+kind = "log"
+"#
+    );
+    let figment = Figment::new()
+        .merge(Toml::string(&toml))
+        .merge(EnvVars::default());
+    let config = Config::from_figment(figment)
+        .expect("a valid config")
+        .config;
+    let kinds: std::collections::BTreeSet<_> =
+        config.notifiers.values().map(|n| n.kind().name).collect();
+    assert_eq!(kinds.len(), KINDS.len(), "every kind is covered");
+    let running = jobwatch::daemon::wiring::notifiers(&config).expect("notifiers build");
+    for (name, slot) in &running {
+        let shown = format!("{:?} {:?}", config.notifiers[name], slot.notifier);
+        for secret in ALL {
+            assert!(!shown.contains(secret), "{name} shows {secret}: {shown}");
+        }
+        assert!(
+            !shown.contains("Bearer"),
+            "{name} shows a header value: {shown}"
+        );
+    }
+}

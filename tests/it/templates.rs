@@ -342,7 +342,7 @@ fn http() -> reqwest::Client {
 async fn a_webhook_template_is_the_whole_body() {
     let mut rx = Receiver::start(vec![]).await;
     let source = r#"{"msg_type": "text", "content": {"text": {{ (event|status_icon ~ " " ~ event.sub_job_id ~ " " ~ event.to ~ " at " ~ (event.end_time|time))|tojson }}}}"#;
-    let notifier = Notifier::Webhook(WebhookNotifier {
+    let notifier = Notifier::new(WebhookNotifier {
         url: format!("{}/hook", rx.url).parse().unwrap(),
         secret: None,
         headers: vec![],
@@ -408,7 +408,7 @@ async fn a_render_failure_at_send_time_is_a_dead_letter_with_the_reason() {
         .unwrap();
     let store = SharedStore::new(store);
 
-    let notifier = Notifier::Slack(SlackNotifier {
+    let notifier = Notifier::new(SlackNotifier {
         url: format!("{}/hook", rx.url).parse().unwrap(),
         http: http(),
         tz: TimeZone::UTC,
@@ -473,7 +473,7 @@ async fn a_slack_template_goes_in_the_envelope_and_fits_with_500_events() {
     let mut message = group_of(500);
     // API text is escaped for mrkdwn; the template's own `<…|…>` is not.
     message.events[0].resource_name = Some("<!channel>".into());
-    let attempt = Notifier::Slack(notifier).send(&message).await;
+    let attempt = Notifier::new(notifier).send(&message).await;
     assert_eq!(attempt.verdict, Verdict::Success, "{}", attempt.answer);
     let body = rx.next(Duration::from_secs(5)).await.json();
     let text_field = body["text"].as_str().expect("text");

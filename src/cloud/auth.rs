@@ -32,11 +32,15 @@ pub enum Credentials {
     Password(PasswordCredentials),
 }
 
-#[derive(Debug, Clone)]
+/// Where a static token comes from. A file is kept as a path and re-read
+/// whenever its modification time or size changes, so a token rotated by
+/// another process is picked up without a restart. Serialised as the
+/// config key it was given by (`check` prints it, the token as `***`).
+#[derive(Debug, Clone, serde::Serialize)]
 pub enum TokenSource {
+    #[serde(rename = "token")]
     Inline(Secret),
-    /// Re-read whenever its modification time or size changes, so a token
-    /// rotated by another process is picked up without a restart.
+    #[serde(rename = "token_file")]
     File(PathBuf),
 }
 

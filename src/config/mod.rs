@@ -18,6 +18,7 @@ use figment::providers::{Format, Toml};
 use serde::Serialize;
 use url::Url;
 
+use crate::cloud::auth::TokenSource;
 use crate::cloud::model::JobType;
 use crate::notify::kinds::NotifierConfig;
 use crate::secret::Secret;
@@ -45,11 +46,11 @@ pub struct Config {
     pub poll: PollConfig,
     pub delivery: DeliveryConfig,
     pub log: LogConfig,
-    pub targets: Vec<Target>,
+    pub targets: Vec<TargetConfig>,
     pub notifiers: BTreeMap<String, NotifierConfig>,
     pub routes: Vec<Route>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub heartbeat: Option<Heartbeat>,
+    pub heartbeat: Option<HeartbeatConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerConfig>,
 }
@@ -97,16 +98,6 @@ pub struct AkSk {
 pub struct TokenAuth {
     #[serde(flatten)]
     pub source: TokenSource,
-}
-
-/// Where a static token comes from. A file is kept as a path because it is
-/// re-read when it changes (rotated tokens); load only checked it is readable.
-#[derive(Debug, Clone, Serialize)]
-pub enum TokenSource {
-    #[serde(rename = "token")]
-    Inline(Secret),
-    #[serde(rename = "token_file")]
-    File(PathBuf),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -175,7 +166,7 @@ pub enum LogFormat {
 /// One `[[targets]]` entry: a project and the job types watched in it.
 /// Each (project, job type) pair is one poll loop.
 #[derive(Debug, Clone, Serialize)]
-pub struct Target {
+pub struct TargetConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub project_id: String,
@@ -201,7 +192,7 @@ pub use crate::watch::event::EventKind;
 pub use crate::route::{GroupBy, Route};
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Heartbeat {
+pub struct HeartbeatConfig {
     pub url: SecretUrl,
     #[serde(serialize_with = "dur::ser")]
     pub every: Duration,

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::cloud::auth::{Credentials, PasswordCredentials, TokenSource};
+use crate::cloud::auth::{Credentials, PasswordCredentials};
 use crate::cloud::{Client, ClientSettings};
-use crate::config::{self, AuthConfig, Config};
+use crate::config::{AuthConfig, Config};
 use crate::notify::dispatch::{DispatchSettings, Notifiers, Slot};
 use crate::retry::Backoff;
 use crate::route::Router;
@@ -21,10 +21,7 @@ pub fn credentials(config: &Config) -> Credentials {
             sk: aksk.sk.clone(),
             security_token: aksk.security_token.clone(),
         },
-        AuthConfig::Token(token) => Credentials::Token(match &token.source {
-            config::TokenSource::Inline(secret) => TokenSource::Inline(secret.clone()),
-            config::TokenSource::File(path) => TokenSource::File(path.clone()),
-        }),
+        AuthConfig::Token(token) => Credentials::Token(token.source.clone()),
         AuthConfig::Password(password) => Credentials::Password(PasswordCredentials {
             user: password.user.clone(),
             password: password.password.clone(),

@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Format, Toml};
-use jobwatch::config::{
-    AuthConfig, Config, ConfigError, EnvVars, GroupBy, Loaded, PollStrategy, TokenSource,
-};
+use jobwatch::cloud::auth::TokenSource;
+use jobwatch::config::{AuthConfig, Config, ConfigError, EnvVars, GroupBy, Loaded, PollStrategy};
 use jobwatch::notify::email::SmtpTls;
 use jobwatch::notify::kinds::NotifierSettings;
 

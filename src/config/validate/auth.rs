@@ -1,10 +1,11 @@
 //! `[auth]`: the method, parsed once, and the keys each method reads.
 
 use super::SdkEnv;
+use crate::cloud::auth::TokenSource;
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawAuth;
-use crate::config::{AkSk, AuthConfig, PasswordAuth, TokenAuth, TokenSource};
+use crate::config::{AkSk, AuthConfig, PasswordAuth, TokenAuth};
 use crate::secret::Secret;
 
 /// `auth.method`.

@@ -9,7 +9,7 @@ use crate::config::dur::human;
 use crate::config::key::KeyPath;
 use crate::config::raw::{RawDelivery, RawHeartbeat, RawLog, RawPoll, RawServer};
 use crate::config::{
-    DeliveryConfig, Heartbeat, LogConfig, LogFormat, PollConfig, PollStrategy, ServerConfig,
+    DeliveryConfig, HeartbeatConfig, LogConfig, LogFormat, PollConfig, PollStrategy, ServerConfig,
 };
 use crate::secret::SecretUrl;
 
@@ -131,7 +131,7 @@ pub(super) fn heartbeat(
     ck: &mut Checker<'_>,
     key: &KeyPath,
     raw: RawHeartbeat,
-) -> Option<Heartbeat> {
+) -> Option<HeartbeatConfig> {
     let every = ck.duration(
         &key.f("every"),
         raw.every.as_ref(),
@@ -148,7 +148,7 @@ pub(super) fn heartbeat(
         }
         Some(text) => ck.http_url(&key.f("url"), &text, false),
     };
-    Some(Heartbeat {
+    Some(HeartbeatConfig {
         url: SecretUrl::new(url?),
         every,
     })

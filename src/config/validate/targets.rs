@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::SdkEnv;
 use crate::cloud::model::JobType;
-use crate::config::Target;
+use crate::config::TargetConfig;
 use crate::config::check::{Checker, is_word};
 use crate::config::key::KeyPath;
 use crate::config::raw::RawTarget;
@@ -15,7 +15,7 @@ pub(super) fn check(
     key: &KeyPath,
     raw: Vec<RawTarget>,
     sdk: &SdkEnv,
-) -> Vec<Target> {
+) -> Vec<TargetConfig> {
     let mut seen: HashMap<(String, JobType), usize> = HashMap::new();
     let mut out = Vec::new();
     for (i, t) in raw.into_iter().enumerate() {
@@ -68,7 +68,7 @@ pub(super) fn check(
                 );
             }
         }
-        out.push(Target {
+        out.push(TargetConfig {
             name,
             project_id,
             job_types,

@@ -20,7 +20,8 @@ use crate::watch::event::{Event, EventKind};
 /// one verbose sub-job must not push its neighbours out of a group.
 pub const MAX_ERROR_CHARS: usize = 200;
 
-/// How a message should look: the kinds map it to a colour or an emoji.
+/// How a message should look: the kinds map it to a colour. It follows
+/// from the message's [`Look`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Tone {
     /// Progress or anything not better described (blue).
@@ -38,35 +39,87 @@ pub fn is_loud(event: &Event) -> bool {
     event.kind == EventKind::Stuck || event.to.as_ref().is_some_and(Status::is_failure)
 }
 
-pub fn tone_of(event: &Event) -> Tone {
-    match (&event.kind, &event.to) {
-        (_, Some(to)) if to.is_failure() => Tone::Alert,
-        (EventKind::Stuck, _) => Tone::Warning,
-        (EventKind::Vanished, _) => Tone::Info,
-        (_, Some(Status::Success)) => Tone::Good,
-        _ => Tone::Info,
+/// What an event, or a whole message, amounts to: the one classification
+/// behind both the icons ([`icon`]) and the tones ([`Tone`]), for built-in
+/// messages and templates' `|status_icon` alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// FAILED or ABNORMAL.
+    Failure,
+    /// Active for longer than `poll.stuck_after`.
+    Stuck,
+    /// SUCCESS.
+    Success,
+    /// In progress: WAITING, RUNNING, ROLLBACK, ABORTING.
+    Active,
+    /// Neither: vanished, an unknown status, a mixed group.
+    Other,
+}
+
+/// The one icon table: ❌ failure, ⚠️ stuck, ✅ success, ⏳ active, 🔄
+/// anything else.
+pub fn icon(look: Look) -> &'static str {
+    match look {
+        Look::Failure => "❌",
+        Look::Stuck => "⚠️",
+        Look::Success => "✅",
+        Look::Active => "⏳",
+        Look::Other => "🔄",
     }
+}
+
+/// What an event of `kind` that left its sub-job in `to` amounts to: a
+/// failure wins over being stuck; a vanished sub-job is neither.
+pub fn look(kind: EventKind, to: Option<&Status>) -> Look {
+    match (kind, to) {
+        (_, Some(to)) if to.is_failure() => Look::Failure,
+        (EventKind::Stuck, _) => Look::Stuck,
+        (EventKind::Vanished, _) => Look::Other,
+        (_, Some(Status::Success)) => Look::Success,
+        (_, Some(to)) if to.is_active() => Look::Active,
+        _ => Look::Other,
+    }
+}
+
+pub fn look_of(event: &Event) -> Look {
+    look(event.kind, event.to.as_ref())
+}
+
+/// A message's look: a failure or a stuck sub-job in it shows; otherwise
+/// it is a success (or active) only when every event is.
+pub fn look_of_message(message: &Message) -> Look {
+    let looks: Vec<Look> = message.events.iter().map(look_of).collect();
+    let all = |l: Look| !looks.is_empty() && looks.iter().all(|x| *x == l);
+    if looks.contains(&Look::Failure) {
+        Look::Failure
+    } else if looks.contains(&Look::Stuck) {
+        Look::Stuck
+    } else if all(Look::Success) {
+        Look::Success
+    } else if all(Look::Active) {
+        Look::Active
+    } else {
+        Look::Other
+    }
+}
+
+fn tone_for(look: Look) -> Tone {
+    match look {
+        Look::Failure => Tone::Alert,
+        Look::Stuck => Tone::Warning,
+        Look::Success => Tone::Good,
+        Look::Active | Look::Other => Tone::Info,
+    }
+}
+
+pub fn tone_of(event: &Event) -> Tone {
+    tone_for(look_of(event))
 }
 
 /// The loudest tone of a message, except that a group is only "good" when
 /// every event in it succeeded.
 pub fn tone(message: &Message) -> Tone {
-    let tones: Vec<Tone> = message.events.iter().map(tone_of).collect();
-    let loudest = tones.iter().copied().max().unwrap_or(Tone::Info);
-    if loudest == Tone::Good && tones.iter().any(|t| *t != Tone::Good) {
-        Tone::Info
-    } else {
-        loudest
-    }
-}
-
-pub fn emoji(tone: Tone) -> &'static str {
-    match tone {
-        Tone::Alert => "❌",
-        Tone::Warning => "⏳",
-        Tone::Good => "✅",
-        Tone::Info => "🔄",
-    }
+    tone_for(look_of_message(message))
 }
 
 /// `2026-11-29 10:40:43 +08:00`.
@@ -175,7 +228,7 @@ pub fn what_happened(event: &Event) -> String {
 /// The headline of one event:
 /// `❌ CREATE_SERVER FAILED on APS-20220902093902-AYOASWQDEJ`.
 pub fn headline(event: &Event) -> String {
-    format!("{} {}", emoji(tone_of(event)), what_happened(event))
+    format!("{} {}", icon(look_of(event)), what_happened(event))
 }
 
 /// One line per event, as a group lists them:
@@ -305,7 +358,7 @@ pub fn summary(events: &[Event]) -> String {
     parts.join("; ")
 }
 
-/// The title of a message: the headline of a single event, or the emoji
+/// The title of a message: the headline of a single event, or the icon
 /// and summary of a group (naming the parent job when grouped by it).
 pub fn title(message: &Message) -> String {
     match message.events.as_slice() {
@@ -321,8 +374,8 @@ pub fn title(message: &Message) -> String {
                     .is_some_and(|g| g.group_key().job_id() == Some(*job))
             });
             match job {
-                Some(job) => format!("{} {}", emoji(tone(message)), digest(events, job)),
-                None => format!("{} {}", emoji(tone(message)), summary(events)),
+                Some(job) => format!("{} {}", icon(look_of_message(message)), digest(events, job)),
+                None => format!("{} {}", icon(look_of_message(message)), summary(events)),
             }
         }
     }
@@ -605,6 +658,32 @@ mod tests {
             title(&message),
             "❌ CREATE_SERVER job 8f2d6a3b…: 18/20 succeeded, 2 FAILED (WKS.00129901)"
         );
+    }
+
+    #[test]
+    fn a_group_looks_like_its_loudest_event_or_what_all_share() {
+        let group = |tos: &[Status]| {
+            let sample = crate::notify::sample_message().events.remove(0);
+            Message {
+                id: "g".into(),
+                group: None,
+                events: tos
+                    .iter()
+                    .map(|to| Event {
+                        to: Some(to.clone()),
+                        ..sample.clone()
+                    })
+                    .collect(),
+            }
+        };
+        let of = |tos: &[Status]| look_of_message(&group(tos));
+        assert_eq!(of(&[Status::Success, Status::Failed]), Look::Failure);
+        assert_eq!(of(&[Status::Success, Status::Success]), Look::Success);
+        assert_eq!(of(&[Status::Running, Status::Waiting]), Look::Active);
+        assert_eq!(of(&[Status::Success, Status::Running]), Look::Other);
+        assert_eq!(of(&[]), Look::Other);
+        assert_eq!(tone(&group(&[])), Tone::Info);
+        assert_eq!(tone(&group(&[Status::Running])), Tone::Info);
     }
 
     fn lines(n: usize) -> Vec<String> {

@@ -12,11 +12,12 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use url::Url;
 
+use super::chat::{ChatKind, Room};
 use super::http::{HttpAnswer, classify_status};
 use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
-use super::template::{self, Template, TemplateError};
+use super::template::Template;
 use super::text;
-use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use super::{Message, Notifier};
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawNotifier;
@@ -82,38 +83,23 @@ pub struct DingTalkNotifier {
     pub template: Option<Template>,
 }
 
-impl Deliver for DingTalkNotifier {
-    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
-        Box::pin(self.send(message))
+impl ChatKind for DingTalkNotifier {
+    fn url(&self) -> &SecretUrl {
+        &self.url
     }
-}
 
-impl DingTalkNotifier {
-    pub async fn send(&self, message: &Message) -> Attempt {
-        let url = match &self.secret {
-            Some(secret) => signed_url(
-                self.url.expose(),
-                secret,
-                jiff::Timestamp::now().as_millisecond(),
-            ),
-            None => self.url.expose().clone(),
-        };
-        match self.body(message) {
-            Ok(body) => super::http::post_json(&self.http, &url, &body, classify).await,
-            Err(e) => template::failed(&e),
-        }
+    fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn template(&self) -> Option<&Template> {
+        self.template.as_ref()
     }
 
     /// `{"msgtype":"markdown","markdown":{"title","text"}}`, with `text` at
-    /// most [`TEXT_LIMIT_BYTES`]. A template's rendering is the whole
-    /// `text` (so a robot with keyword security needs the keyword in it);
-    /// `title`, shown only in the chat list, stays ours.
-    pub fn body(&self, message: &Message) -> Result<Value, TemplateError> {
+    /// most [`TEXT_LIMIT_BYTES`].
+    fn built_in(&self, message: &Message) -> Value {
         let title = text::clip(&text::title(message), 200);
-        if let Some(t) = &self.template {
-            let text = template::fit_rendered(&t.render(message)?, TEXT_LIMIT_BYTES, text::bytes);
-            return Ok(json!({"msgtype": "markdown", "markdown": {"title": title, "text": text}}));
-        }
         // The title heads the text (the `title` field only shows in the chat
         // list); the footer names us, for robots with keyword security.
         let head = format!("#### {title}\n\n");
@@ -121,11 +107,40 @@ impl DingTalkNotifier {
         let lines = content_lines(message, &self.tz);
         let budget = TEXT_LIMIT_BYTES.saturating_sub(head.len() + foot.len());
         let content = text::fit_joined(&lines, budget, text::bytes);
-        Ok(json!({
-            "msgtype": "markdown",
-            "markdown": {"title": title, "text": format!("{head}{content}{foot}")},
-        }))
+        markdown(&title, &format!("{head}{content}{foot}"))
     }
+
+    fn room(&self, _: &Message) -> Room {
+        Room {
+            budget: TEXT_LIMIT_BYTES,
+            measure: text::bytes,
+        }
+    }
+
+    /// A template's rendering is the whole `text` (so a robot with keyword
+    /// security needs the keyword in it); `title`, shown only in the chat
+    /// list, stays ours.
+    fn templated(&self, message: &Message, rendered: &str) -> Value {
+        markdown(&text::clip(&text::title(message), 200), rendered)
+    }
+
+    fn classify(answer: &HttpAnswer) -> Verdict {
+        classify(answer)
+    }
+
+    fn signed(&self, url: Url, body: Value) -> (Url, Value) {
+        match &self.secret {
+            Some(secret) => (
+                signed_url(&url, secret, jiff::Timestamp::now().as_millisecond()),
+                body,
+            ),
+            None => (url, body),
+        }
+    }
+}
+
+fn markdown(title: &str, text: &str) -> Value {
+    json!({"msgtype": "markdown", "markdown": {"title": title, "text": text}})
 }
 
 /// Markdown list items: DingTalk joins bare lines into one paragraph.

@@ -7,11 +7,12 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::chat::{ChatKind, Room};
 use super::http::{HttpAnswer, classify_status};
 use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
-use super::template::{self, Template, TemplateError};
+use super::template::Template;
 use super::text::{self, Tone};
-use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use super::{Message, Notifier};
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawNotifier;
@@ -76,32 +77,23 @@ pub struct DiscordNotifier {
     pub template: Option<Template>,
 }
 
-impl Deliver for DiscordNotifier {
-    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
-        Box::pin(self.send(message))
+impl ChatKind for DiscordNotifier {
+    fn url(&self) -> &SecretUrl {
+        &self.url
     }
-}
 
-impl DiscordNotifier {
-    pub async fn send(&self, message: &Message) -> Attempt {
-        match self.body(message) {
-            Ok(body) => {
-                super::http::post_json(&self.http, self.url.expose(), &body, classify).await
-            }
-            Err(e) => template::failed(&e),
-        }
+    fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn template(&self) -> Option<&Template> {
+        self.template.as_ref()
     }
 
     /// `{"allowed_mentions":{"parse":[]},"embeds":[{title, description, color}]}`.
     /// Lengths are counted in UTF-16 units, never fewer than Discord's
-    /// characters. With a template, its rendering is the message's
-    /// `content` (cut to 2000) and there is no embed.
-    pub fn body(&self, message: &Message) -> Result<Value, TemplateError> {
-        if let Some(t) = &self.template {
-            let content =
-                template::fit_rendered(&t.render(message)?, CONTENT_LIMIT_CHARS, text::utf16);
-            return Ok(json!({"allowed_mentions": {"parse": []}, "content": content}));
-        }
+    /// characters.
+    fn built_in(&self, message: &Message) -> Value {
         let title = text::clip(&text::title(message), TITLE_LIMIT_CHARS);
         let lines: Vec<String> = match message.events.as_slice() {
             [one] if message.group.is_none() => text::fields(one, &self.tz)
@@ -119,7 +111,7 @@ impl DiscordNotifier {
             Tone::Good => 0x2E_CC_71,
             Tone::Info => 0x34_98_DB,
         };
-        Ok(json!({
+        json!({
             // Text from the API must not ping @everyone or anyone else.
             "allowed_mentions": {"parse": []},
             "embeds": [{
@@ -128,7 +120,24 @@ impl DiscordNotifier {
                 "color": color,
                 "footer": {"text": FOOTER},
             }],
-        }))
+        })
+    }
+
+    fn room(&self, _: &Message) -> Room {
+        Room {
+            budget: CONTENT_LIMIT_CHARS,
+            measure: text::utf16,
+        }
+    }
+
+    /// A template's rendering is the message's `content` (cut to 2000),
+    /// with no embed.
+    fn templated(&self, _: &Message, rendered: &str) -> Value {
+        json!({"allowed_mentions": {"parse": []}, "content": rendered})
+    }
+
+    fn classify(answer: &HttpAnswer) -> Verdict {
+        classify(answer)
     }
 }
 

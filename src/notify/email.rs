@@ -4,7 +4,6 @@
 //! Rendering is a pure function ([`EmailNotifier::render`]) so a template
 //! layer can replace it without touching transport or classification.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -25,14 +24,14 @@ use url::Url;
 
 use super::kind::{self, BuildContext, BuildError, CheckContext, Kind, Templating};
 use super::template::{Markup, Template, TemplateError};
+use super::text;
 use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
-use crate::cloud::model::ApiTime;
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawNotifier;
 use crate::retry::{Retryable, Verdict};
 use crate::secret::Secret;
-use crate::watch::event::{Event, EventKind};
+use crate::watch::event::Event;
 
 /// A group lists at most this many events; the rest are counted ("… and 37
 /// more"). Mail servers take megabytes, but a reader does not.
@@ -515,7 +514,7 @@ impl EmailNotifier {
         let subject = match self.templated_subject(message) {
             Some(Ok(subject)) => subject,
             // `send` turns a failing template into a dead letter first.
-            Some(Err(_)) | None => subject(message),
+            Some(Err(_)) | None => bounded_subject(&text::mail_subject(message)),
         };
         (
             subject.clone(),
@@ -527,14 +526,7 @@ impl EmailNotifier {
     /// The `subject_template` rendered, on one bounded line.
     fn templated_subject(&self, message: &Message) -> Option<Result<String, TemplateError>> {
         let template = self.inner.subject_template.as_ref()?;
-        Some(template.render(message).map(|text| {
-            let mut subject = one_line(&text);
-            if subject.chars().count() > MAX_SUBJECT_CHARS {
-                subject = subject.chars().take(MAX_SUBJECT_CHARS - 1).collect();
-                subject.push('…');
-            }
-            subject
-        }))
+        Some(template.render(message).map(|s| bounded_subject(&s)))
     }
 
     /// Removes the password (and the AUTH encodings that carry it) from an
@@ -672,179 +664,12 @@ fn redact(text: &str, password: &Secret) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// Rendering
+// Rendering: the words come from `text`; this is only the mail's layout.
 // ---------------------------------------------------------------------------
 
-/// `[jobwatch] CREATE_SERVER FAILED on APS-… (project 0a1b2c3d…)` for one
-/// event; `[jobwatch] 20 CREATE_SERVER transitions: 18 SUCCESS, 2 FAILED`
-/// for several.
-pub fn subject(message: &Message) -> String {
-    let text = match message.events.as_slice() {
-        [] => "no events".to_owned(),
-        [event] => format!(
-            "{} (project {})",
-            headline(event),
-            short_id(&event.project_id)
-        ),
-        events => {
-            let first = &events[0].job_type;
-            let what = if events.iter().all(|e| &e.job_type == first) {
-                format!("{} {first} transitions", events.len())
-            } else {
-                format!("{} transitions", events.len())
-            };
-            format!("{what}: {}", tally(events))
-        }
-    };
-    let mut subject = format!("[jobwatch] {}", one_line(&text));
-    if subject.chars().count() > MAX_SUBJECT_CHARS {
-        subject = subject.chars().take(MAX_SUBJECT_CHARS - 1).collect();
-        subject.push('…');
-    }
-    subject
-}
-
-/// `CREATE_SERVER FAILED on APS-…`: what happened, in the words an operator
-/// scans for.
-fn headline(event: &Event) -> String {
-    let job_type = &event.job_type;
-    let what = outcome(event);
-    format!("{job_type} {what} on {}", resource(event))
-}
-
-/// The one word or phrase for where an event left its sub-job.
-fn outcome(event: &Event) -> String {
-    let status = |s: &Option<crate::cloud::model::Status>| {
-        s.as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_else(|| "?".into())
-    };
-    match event.kind {
-        EventKind::Appeared | EventKind::Changed => status(&event.to),
-        EventKind::Stuck => format!("stuck in {}", status(&event.to)),
-        EventKind::Vanished => format!("vanished (was {})", status(&event.from)),
-    }
-}
-
-/// What a group count calls an event: its new status, or `stuck`/`vanished`.
-fn tally_label(event: &Event) -> String {
-    match event.kind {
-        EventKind::Appeared | EventKind::Changed => event
-            .to
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_else(|| "?".into()),
-        EventKind::Stuck => "stuck".into(),
-        EventKind::Vanished => "vanished".into(),
-    }
-}
-
-/// `18 SUCCESS, 2 FAILED`: largest count first, then by name, so the
-/// subject is deterministic.
-fn tally(events: &[Event]) -> String {
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for e in events {
-        *counts.entry(tally_label(e)).or_default() += 1;
-    }
-    let mut counts: Vec<_> = counts.into_iter().collect();
-    counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    counts
-        .iter()
-        .map(|(label, n)| format!("{n} {label}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn resource(event: &Event) -> &str {
-    event
-        .resource_name
-        .as_deref()
-        .or(event.resource_id.as_deref())
-        .filter(|s| !s.is_empty())
-        .unwrap_or(&event.sub_job_id)
-}
-
-/// Project ids are 32 hex characters; eight tell them apart in a subject.
-fn short_id(id: &str) -> String {
-    if id.chars().count() <= 12 {
-        id.to_owned()
-    } else {
-        let mut s: String = id.chars().take(8).collect();
-        s.push('…');
-        s
-    }
-}
-
-/// Control characters (a newline in an error message) would break a header
-/// or a line; they become spaces.
-fn one_line(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for word in s.split(|c: char| c.is_control() || c.is_whitespace()) {
-        if word.is_empty() {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(word);
-    }
-    out
-}
-
-/// `2022-03-07 18:40:43 +08:00` in the notifier's zone; an API time that
-/// did not parse is shown as the API wrote it.
-fn show_time(time: &ApiTime, tz: &jiff::tz::TimeZone) -> String {
-    match time.parsed {
-        Some(at) => show_timestamp(at, tz),
-        None => time.raw.clone(),
-    }
-}
-
-fn show_timestamp(at: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> String {
-    at.to_zoned_datetime(tz.clone())
-        .strftime("%Y-%m-%d %H:%M:%S %:z")
-        .to_string()
-}
-
-/// One event's facts as label/value rows, shared by both parts so they
-/// never disagree. Absent values are left out rather than shown as "null".
-fn facts(event: &Event, tz: &jiff::tz::TimeZone) -> Vec<(&'static str, String)> {
-    let mut rows = Vec::new();
-    let mut put = |label, value: Option<String>| {
-        if let Some(v) = value.filter(|v| !v.is_empty()) {
-            rows.push((label, v));
-        }
-    };
-    put("Kind", Some(event.kind.to_string()));
-    put("Job type", Some(event.job_type.to_string()));
-    let from = event
-        .from
-        .as_ref()
-        .map(ToString::to_string)
-        .unwrap_or_else(|| "(new)".into());
-    let to = event
-        .to
-        .as_ref()
-        .map(ToString::to_string)
-        .unwrap_or_else(|| "(gone)".into());
-    put("Status", Some(format!("{from} → {to}")));
-    let error = match (&event.error_code, &event.error_message) {
-        (Some(code), Some(msg)) => Some(format!("{code}: {msg}")),
-        (Some(code), None) => Some(code.clone()),
-        (None, Some(msg)) => Some(msg.clone()),
-        (None, None) => None,
-    };
-    put("Error", error);
-    put("Resource name", event.resource_name.clone());
-    put("Resource id", event.resource_id.clone());
-    put("Project", Some(event.project_id.clone()));
-    put("Sub-job id", Some(event.sub_job_id.clone()));
-    put("Parent job id", event.job_id.clone());
-    put("Began", event.begin_time.as_ref().map(|t| show_time(t, tz)));
-    put("Ended", event.end_time.as_ref().map(|t| show_time(t, tz)));
-    put("Observed", Some(show_timestamp(event.observed_at, tz)));
-    put("Event id", Some(event.event_id.clone()));
-    rows
+/// A subject on one line, cut to [`MAX_SUBJECT_CHARS`].
+fn bounded_subject(subject: &str) -> String {
+    text::clip(&text::one_line(subject), MAX_SUBJECT_CHARS)
 }
 
 fn listed(message: &Message) -> (&[Event], usize) {
@@ -859,28 +684,27 @@ fn render_text(message: &Message, tz: &jiff::tz::TimeZone) -> String {
     if let Some(group) = &message.group {
         let _ = writeln!(
             out,
-            "{} transitions (group {}, key {})",
-            message.events.len(),
-            group.id,
-            group.key
+            "{} ({})",
+            text::transitions(&message.events),
+            text::group_note(group)
         );
-        let _ = writeln!(out, "{}\n", tally(&message.events));
+        let _ = writeln!(out, "{}\n", text::tally(&message.events));
     }
     for (i, event) in events.iter().enumerate() {
         if i > 0 {
             out.push('\n');
         }
-        let _ = writeln!(out, "{}", one_line(&headline(event)));
-        let rows = facts(event, tz);
+        let _ = writeln!(out, "{}", text::one_line(&text::what_happened(event)));
+        let rows = text::all_fields(event, tz);
         let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
         for (label, value) in rows {
-            let _ = writeln!(out, "  {label:<width$}  {}", one_line(&value));
+            let _ = writeln!(out, "  {label:<width$}  {}", text::one_line(&value));
         }
     }
     if more > 0 {
-        let _ = writeln!(out, "\n… and {more} more");
+        let _ = writeln!(out, "\n{}", text::and_more(more));
     }
-    let _ = write!(out, "\n-- \njobwatch {}\n", env!("CARGO_PKG_VERSION"));
+    let _ = write!(out, "\n-- \n{}\n", text::signature());
     out
 }
 
@@ -898,24 +722,25 @@ fn render_html(message: &Message, subject: &str, tz: &jiff::tz::TimeZone) -> Str
     if let Some(group) = &message.group {
         let _ = writeln!(
             out,
-            "<p><strong>{} transitions</strong>: {} <span style=\"color: #666;\">(group {}, key {})</span></p>",
-            message.events.len(),
-            escape(&tally(&message.events)),
-            escape(&group.id),
-            escape(&group.key)
+            "<p><strong>{}</strong>: {} <span style=\"color: #666;\">({})</span></p>",
+            escape(&text::transitions(&message.events)),
+            escape(&text::tally(&message.events)),
+            escape(&text::group_note(group))
         );
     }
     for event in events {
-        let failure =
-            event.kind == EventKind::Stuck || event.to.as_ref().is_some_and(|s| s.is_failure());
-        let colour = if failure { "#b00020" } else { "#1b5e20" };
+        let colour = if text::is_loud(event) {
+            "#b00020"
+        } else {
+            "#1b5e20"
+        };
         let _ = writeln!(
             out,
             "<h3 style=\"color: {colour}; margin-bottom: 4px;\">{}</h3>",
-            escape(&headline(event))
+            escape(&text::what_happened(event))
         );
         out.push_str("<table style=\"border-collapse: collapse;\">\n");
-        for (label, value) in facts(event, tz) {
+        for (label, value) in text::all_fields(event, tz) {
             let _ = writeln!(
                 out,
                 "<tr><th style=\"text-align: left; padding: 2px 12px 2px 0; color: #555;\">{}</th><td style=\"padding: 2px 0;\">{}</td></tr>",
@@ -926,12 +751,12 @@ fn render_html(message: &Message, subject: &str, tz: &jiff::tz::TimeZone) -> Str
         out.push_str("</table>\n");
     }
     if more > 0 {
-        let _ = writeln!(out, "<p>… and {more} more</p>");
+        let _ = writeln!(out, "<p>{}</p>", escape(&text::and_more(more)));
     }
     let _ = write!(
         out,
-        "<p style=\"color: #888; font-size: 12px;\">jobwatch {}</p>\n</body></html>\n",
-        env!("CARGO_PKG_VERSION")
+        "<p style=\"color: #888; font-size: 12px;\">{}</p>\n</body></html>\n",
+        escape(&text::signature())
     );
     out
 }
@@ -955,8 +780,14 @@ pub fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloud::model::Status;
+    use crate::cloud::model::{ApiTime, Status};
     use crate::notify::GroupInfo;
+    use crate::watch::event::EventKind;
+
+    /// The built-in subject, as `render` makes it.
+    fn subject(message: &Message) -> String {
+        bounded_subject(&text::mail_subject(message))
+    }
 
     fn event(sub_job: &str, to: &str) -> Event {
         Event {
@@ -1081,6 +912,30 @@ mod tests {
         assert!(text.contains("RUNNING → FAILED"));
     }
 
+    /// The text part is the vocabulary's: the chat kinds' headline and
+    /// labels, with the mail's extras (the resource id, the whole error).
+    #[test]
+    fn the_text_part_speaks_the_one_vocabulary() {
+        let mut e = event("s1", "FAILED");
+        e.error_code = Some("WKS.001".into());
+        e.error_message = Some("x".repeat(300));
+        let text = render_text(&single(e), &jiff::tz::TimeZone::UTC);
+        let rows: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            rows[0],
+            "CREATE_SERVER FAILED on APS-20220902093902-AYOASWQDEJ"
+        );
+        assert_eq!(rows[1], "  Job type     CREATE_SERVER");
+        assert_eq!(rows[2], "  Transition   RUNNING → FAILED (changed)");
+        assert_eq!(rows[4], "  Resource id  res-1");
+        assert_eq!(
+            rows[5],
+            format!("  Error        WKS.001: {}", "x".repeat(300))
+        );
+        assert!(text.contains("\n  Sub-job      s1\n"), "{text}");
+        assert!(text.ends_with(&format!("\n-- \njobwatch {}\n", env!("CARGO_PKG_VERSION"))));
+    }
+
     #[test]
     fn an_unparsed_api_time_is_shown_as_written() {
         let mut e = event("s1", "FAILED");
@@ -1101,7 +956,7 @@ mod tests {
         };
         let text = render_text(&m, &jiff::tz::TimeZone::UTC);
         assert!(text.contains("… and 37 more"));
-        assert_eq!(text.matches("Sub-job id").count(), MAX_LISTED_EVENTS);
+        assert_eq!(text.matches("Sub-job").count(), MAX_LISTED_EVENTS);
     }
 
     #[test]

@@ -11,11 +11,14 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
+use url::Url;
+
+use super::chat::{ChatKind, Room};
 use super::http::{HttpAnswer, classify_status};
 use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
-use super::template::{self, Markup, Template, TemplateError};
+use super::template::{Markup, Template};
 use super::text::{self, Tone};
-use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use super::{Message, Notifier};
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawNotifier;
@@ -81,36 +84,56 @@ pub struct FeishuNotifier {
     pub template: Option<Template>,
 }
 
-impl Deliver for FeishuNotifier {
-    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
-        Box::pin(self.send(message))
-    }
-}
-
-impl FeishuNotifier {
-    pub async fn send(&self, message: &Message) -> Attempt {
-        let body = match self.body(message) {
-            Ok(body) => body,
-            Err(e) => return template::failed(&e),
-        };
-        let body = match &self.secret {
-            Some(secret) => signed(body, secret, jiff::Timestamp::now().as_second()),
-            None => body,
-        };
-        super::http::post_json(&self.http, self.url.expose(), &body, classify).await
+impl ChatKind for FeishuNotifier {
+    fn url(&self) -> &SecretUrl {
+        &self.url
     }
 
-    /// The unsigned body: `{"msg_type":"interactive","card":{…}}`, at most
-    /// [`BODY_LIMIT_BYTES`] once signed. A template's rendering replaces
+    fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn template(&self) -> Option<&Template> {
+        self.template.as_ref()
+    }
+
+    /// `{"msg_type":"interactive","card":{…}}`, at most
+    /// [`BODY_LIMIT_BYTES`] once signed.
+    fn built_in(&self, message: &Message) -> Value {
+        let room = self.room(message);
+        let lines = content_lines(message, &self.tz);
+        card(
+            message,
+            &text::fit_joined(&lines, room.budget, room.measure),
+        )
+    }
+
+    /// What the card leaves of the body: a template's rendering replaces
     /// the card's text; the coloured header and the note stay.
-    pub fn body(&self, message: &Message) -> Result<Value, TemplateError> {
+    fn room(&self, message: &Message) -> Room {
         let overhead = card(message, "").to_string().len() + SIGN_RESERVE;
-        let budget = BODY_LIMIT_BYTES.saturating_sub(overhead);
-        let content = match &self.template {
-            Some(t) => template::fit_rendered(&t.render(message)?, budget, text::json_bytes),
-            None => text::fit_joined(&content_lines(message, &self.tz), budget, text::json_bytes),
-        };
-        Ok(card(message, &content))
+        Room {
+            budget: BODY_LIMIT_BYTES.saturating_sub(overhead),
+            measure: text::json_bytes,
+        }
+    }
+
+    fn templated(&self, message: &Message, rendered: &str) -> Value {
+        card(message, rendered)
+    }
+
+    fn classify(answer: &HttpAnswer) -> Verdict {
+        classify(answer)
+    }
+
+    fn signed(&self, url: Url, body: Value) -> (Url, Value) {
+        match &self.secret {
+            Some(secret) => (
+                url,
+                signed(body, secret, jiff::Timestamp::now().as_second()),
+            ),
+            None => (url, body),
+        }
     }
 }
 

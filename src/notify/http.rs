@@ -97,16 +97,26 @@ pub fn classify_transport(error: &reqwest::Error) -> Verdict {
     Verdict::Retry(Retryable::new(message))
 }
 
-/// Posts `body` as JSON to `url` and judges the answer with `classify`,
-/// the one send path of every chat kind. Nothing that names the URL
-/// reaches the attempt's text (see [`transport_failure`]).
+/// Posts `body` as JSON to `url` and judges the answer with `classify`:
+/// what every chat kind sends (see `chat::send`).
 pub async fn post_json(
     http: &reqwest::Client,
     url: &Url,
     body: &serde_json::Value,
     classify: impl Fn(&HttpAnswer) -> Verdict,
 ) -> Attempt {
-    match http.post(url.clone()).json(body).send().await {
+    send(http.post(url.clone()).json(body), url, classify).await
+}
+
+/// Sends a request built for `url` and judges the answer with `classify`:
+/// the one request path of every HTTP kind. Nothing that names the URL
+/// reaches the attempt's text (see [`transport_failure`]).
+pub async fn send(
+    request: reqwest::RequestBuilder,
+    url: &Url,
+    classify: impl Fn(&HttpAnswer) -> Verdict,
+) -> Attempt {
+    match request.send().await {
         Ok(response) => {
             let mut answer = HttpAnswer::read(response).await;
             // An unreadable body's error text names the URL.

@@ -1,15 +1,16 @@
-//! The `log` kind: a `tracing` event per transition, WARN for failures and
-//! stuck sub-jobs. It always succeeds.
+//! The `log` kind: a `tracing` event per transition (its text from
+//! `text::log_line`), WARN for failures and stuck sub-jobs. It always succeeds.
 
 use serde::Serialize;
 
 use super::kind::{BuildContext, BuildError, CheckContext, Kind, Templating};
+use super::text;
 use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawNotifier;
 use crate::retry::Verdict;
-use crate::watch::event::{Event, EventKind};
+use crate::watch::event::Event;
 
 /// `[notifiers.NAME]` with `kind = "log"`.
 #[derive(Debug, Clone, Serialize)]
@@ -87,31 +88,8 @@ impl LogNotifier {
     }
 }
 
-fn is_loud(event: &Event) -> bool {
-    event.kind == EventKind::Stuck || event.to.as_ref().is_some_and(|s| s.is_failure())
-}
-
 fn log_event(notifier: &str, e: &Event) {
-    let from = e
-        .from
-        .as_ref()
-        .map(ToString::to_string)
-        .unwrap_or_else(|| "-".into());
-    let to =
-        e.to.as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_else(|| "-".into());
-    let resource = e
-        .resource_name
-        .as_deref()
-        .or(e.resource_id.as_deref())
-        .unwrap_or(&e.sub_job_id);
-    let error = match (&e.error_code, &e.error_message) {
-        (Some(code), Some(msg)) => format!(" ({code}: {msg})"),
-        (Some(code), None) => format!(" ({code})"),
-        (None, Some(msg)) => format!(" ({msg})"),
-        (None, None) => String::new(),
-    };
+    let line = text::log_line(e);
     macro_rules! emit {
         ($level:ident) => {
             tracing::$level!(
@@ -120,13 +98,11 @@ fn log_event(notifier: &str, e: &Event) {
                 event_id = %e.event_id,
                 project_id = %e.project_id,
                 sub_job_id = %e.sub_job_id,
-                "{} {resource} {}: {from} → {to}{error}",
-                e.job_type,
-                e.kind,
+                "{line}",
             )
         };
     }
-    if is_loud(e) {
+    if text::is_loud(e) {
         emit!(warn);
     } else {
         emit!(info);

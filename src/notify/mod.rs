@@ -1,6 +1,7 @@
 //! Delivery: the notifier kinds and what a delivery attempt means. Only this
 //! module talks to receivers; the outbox (in `store`) decides when.
 
+pub mod chat;
 pub mod dingtalk;
 pub mod discord;
 pub mod dispatch;
@@ -64,7 +65,8 @@ pub struct Attempt {
 }
 
 /// What every running notifier does: one delivery attempt of a message.
-/// Each kind's notifier implements it in its own file.
+/// Each kind's notifier implements it in its own file; the chat kinds do
+/// through [`chat::ChatKind`], whose one send path serves them all.
 pub trait Deliver: std::fmt::Debug + Send + Sync {
     fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a>;
 }

@@ -7,11 +7,12 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::chat::{ChatKind, Room};
 use super::http::{HttpAnswer, classify_status};
 use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
-use super::template::{self, Markup, Template, TemplateError};
+use super::template::{Markup, Template};
 use super::text;
-use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use super::{Message, Notifier};
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawNotifier;
@@ -77,34 +78,21 @@ pub struct SlackNotifier {
     pub template: Option<Template>,
 }
 
-impl Deliver for SlackNotifier {
-    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
-        Box::pin(self.send(message))
-    }
-}
-
-impl SlackNotifier {
-    pub async fn send(&self, message: &Message) -> Attempt {
-        match self.body(message) {
-            Ok(body) => {
-                super::http::post_json(&self.http, self.url.expose(), &body, classify).await
-            }
-            Err(e) => template::failed(&e),
-        }
+impl ChatKind for SlackNotifier {
+    fn url(&self) -> &SecretUrl {
+        &self.url
     }
 
-    /// `{"text": title, "blocks": [header, section…, context?]}`; with a
-    /// template, its rendering as `text` and as one section, cut to a
-    /// section's limit.
-    pub fn body(&self, message: &Message) -> Result<Value, TemplateError> {
-        if let Some(t) = &self.template {
-            let rendered =
-                template::fit_rendered(&t.render(message)?, SECTION_LIMIT_CHARS, text::chars);
-            return Ok(json!({
-                "text": rendered,
-                "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": rendered}}],
-            }));
-        }
+    fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn template(&self) -> Option<&Template> {
+        self.template.as_ref()
+    }
+
+    /// `{"text": title, "blocks": [header, section…, context?]}`.
+    fn built_in(&self, message: &Message) -> Value {
         let title = escape(&text::title(message));
         let lines: Vec<String> = match message.events.as_slice() {
             [one] if message.group.is_none() => text::fields(one, &self.tz)
@@ -131,11 +119,33 @@ impl SlackNotifier {
         // The 12,000-character cap keeps this far below 50; the check is
         // for whoever raises the cap.
         blocks.truncate(MAX_BLOCKS);
-        Ok(json!({
+        json!({
             // Shown in notifications and where blocks cannot be.
             "text": text::clip(&title, TEXT_LIMIT_CHARS),
             "blocks": blocks,
-        }))
+        })
+    }
+
+    fn room(&self, _: &Message) -> Room {
+        Room {
+            budget: SECTION_LIMIT_CHARS,
+            measure: text::chars,
+        }
+    }
+
+    /// A template's rendering is the `text` and the one section.
+    fn templated(&self, _: &Message, rendered: &str) -> Value {
+        json!({
+            "text": rendered,
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": rendered}}],
+        })
+    }
+
+    /// 2xx (the body is `ok`) is success; a 429 throttles the notifier for
+    /// `Retry-After`; 5xx retries; other 4xx (`invalid_payload`, `no_service`,
+    /// `channel_is_archived`…) are permanent, with Slack's words kept.
+    fn classify(answer: &HttpAnswer) -> Verdict {
+        classify_status(answer)
     }
 }
 
@@ -168,11 +178,4 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-/// 2xx (the body is `ok`) is success; a 429 throttles the notifier for
-/// `Retry-After`; 5xx retries; other 4xx (`invalid_payload`, `no_service`,
-/// `channel_is_archived`…) are permanent, with Slack's words kept.
-pub fn classify(answer: &HttpAnswer) -> Verdict {
-    classify_status(answer)
 }

@@ -7,11 +7,12 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::chat::{ChatKind, Room};
 use super::http::{HttpAnswer, classify_status};
 use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
-use super::template::{self, Template, TemplateError};
+use super::template::Template;
 use super::text::{self, Tone};
-use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use super::{Message, Notifier};
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawNotifier;
@@ -68,33 +69,23 @@ pub struct TeamsNotifier {
     pub template: Option<Template>,
 }
 
-impl Deliver for TeamsNotifier {
-    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
-        Box::pin(self.send(message))
+impl ChatKind for TeamsNotifier {
+    fn url(&self) -> &SecretUrl {
+        &self.url
     }
-}
 
-impl TeamsNotifier {
-    pub async fn send(&self, message: &Message) -> Attempt {
-        match self.body(message) {
-            Ok(body) => {
-                super::http::post_json(&self.http, self.url.expose(), &body, classify).await
-            }
-            Err(e) => template::failed(&e),
-        }
+    fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn template(&self) -> Option<&Template> {
+        self.template.as_ref()
     }
 
     /// `{"type":"message","attachments":[{"contentType":
     /// "application/vnd.microsoft.card.adaptive","content":{AdaptiveCard}}]}`,
-    /// at most [`BODY_LIMIT_BYTES`]. A template's rendering is the card's
-    /// text block; the coloured title stays.
-    pub fn body(&self, message: &Message) -> Result<Value, TemplateError> {
-        let overhead = envelope(message, "").to_string().len();
-        let budget = BODY_LIMIT_BYTES.saturating_sub(overhead);
-        if let Some(t) = &self.template {
-            let content = template::fit_rendered(&t.render(message)?, budget, text::json_bytes);
-            return Ok(envelope(message, &content));
-        }
+    /// at most [`BODY_LIMIT_BYTES`].
+    fn built_in(&self, message: &Message) -> Value {
         let lines: Vec<String> = match message.events.as_slice() {
             [one] if message.group.is_none() => text::fields(one, &self.tz)
                 .into_iter()
@@ -106,8 +97,31 @@ impl TeamsNotifier {
                 .map(|l| format!("- {l}"))
                 .collect(),
         };
-        let content = text::fit_joined(&lines, budget, text::json_bytes);
-        Ok(envelope(message, &content))
+        let room = self.room(message);
+        envelope(
+            message,
+            &text::fit_joined(&lines, room.budget, room.measure),
+        )
+    }
+
+    /// What the card leaves of the body: a template's rendering is the
+    /// card's text block; the coloured title stays.
+    fn room(&self, message: &Message) -> Room {
+        let overhead = envelope(message, "").to_string().len();
+        Room {
+            budget: BODY_LIMIT_BYTES.saturating_sub(overhead),
+            measure: text::json_bytes,
+        }
+    }
+
+    fn templated(&self, message: &Message, rendered: &str) -> Value {
+        envelope(message, rendered)
+    }
+
+    /// 2xx (202 Accepted from Workflows) is success; the rest follows the
+    /// generic rule (429 throttles, 5xx retries, other 4xx are permanent).
+    fn classify(answer: &HttpAnswer) -> Verdict {
+        classify_status(answer)
     }
 }
 
@@ -148,10 +162,4 @@ fn envelope(message: &Message, content: &str) -> Value {
             },
         }],
     })
-}
-
-/// 2xx (202 Accepted from Workflows) is success; the rest follows the
-/// generic rule (429 throttles, 5xx retries, other 4xx are permanent).
-pub fn classify(answer: &HttpAnswer) -> Verdict {
-    classify_status(answer)
 }

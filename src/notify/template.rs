@@ -21,7 +21,7 @@
 //! | `time(ts, fmt?)`, `\|time` | an RFC 3339 time in `delivery.timezone`: `2026-11-29 18:40:43 +08:00` |
 //! | `duration_in_state(event)`, `\|duration` | how long the sub-job ran before this event: `40m 43s` |
 //! | `console_link(event?)` | the Workspace console of `api.region` |
-//! | `\|status_icon` | ❌ FAILED/ABNORMAL, ✅ SUCCESS, ⏳ active, ⚠️ stuck |
+//! | `\|status_icon` | ❌ FAILED/ABNORMAL, ✅ SUCCESS, ⏳ active, ⚠️ stuck, 🔄 anything else (vanished, an unknown status) |
 //!
 //! plus minijinja's built-ins (`tojson`, `urlencode`, `join`, `length`, …).
 
@@ -444,39 +444,28 @@ pub fn console_link(region: &str) -> String {
     format!("https://{host}/workspace/?region={region}#/app/server")
 }
 
-/// `|status_icon` of a status (`"FAILED"`), of `"stuck"`, or of an event
-/// (stuck wins over its status; a vanished one has none).
+/// `|status_icon` of a status (`"FAILED"`), of `"stuck"`, or of an event,
+/// from the one icon table ([`text::icon`]) by the one classification
+/// ([`text::look`]) the built-in messages use.
 fn status_icon(value: &Value) -> Result<String, Error> {
-    let icon = match value.kind() {
+    let look = match value.kind() {
         ValueKind::Undefined => return Err(undefined("status_icon")),
-        ValueKind::None => "",
+        ValueKind::None => return Ok(String::new()),
         ValueKind::Map => {
             let kind = value.get_attr("kind")?;
-            match kind.as_str() {
-                Some("stuck") => "⚠️",
-                Some("vanished") => "❔",
-                _ => icon_of(value.get_attr("to")?.as_str().unwrap_or("")),
-            }
+            let kind = kind
+                .as_str()
+                .and_then(|k| k.parse().ok())
+                .unwrap_or(EventKind::Changed);
+            let to = value.get_attr("to")?;
+            text::look(kind, to.as_str().map(Status::from).as_ref())
         }
-        _ => icon_of(value.as_str().unwrap_or("")),
+        _ => match value.as_str().unwrap_or("") {
+            "stuck" => text::Look::Stuck,
+            status => text::look(EventKind::Changed, Some(&Status::from(status))),
+        },
     };
-    Ok(icon.to_owned())
-}
-
-fn icon_of(status: &str) -> &'static str {
-    if status == "stuck" {
-        return "⚠️";
-    }
-    let status = Status::from(status);
-    if status.is_failure() {
-        "❌"
-    } else if status == Status::Success {
-        "✅"
-    } else if status.is_active() {
-        "⏳"
-    } else {
-        "❔"
-    }
+    Ok(text::icon(look).to_owned())
 }
 
 // ---------------------------------------------------------------- samples

@@ -1,17 +1,18 @@
-//! What the chat kinds say: one line per event, a title for a single event
-//! or a group, the fields of a focused message, and [`fit`], which cuts a
-//! list of lines to a receiver's size limit with "… and N more".
+//! The one vocabulary of the words people read: what every kind (chat,
+//! email, templates' helpers) says. One line per event, a title for a
+//! single event or a group, the fields of a focused message, a mail's
+//! subject, times in the notifier's zone, the icons, and [`fit`], which
+//! cuts a list of lines to a receiver's size limit with "… and N more".
 //!
 //! Everything here is pure, so every kind renders the same words and tests
-//! can pin them; each kind only adds its receiver's markup. The few helpers
-//! at the end turn a failed request into an [`Attempt`] with no secret in it.
+//! can pin them; each kind only adds its receiver's markup.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use jiff::tz::TimeZone;
 
-use super::Message;
+use super::{GroupInfo, Message};
 use crate::cloud::model::{ApiTime, Status};
 use crate::watch::event::{Event, EventKind};
 
@@ -19,7 +20,8 @@ use crate::watch::event::{Event, EventKind};
 /// one verbose sub-job must not push its neighbours out of a group.
 pub const MAX_ERROR_CHARS: usize = 200;
 
-/// How a message should look: the kinds map it to a colour or an emoji.
+/// How a message should look: the kinds map it to a colour. It follows
+/// from the message's [`Look`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Tone {
     /// Progress or anything not better described (blue).
@@ -37,35 +39,87 @@ pub fn is_loud(event: &Event) -> bool {
     event.kind == EventKind::Stuck || event.to.as_ref().is_some_and(Status::is_failure)
 }
 
-pub fn tone_of(event: &Event) -> Tone {
-    match (&event.kind, &event.to) {
-        (_, Some(to)) if to.is_failure() => Tone::Alert,
-        (EventKind::Stuck, _) => Tone::Warning,
-        (EventKind::Vanished, _) => Tone::Info,
-        (_, Some(Status::Success)) => Tone::Good,
-        _ => Tone::Info,
+/// What an event, or a whole message, amounts to: the one classification
+/// behind both the icons ([`icon`]) and the tones ([`Tone`]), for built-in
+/// messages and templates' `|status_icon` alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// FAILED or ABNORMAL.
+    Failure,
+    /// Active for longer than `poll.stuck_after`.
+    Stuck,
+    /// SUCCESS.
+    Success,
+    /// In progress: WAITING, RUNNING, ROLLBACK, ABORTING.
+    Active,
+    /// Neither: vanished, an unknown status, a mixed group.
+    Other,
+}
+
+/// The one icon table: ❌ failure, ⚠️ stuck, ✅ success, ⏳ active, 🔄
+/// anything else.
+pub fn icon(look: Look) -> &'static str {
+    match look {
+        Look::Failure => "❌",
+        Look::Stuck => "⚠️",
+        Look::Success => "✅",
+        Look::Active => "⏳",
+        Look::Other => "🔄",
     }
+}
+
+/// What an event of `kind` that left its sub-job in `to` amounts to: a
+/// failure wins over being stuck; a vanished sub-job is neither.
+pub fn look(kind: EventKind, to: Option<&Status>) -> Look {
+    match (kind, to) {
+        (_, Some(to)) if to.is_failure() => Look::Failure,
+        (EventKind::Stuck, _) => Look::Stuck,
+        (EventKind::Vanished, _) => Look::Other,
+        (_, Some(Status::Success)) => Look::Success,
+        (_, Some(to)) if to.is_active() => Look::Active,
+        _ => Look::Other,
+    }
+}
+
+pub fn look_of(event: &Event) -> Look {
+    look(event.kind, event.to.as_ref())
+}
+
+/// A message's look: a failure or a stuck sub-job in it shows; otherwise
+/// it is a success (or active) only when every event is.
+pub fn look_of_message(message: &Message) -> Look {
+    let looks: Vec<Look> = message.events.iter().map(look_of).collect();
+    let all = |l: Look| !looks.is_empty() && looks.iter().all(|x| *x == l);
+    if looks.contains(&Look::Failure) {
+        Look::Failure
+    } else if looks.contains(&Look::Stuck) {
+        Look::Stuck
+    } else if all(Look::Success) {
+        Look::Success
+    } else if all(Look::Active) {
+        Look::Active
+    } else {
+        Look::Other
+    }
+}
+
+fn tone_for(look: Look) -> Tone {
+    match look {
+        Look::Failure => Tone::Alert,
+        Look::Stuck => Tone::Warning,
+        Look::Success => Tone::Good,
+        Look::Active | Look::Other => Tone::Info,
+    }
+}
+
+pub fn tone_of(event: &Event) -> Tone {
+    tone_for(look_of(event))
 }
 
 /// The loudest tone of a message, except that a group is only "good" when
 /// every event in it succeeded.
 pub fn tone(message: &Message) -> Tone {
-    let tones: Vec<Tone> = message.events.iter().map(tone_of).collect();
-    let loudest = tones.iter().copied().max().unwrap_or(Tone::Info);
-    if loudest == Tone::Good && tones.iter().any(|t| *t != Tone::Good) {
-        Tone::Info
-    } else {
-        loudest
-    }
-}
-
-pub fn emoji(tone: Tone) -> &'static str {
-    match tone {
-        Tone::Alert => "❌",
-        Tone::Warning => "⏳",
-        Tone::Good => "✅",
-        Tone::Info => "🔄",
-    }
+    tone_for(look_of_message(message))
 }
 
 /// `2026-11-29 10:40:43 +08:00`.
@@ -110,7 +164,7 @@ fn what(event: &Event) -> String {
 }
 
 /// The resource's name, its id, or at least the sub-job's id.
-pub fn subject(event: &Event) -> &str {
+pub fn resource(event: &Event) -> &str {
     event
         .resource_name
         .as_deref()
@@ -121,13 +175,18 @@ pub fn subject(event: &Event) -> &str {
 
 /// `WKS.00129901: message`, clipped; `None` when the API gave neither.
 pub fn error_text(event: &Event) -> Option<String> {
+    error_within(event, MAX_ERROR_CHARS)
+}
+
+/// `WKS.00129901: message`, the message cut to `max` chars.
+fn error_within(event: &Event, max: usize) -> Option<String> {
     let code = event.error_code.as_deref().filter(|s| !s.is_empty());
     let message = event
         .error_message
         .as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|m| clip(m, MAX_ERROR_CHARS));
+        .map(|m| clip(m, max));
     match (code, message) {
         (Some(c), Some(m)) => Some(format!("{c}: {m}")),
         (Some(c), None) => Some(c.to_owned()),
@@ -136,16 +195,40 @@ pub fn error_text(event: &Event) -> Option<String> {
     }
 }
 
+/// `WKS.00129901: message`, the whole message (a mail or a log line has
+/// room for it); `None` when the API gave neither.
+pub fn whole_error(event: &Event) -> Option<String> {
+    error_within(event, usize::MAX)
+}
+
+/// A log line's text: `CREATE_SERVER APS-… changed: RUNNING → FAILED
+/// (WKS.00129901: …)`, `-` standing for a missing status.
+pub fn log_line(event: &Event) -> String {
+    let status = |s: &Option<Status>| s.as_ref().map_or("-", Status::as_str).to_owned();
+    let mut line = format!(
+        "{} {} {}: {} → {}",
+        event.job_type,
+        resource(event),
+        event.kind,
+        status(&event.from),
+        status(&event.to)
+    );
+    if let Some(error) = whole_error(event) {
+        let _ = write!(line, " ({error})");
+    }
+    line
+}
+
+/// What happened, without an icon: `CREATE_SERVER FAILED on APS-…`, the
+/// words an operator scans for (an email subject and heading).
+pub fn what_happened(event: &Event) -> String {
+    format!("{} {} on {}", event.job_type, what(event), resource(event))
+}
+
 /// The headline of one event:
 /// `❌ CREATE_SERVER FAILED on APS-20220902093902-AYOASWQDEJ`.
 pub fn headline(event: &Event) -> String {
-    format!(
-        "{} {} {} on {}",
-        emoji(tone_of(event)),
-        event.job_type,
-        what(event),
-        subject(event)
-    )
+    format!("{} {}", icon(look_of(event)), what_happened(event))
 }
 
 /// One line per event, as a group lists them:
@@ -164,8 +247,29 @@ pub fn event_line(event: &Event, tz: &TimeZone) -> String {
     line
 }
 
-/// The labelled facts of a focused (single-event) message, in reading order.
+/// How many facts [`facts`] gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Detail {
+    /// A chat message's: the error clipped, the resource by one name.
+    Brief,
+    /// A mail's, which has room: the whole error, and the resource's id
+    /// beside its name.
+    Full,
+}
+
+/// The labelled facts of a focused (single-event) chat message, in
+/// reading order.
 pub fn fields(event: &Event, tz: &TimeZone) -> Vec<(&'static str, String)> {
+    facts(event, tz, Detail::Brief)
+}
+
+/// [`fields`] with everything a mail has room for: the whole error
+/// message, and the resource's id when the name stood for it.
+pub fn all_fields(event: &Event, tz: &TimeZone) -> Vec<(&'static str, String)> {
+    facts(event, tz, Detail::Full)
+}
+
+fn facts(event: &Event, tz: &TimeZone, detail: Detail) -> Vec<(&'static str, String)> {
     let status = |s: &Option<Status>| s.as_ref().map_or("—", Status::as_str).to_owned();
     let mut out = vec![
         ("Job type", event.job_type.to_string()),
@@ -178,9 +282,19 @@ pub fn fields(event: &Event, tz: &TimeZone) -> Vec<(&'static str, String)> {
                 event.kind
             ),
         ),
-        ("Resource", subject(event).to_owned()),
+        ("Resource", resource(event).to_owned()),
     ];
-    if let Some(error) = error_text(event) {
+    if detail == Detail::Full
+        && let Some(id) = event.resource_id.as_deref().filter(|s| !s.is_empty())
+        && id != resource(event)
+    {
+        out.push(("Resource id", id.to_owned()));
+    }
+    let error = match detail {
+        Detail::Brief => error_text(event),
+        Detail::Full => whole_error(event),
+    };
+    if let Some(error) = error {
         out.push(("Error", error));
     }
     out.push(("Project", event.project_id.clone()));
@@ -244,7 +358,7 @@ pub fn summary(events: &[Event]) -> String {
     parts.join("; ")
 }
 
-/// The title of a message: the headline of a single event, or the emoji
+/// The title of a message: the headline of a single event, or the icon
 /// and summary of a group (naming the parent job when grouped by it).
 pub fn title(message: &Message) -> String {
     match message.events.as_slice() {
@@ -260,8 +374,8 @@ pub fn title(message: &Message) -> String {
                     .is_some_and(|g| g.group_key().job_id() == Some(*job))
             });
             match job {
-                Some(job) => format!("{} {}", emoji(tone(message)), digest(events, job)),
-                None => format!("{} {}", emoji(tone(message)), summary(events)),
+                Some(job) => format!("{} {}", icon(look_of_message(message)), digest(events, job)),
+                None => format!("{} {}", icon(look_of_message(message)), summary(events)),
             }
         }
     }
@@ -276,11 +390,7 @@ pub fn digest(events: &[Event], job: &str) -> String {
             job_types.push(e.job_type.as_str());
         }
     }
-    let short: String = if job.chars().count() > 8 {
-        format!("{}…", job.chars().take(8).collect::<String>())
-    } else {
-        job.to_owned()
-    };
+    let short = short_id(job);
     let succeeded = events
         .iter()
         .filter(|e| e.to == Some(Status::Success))
@@ -313,6 +423,98 @@ pub fn digest(events: &[Event], job: &str) -> String {
         }
     }
     text
+}
+
+/// `18 SUCCESS, 2 FAILED`: what a group's events entered (`stuck` and
+/// `vanished` for those), largest count first, then by name, so it is the
+/// same for the same events.
+pub fn tally(events: &[Event]) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for e in events {
+        let label = match e.kind {
+            EventKind::Appeared | EventKind::Changed => {
+                e.to.as_ref().map_or("?", Status::as_str).to_owned()
+            }
+            EventKind::Stuck => "stuck".to_owned(),
+            EventKind::Vanished => "vanished".to_owned(),
+        };
+        *counts.entry(label).or_default() += 1;
+    }
+    let mut counts: Vec<_> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    counts
+        .iter()
+        .map(|(label, n)| format!("{n} {label}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `20 transitions`, or `20 CREATE_SERVER transitions` when they share a
+/// job type.
+pub fn transitions(events: &[Event]) -> String {
+    match events.first() {
+        Some(first) if events.iter().all(|e| e.job_type == first.job_type) => {
+            format!("{} {} transitions", events.len(), first.job_type)
+        }
+        _ => format!("{} transitions", events.len()),
+    }
+}
+
+/// `group g1, key routes[0]`: which group a message is.
+pub fn group_note(group: &GroupInfo) -> String {
+    format!("group {}, key {}", group.id, group.key)
+}
+
+/// A mail's subject, on one line (not yet cut to a length):
+/// `[jobwatch] CREATE_SERVER FAILED on APS-… (project 0a1b2c3d…)` for one
+/// event; `[jobwatch] 20 CREATE_SERVER transitions: 18 SUCCESS, 2 FAILED`
+/// for several.
+pub fn mail_subject(message: &Message) -> String {
+    let text = match message.events.as_slice() {
+        [] => "no events".to_owned(),
+        [event] => format!(
+            "{} (project {})",
+            what_happened(event),
+            short_id(&event.project_id)
+        ),
+        events => format!("{}: {}", transitions(events), tally(events)),
+    };
+    one_line(&format!("[jobwatch] {text}"))
+}
+
+/// `jobwatch 0.4.1`: how a mail signs off.
+pub fn signature() -> String {
+    concat!("jobwatch ", env!("CARGO_PKG_VERSION")).to_owned()
+}
+
+/// An id short enough for a title: ids of more than 12 chars (project ids
+/// are 32 hex characters) are cut to their first eight and `…`, which
+/// still tells them apart.
+pub fn short_id(id: &str) -> String {
+    if id.chars().count() <= 12 {
+        id.to_owned()
+    } else {
+        let mut s: String = id.chars().take(8).collect();
+        s.push('…');
+        s
+    }
+}
+
+/// Control characters (a newline in an error message) would break a
+/// header or a line; every run of them and of white space becomes one
+/// space.
+pub fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for word in s.split(|c: char| c.is_control() || c.is_whitespace()) {
+        if word.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
 }
 
 /// The parent job every event shares, if they share one.
@@ -456,6 +658,32 @@ mod tests {
             title(&message),
             "❌ CREATE_SERVER job 8f2d6a3b…: 18/20 succeeded, 2 FAILED (WKS.00129901)"
         );
+    }
+
+    #[test]
+    fn a_group_looks_like_its_loudest_event_or_what_all_share() {
+        let group = |tos: &[Status]| {
+            let sample = crate::notify::sample_message().events.remove(0);
+            Message {
+                id: "g".into(),
+                group: None,
+                events: tos
+                    .iter()
+                    .map(|to| Event {
+                        to: Some(to.clone()),
+                        ..sample.clone()
+                    })
+                    .collect(),
+            }
+        };
+        let of = |tos: &[Status]| look_of_message(&group(tos));
+        assert_eq!(of(&[Status::Success, Status::Failed]), Look::Failure);
+        assert_eq!(of(&[Status::Success, Status::Success]), Look::Success);
+        assert_eq!(of(&[Status::Running, Status::Waiting]), Look::Active);
+        assert_eq!(of(&[Status::Success, Status::Running]), Look::Other);
+        assert_eq!(of(&[]), Look::Other);
+        assert_eq!(tone(&group(&[])), Tone::Info);
+        assert_eq!(tone(&group(&[Status::Running])), Tone::Info);
     }
 
     fn lines(n: usize) -> Vec<String> {

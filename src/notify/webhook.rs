@@ -9,7 +9,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
-use super::http::{self, HttpAnswer, classify_status, scrub, transport_failure};
+use super::http::{self, classify_status};
 use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
 use super::template::{self, Template, TemplateError};
 use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
@@ -145,19 +145,7 @@ impl WebhookNotifier {
             // Receivers de-duplicate on it even unsigned.
             request = request.header("webhook-id", &message.id);
         }
-        match request.body(body).send().await {
-            Ok(response) => {
-                let mut answer = HttpAnswer::read(response).await;
-                // An unreadable body's error text names the URL, which may
-                // carry a token.
-                answer.body = scrub(&answer.body, self.url.expose());
-                Attempt {
-                    verdict: classify_status(&answer),
-                    answer: answer.describe(),
-                }
-            }
-            Err(e) => transport_failure(e, self.url.expose()),
-        }
+        http::send(request.body(body), self.url.expose(), classify_status).await
     }
 }
 

@@ -7,12 +7,13 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::chat::{ChatKind, Room};
 use super::dingtalk::errcode;
 use super::http::{HttpAnswer, classify_status};
 use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
-use super::template::{self, Template, TemplateError};
+use super::template::Template;
 use super::text::{self, Tone};
-use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use super::{Message, Notifier};
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawNotifier;
@@ -77,35 +78,22 @@ pub struct WeComNotifier {
     pub template: Option<Template>,
 }
 
-impl Deliver for WeComNotifier {
-    fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
-        Box::pin(self.send(message))
+impl ChatKind for WeComNotifier {
+    fn url(&self) -> &SecretUrl {
+        &self.url
     }
-}
 
-impl WeComNotifier {
-    pub async fn send(&self, message: &Message) -> Attempt {
-        match self.body(message) {
-            Ok(body) => {
-                super::http::post_json(&self.http, self.url.expose(), &body, classify).await
-            }
-            Err(e) => template::failed(&e),
-        }
+    fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn template(&self) -> Option<&Template> {
+        self.template.as_ref()
     }
 
     /// `{"msgtype":"markdown","markdown":{"content"}}`, content at most
-    /// [`CONTENT_LIMIT_BYTES`]: the template's rendering when one is set.
-    pub fn body(&self, message: &Message) -> Result<Value, TemplateError> {
-        let content = match &self.template {
-            Some(t) => {
-                template::fit_rendered(&t.render(message)?, CONTENT_LIMIT_BYTES, text::bytes)
-            }
-            None => self.content(message),
-        };
-        Ok(json!({"msgtype": "markdown", "markdown": {"content": content}}))
-    }
-
-    fn content(&self, message: &Message) -> String {
+    /// [`CONTENT_LIMIT_BYTES`].
+    fn built_in(&self, message: &Message) -> Value {
         // WeCom markdown colours: warning (orange), info (green), comment (grey).
         let colour = match text::tone(message) {
             Tone::Alert | Tone::Warning => "warning",
@@ -122,8 +110,28 @@ impl WeComNotifier {
             _ => text::lines(message, &self.tz),
         };
         let budget = CONTENT_LIMIT_BYTES.saturating_sub(head.len());
-        head + &text::fit_joined(&lines, budget, text::bytes)
+        markdown(&(head + &text::fit_joined(&lines, budget, text::bytes)))
     }
+
+    fn room(&self, _: &Message) -> Room {
+        Room {
+            budget: CONTENT_LIMIT_BYTES,
+            measure: text::bytes,
+        }
+    }
+
+    /// A template's rendering is the whole content.
+    fn templated(&self, _: &Message, rendered: &str) -> Value {
+        markdown(rendered)
+    }
+
+    fn classify(answer: &HttpAnswer) -> Verdict {
+        classify(answer)
+    }
+}
+
+fn markdown(content: &str) -> Value {
+    json!({"msgtype": "markdown", "markdown": {"content": content}})
 }
 
 /// Success only with `errcode == 0`; 45009 is a throttle and -1 a transient

@@ -19,6 +19,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
 use jiff::tz::TimeZone;
 use jobwatch::cloud::model::{ApiTime, JobType, Status};
+use jobwatch::notify::chat::ChatKind as _;
 use jobwatch::notify::dingtalk::DingTalkNotifier;
 use jobwatch::notify::discord::DiscordNotifier;
 use jobwatch::notify::feishu::FeishuNotifier;

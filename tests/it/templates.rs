@@ -183,7 +183,7 @@ fn status_icons() {
              {{ s|status_icon }}{% endfor %}",
             &group,
         ),
-        "❌❌✅⏳⏳⏳⏳⚠️❔"
+        "❌❌✅⏳⏳⏳⏳⚠️🔄"
     );
     // Of an event: a stuck one is stuck whatever its status.
     assert_eq!(
@@ -198,6 +198,40 @@ fn status_icons() {
     assert_eq!(
         render("[{{ none|status_icon }}][{{ none }}]", &group),
         "[][]"
+    );
+}
+
+/// One icon table: a built-in title starts with the icon a template's
+/// `|status_icon` gives the same event (❌ failure, ✅ success, ⚠️ stuck,
+/// ⏳ active, 🔄 vanished). Before, ⏳ meant stuck in built-in titles.
+#[test]
+fn built_in_titles_and_status_icon_share_one_table() {
+    let mut events = sample_group().events;
+    let mut running = events[1].clone();
+    running.to = Some(jobwatch::cloud::model::Status::Running);
+    let mut vanished = events[1].clone();
+    vanished.kind = jobwatch::watch::EventKind::Vanished;
+    vanished.to = None;
+    events.extend([running, vanished]);
+    let expected = ["❌", "✅", "⚠️", "⏳", "🔄"];
+    for (event, icon) in events.into_iter().zip(expected) {
+        let one = Message {
+            id: event.event_id.clone(),
+            group: None,
+            events: vec![event],
+        };
+        assert_eq!(render("{{ event|status_icon }}", &one), icon);
+        let title = text::title(&one);
+        assert!(title.starts_with(&format!("{icon} ")), "{title}");
+    }
+    let stuck = Message {
+        id: "s".into(),
+        group: None,
+        events: vec![sample_group().events.remove(2)],
+    };
+    assert_eq!(
+        text::title(&stuck),
+        "⚠️ CREATE_SERVER stuck in RUNNING on 6c2e7b1a-1f0d-4a5e-9c3b-2d4f6a8b0c03"
     );
 }
 

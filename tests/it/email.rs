@@ -39,7 +39,7 @@ fn notifier(port: u16, user: Option<&str>) -> EmailNotifier {
 fn notifier_with(settings: Settings, timeout: Duration) -> EmailNotifier {
     jobwatch::install_crypto_provider();
     let tz = jiff::tz::TimeZone::get("Asia/Shanghai").expect("tzdb has Asia/Shanghai");
-    EmailNotifier::from_settings(&settings, timeout, tz).expect("email notifier")
+    EmailNotifier::from_settings(&settings, timeout, tz, None).expect("email notifier")
 }
 
 fn event(sub_job: &str, to: Status) -> Event {
@@ -511,9 +511,13 @@ async fn a_subject_template_names_the_subject_and_a_broken_one_is_a_dead_letter(
         subject_template: Some(template),
         ..settings(port, None)
     };
-    let email =
-        EmailNotifier::from_settings(&with_subject(good), Duration::from_secs(5), tz.clone())
-            .unwrap();
+    let email = EmailNotifier::from_settings(
+        &with_subject(good),
+        Duration::from_secs(5),
+        tz.clone(),
+        None,
+    )
+    .unwrap();
     let attempt = email.send(&single(event("T1", Status::Failed))).await;
     assert_eq!(attempt.verdict, Verdict::Success, "{}", attempt.answer);
     // Newlines in a rendered subject are folded: one header line.
@@ -524,8 +528,72 @@ async fn a_subject_template_names_the_subject_and_a_broken_one_is_a_dead_letter(
 
     let broken = compile("{{ event.nope.deeper }}");
     let email =
-        EmailNotifier::from_settings(&with_subject(broken), Duration::from_secs(5), tz).unwrap();
+        EmailNotifier::from_settings(&with_subject(broken), Duration::from_secs(5), tz, None)
+            .unwrap();
     let attempt = email.send(&single(event("T2", Status::Failed))).await;
+    assert!(
+        matches!(attempt.verdict, Verdict::DontRetry(ref r) if r.starts_with("template error")),
+        "{attempt:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_template_is_the_text_part_and_the_html_part_shows_it_escaped() {
+    use jobwatch::notify::template::{Markup, Template, TemplateSettings};
+    jobwatch::install_crypto_provider();
+    let mut sink = SmtpSink::start(vec![]).await;
+    let tz = jiff::tz::TimeZone::get("Asia/Shanghai").expect("tzdb has Asia/Shanghai");
+    let template_settings = TemplateSettings {
+        timezone: tz.clone(),
+        region: "cn-north-4".into(),
+    };
+    let compile = |src: &str| Template::compile("oncall", src, &template_settings, Markup::Plain);
+    let body = compile(
+        "{{ event|status_icon }} {{ event.resource_name }}: {{ event.error_message }}\n\
+         ended {{ event.end_time|time }}",
+    )
+    .unwrap();
+    let email = EmailNotifier::from_settings(
+        &settings(sink.port, None),
+        Duration::from_secs(5),
+        tz.clone(),
+        Some(body),
+    )
+    .unwrap();
+    let attempt = checked(email.send(&single(event("B1", Status::Failed))).await);
+    assert_eq!(attempt.verdict, Verdict::Success, "{}", attempt.answer);
+    let parsed = parse(&sink.next().await);
+    // The subject stays built in (subject_template sets it).
+    assert_eq!(
+        parsed.subject,
+        "[jobwatch] CREATE_SERVER FAILED on APS-20220902093902-B1 (project 0a1b2c3d…)"
+    );
+    // The text part is the rendering, nothing added.
+    assert_eq!(
+        parsed.text,
+        "❌ APS-20220902093902-B1: Quota <exceeded> & \"more\"\nended 2022-03-07 18:45:00 +08:00"
+    );
+    // The HTML part is the same text, escaped, its lines kept.
+    assert!(
+        parsed.html.contains(
+            "<div style=\"white-space: pre-wrap;\">❌ APS-20220902093902-B1: Quota &lt;exceeded&gt; &amp; &quot;more&quot;\nended 2022-03-07 18:45:00 +08:00</div>"
+        ),
+        "{}",
+        parsed.html
+    );
+    assert!(!parsed.html.contains("<exceeded>"));
+
+    // A body template that cannot render this message is a dead letter,
+    // and nothing is sent.
+    let broken = compile("{{ event.nope.deeper }}").unwrap();
+    let email = EmailNotifier::from_settings(
+        &settings(sink.port, None),
+        Duration::from_secs(5),
+        tz,
+        Some(broken),
+    )
+    .unwrap();
+    let attempt = email.send(&single(event("B2", Status::Failed))).await;
     assert!(
         matches!(attempt.verdict, Verdict::DontRetry(ref r) if r.starts_with("template error")),
         "{attempt:?}"

@@ -11,6 +11,7 @@ use url::Url;
 
 use super::http::{self, HttpAnswer};
 use super::template::{self, Template, TemplateError};
+use super::text;
 use super::{Attempt, BoxedAttempt, Deliver, Message};
 use crate::retry::Verdict;
 use crate::secret::SecretUrl;
@@ -24,14 +25,46 @@ pub struct Room {
     pub measure: fn(&str) -> usize,
 }
 
-/// A chat receiver: a JSON body posted to one URL.
-pub trait ChatKind: std::fmt::Debug + Send + Sync {
+impl Room {
+    /// What a limit of `limit` bytes on the whole JSON body leaves once
+    /// `used` of them are taken (the envelope with empty text, and any
+    /// signature added later): for Feishu and Teams.
+    pub fn json_body(limit: usize, used: usize) -> Room {
+        Room {
+            budget: limit.saturating_sub(used),
+            measure: text::json_bytes,
+        }
+    }
+}
+
+/// What the send path needs of a chat notifier besides its body.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint<'a> {
     /// The webhook URL (it carries the credential).
-    fn url(&self) -> &SecretUrl;
-    fn http(&self) -> &reqwest::Client;
+    pub url: &'a SecretUrl,
+    pub http: &'a reqwest::Client,
     /// The user's `template`, when set: its rendering replaces the
     /// built-in text inside the kind's envelope.
-    fn template(&self) -> Option<&Template>;
+    pub template: Option<&'a Template>,
+}
+
+impl<'a> Endpoint<'a> {
+    pub fn new(
+        url: &'a SecretUrl,
+        http: &'a reqwest::Client,
+        template: Option<&'a Template>,
+    ) -> Endpoint<'a> {
+        Endpoint {
+            url,
+            http,
+            template,
+        }
+    }
+}
+
+/// A chat receiver: a JSON body posted to one URL.
+pub trait ChatKind: std::fmt::Debug + Send + Sync {
+    fn endpoint(&self) -> Endpoint<'_>;
 
     /// The built-in body.
     fn built_in(&self, message: &Message) -> Value;
@@ -68,7 +101,7 @@ pub trait ChatKind: std::fmt::Debug + Send + Sync {
 /// The template's rendering, cut to the kind's room, in its envelope; or
 /// the built-in body.
 pub fn body<K: ChatKind>(kind: &K, message: &Message) -> Result<Value, TemplateError> {
-    match kind.template() {
+    match kind.endpoint().template {
         Some(t) => {
             let room = kind.room(message);
             let rendered = template::fit_rendered(&t.render(message)?, room.budget, room.measure);
@@ -85,8 +118,9 @@ pub async fn send<K: ChatKind>(kind: &K, message: &Message) -> Attempt {
         Ok(body) => body,
         Err(e) => return template::failed(&e),
     };
-    let (url, body) = kind.signed(kind.url().expose().clone(), body);
-    http::post_json(kind.http(), &url, &body, K::classify).await
+    let endpoint = kind.endpoint();
+    let (url, body) = kind.signed(endpoint.url.expose().clone(), body);
+    http::post_json(endpoint.http, &url, &body, K::classify).await
 }
 
 impl<K: ChatKind> Deliver for K {

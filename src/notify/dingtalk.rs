@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use url::Url;
 
-use super::chat::{ChatKind, Room};
+use super::chat::{ChatKind, Endpoint, Room};
 use super::http::{HttpAnswer, classify_status};
 use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
 use super::template::Template;
@@ -84,16 +84,8 @@ pub struct DingTalkNotifier {
 }
 
 impl ChatKind for DingTalkNotifier {
-    fn url(&self) -> &SecretUrl {
-        &self.url
-    }
-
-    fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    fn template(&self) -> Option<&Template> {
-        self.template.as_ref()
+    fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint::new(&self.url, &self.http, self.template.as_ref())
     }
 
     /// `{"msgtype":"markdown","markdown":{"title","text"}}`, with `text` at

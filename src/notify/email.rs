@@ -1,8 +1,9 @@
 //! The `email` kind: one mail per message (a text and an HTML part) over a
 //! pooled lettre SMTP transport, and what the server's reply means.
 //!
-//! Rendering is a pure function ([`EmailNotifier::render`]) so a template
-//! layer can replace it without touching transport or classification.
+//! Rendering is a pure function ([`EmailNotifier::render`]): the words
+//! come from `text`, or from the notifier's `template` (the text part; the
+//! HTML part shows it escaped) and `subject_template`.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -22,8 +23,8 @@ use sha2::{Digest, Sha256};
 use serde::Serialize;
 use url::Url;
 
-use super::kind::{self, BuildContext, BuildError, CheckContext, Kind, Templating};
-use super::template::{Markup, Template, TemplateError};
+use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
+use super::template::{self, Markup, Template, TemplateError};
 use super::text;
 use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
 use crate::config::check::Checker;
@@ -88,11 +89,6 @@ impl Kind for Settings {
         "subject_template",
         "starttls",
     ];
-    /// The body is built in (text and HTML parts); only the subject takes a
-    /// template. Refused rather than silently ignored.
-    const TEMPLATE: Templating = Templating::Refused(
-        "not used by kind \"email\": its text and HTML parts are built in; use subject_template for the subject",
-    );
     const DEFAULT_CONCURRENCY: u32 = 2;
 
     fn check(
@@ -173,6 +169,7 @@ impl Kind for Settings {
             self,
             cx.timeout,
             cx.tz.clone(),
+            cx.template,
         )?))
     }
 }
@@ -313,6 +310,9 @@ struct Inner {
     server: String,
     /// `subject_template`, compiled (plain text: a subject has no markup).
     subject_template: Option<Template>,
+    /// `template`, compiled: its rendering is the text part, and the HTML
+    /// part shows the same text, escaped.
+    template: Option<Template>,
 }
 
 /// A transport and which one it is, so that of two attempts timing out on
@@ -340,12 +340,14 @@ impl Deliver for EmailNotifier {
 
 impl EmailNotifier {
     /// Builds the transport once; its pool keeps connections for reuse.
-    /// `timeout` bounds the TCP connect and the whole attempt. Must run
+    /// `timeout` bounds the TCP connect and the whole attempt; `template`
+    /// (the notifier's `template`) replaces the built-in body. Must run
     /// inside a tokio runtime (see [`EmailError::NoRuntime`]).
     pub fn from_settings(
         settings: &Settings,
         timeout: Duration,
         tz: jiff::tz::TimeZone,
+        template: Option<Template>,
     ) -> Result<EmailNotifier, EmailError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(EmailError::NoRuntime);
@@ -391,6 +393,7 @@ impl EmailNotifier {
                 password: settings.password.clone(),
                 server: format!("{}:{}", server.host, server.port),
                 subject_template: settings.subject_template.clone(),
+                template,
             }),
         })
     }
@@ -398,13 +401,11 @@ impl EmailNotifier {
     pub async fn send(&self, message: &Message) -> Attempt {
         // A template that cannot render this message will not render it on
         // a retry either: a dead letter with the reason.
-        if let Err(e) = self.templated_subject(message).transpose() {
-            return Attempt {
-                verdict: Verdict::DontRetry(format!("template error: {e}")),
-                answer: format!("template error: {e}"),
-            };
-        }
-        let mail = match self.build(message) {
+        let parts = match self.render(message) {
+            Ok(parts) => parts,
+            Err(e) => return template::failed(&e),
+        };
+        let mail = match self.build(message, parts) {
             Ok(mail) => mail,
             // Our own addresses and a body we built: a bug or bad config,
             // and sending it again would build the same thing.
@@ -478,8 +479,11 @@ impl EmailNotifier {
     }
 
     /// The whole mail: headers, envelope (From and every To) and both parts.
-    fn build(&self, message: &Message) -> Result<lettre::Message, lettre::error::Error> {
-        let (subject, text, html) = self.render(message);
+    fn build(
+        &self,
+        message: &Message,
+        (subject, text, html): (String, String, String),
+    ) -> Result<lettre::Message, lettre::error::Error> {
         let mut builder = lettre::Message::builder()
             .from(self.inner.from.clone())
             .subject(subject)
@@ -508,19 +512,31 @@ impl EmailNotifier {
         )
     }
 
-    /// Subject, text part and HTML part for a message. Pure: the seam where
-    /// templates can take over.
-    pub fn render(&self, message: &Message) -> (String, String, String) {
+    /// Subject, text part and HTML part for a message: the templates'
+    /// renderings where set, else the built-in ones. Pure.
+    pub fn render(&self, message: &Message) -> Result<(String, String, String), TemplateError> {
         let subject = match self.templated_subject(message) {
-            Some(Ok(subject)) => subject,
-            // `send` turns a failing template into a dead letter first.
-            Some(Err(_)) | None => bounded_subject(&text::mail_subject(message)),
+            Some(subject) => subject?,
+            None => bounded_subject(&text::mail_subject(message)),
         };
-        (
-            subject.clone(),
-            render_text(message, &self.inner.tz),
-            render_html(message, &subject, &self.inner.tz),
-        )
+        let (text, html) = match &self.inner.template {
+            Some(t) => {
+                let rendered = t.render(message)?;
+                let html = html_page(
+                    &subject,
+                    &format!(
+                        "<div style=\"white-space: pre-wrap;\">{}</div>\n",
+                        escape(&rendered)
+                    ),
+                );
+                (rendered, html)
+            }
+            None => (
+                render_text(message, &self.inner.tz),
+                render_html(message, &subject, &self.inner.tz),
+            ),
+        };
+        Ok((subject, text, html))
     }
 
     /// The `subject_template` rendered, on one bounded line.
@@ -713,12 +729,6 @@ fn render_text(message: &Message, tz: &jiff::tz::TimeZone) -> String {
 fn render_html(message: &Message, subject: &str, tz: &jiff::tz::TimeZone) -> String {
     let mut out = String::new();
     let (events, more) = listed(message);
-    let _ = write!(
-        out,
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{}</title></head>\n\
-         <body style=\"font-family: sans-serif; font-size: 14px;\">\n",
-        escape(subject)
-    );
     if let Some(group) = &message.group {
         let _ = writeln!(
             out,
@@ -753,12 +763,21 @@ fn render_html(message: &Message, subject: &str, tz: &jiff::tz::TimeZone) -> Str
     if more > 0 {
         let _ = writeln!(out, "<p>{}</p>", escape(&text::and_more(more)));
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<p style=\"color: #888; font-size: 12px;\">{}</p>\n</body></html>\n",
+        "<p style=\"color: #888; font-size: 12px;\">{}</p>",
         escape(&text::signature())
     );
-    out
+    html_page(subject, &out)
+}
+
+/// A whole HTML document titled `subject` around `body` (already HTML).
+fn html_page(subject: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{}</title></head>\n\
+         <body style=\"font-family: sans-serif; font-size: 14px;\">\n{body}</body></html>\n",
+        escape(subject)
+    )
 }
 
 /// The five characters that matter in element content and attributes.
@@ -981,6 +1000,7 @@ mod tests {
                 &settings(tls),
                 Duration::from_secs(5),
                 jiff::tz::TimeZone::UTC,
+                None,
             )
             .expect("transport builds without connecting");
             assert!(!format!("{n:?}").contains("hunter2"));
@@ -993,6 +1013,7 @@ mod tests {
             &settings(SmtpTls::None),
             Duration::from_secs(5),
             jiff::tz::TimeZone::UTC,
+            None,
         )
         .expect_err("no runtime here");
         assert!(matches!(e, EmailError::NoRuntime));

@@ -13,7 +13,7 @@ use sha2::Sha256;
 
 use url::Url;
 
-use super::chat::{ChatKind, Room};
+use super::chat::{ChatKind, Endpoint, Room};
 use super::http::{HttpAnswer, classify_status};
 use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
 use super::template::{Markup, Template};
@@ -85,16 +85,8 @@ pub struct FeishuNotifier {
 }
 
 impl ChatKind for FeishuNotifier {
-    fn url(&self) -> &SecretUrl {
-        &self.url
-    }
-
-    fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    fn template(&self) -> Option<&Template> {
-        self.template.as_ref()
+    fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint::new(&self.url, &self.http, self.template.as_ref())
     }
 
     /// `{"msg_type":"interactive","card":{…}}`, at most
@@ -112,10 +104,7 @@ impl ChatKind for FeishuNotifier {
     /// the card's text; the coloured header and the note stay.
     fn room(&self, message: &Message) -> Room {
         let overhead = card(message, "").to_string().len() + SIGN_RESERVE;
-        Room {
-            budget: BODY_LIMIT_BYTES.saturating_sub(overhead),
-            measure: text::json_bytes,
-        }
+        Room::json_body(BODY_LIMIT_BYTES, overhead)
     }
 
     fn templated(&self, message: &Message, rendered: &str) -> Value {

@@ -18,13 +18,11 @@ use crate::secret::{Secret, SecretUrl};
 /// What `template` means for a kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Templating {
-    /// It replaces the built-in text; printed values are escaped for the
-    /// kind's [`Kind::MARKUP`].
+    /// It replaces the built-in text (an email's text part); printed
+    /// values are escaped for the kind's [`Kind::MARKUP`].
     Body,
     /// The kind has no text to shape (the log kind writes fields).
     NotUsed,
-    /// Refused, with this message.
-    Refused(&'static str),
 }
 
 /// A notifier kind, implemented by its settings type.

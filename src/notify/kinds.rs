@@ -204,10 +204,6 @@ pub fn check(
             ck.unused(&key.f("template"), true, &why);
             None
         }
-        (Templating::Refused(message), Some(_)) => {
-            ck.err(&key.f("template"), message);
-            None
-        }
         (Templating::Body, Some(source)) => {
             let json = (kind.template_is_json)(&raw);
             let key = key.f("template");

@@ -7,7 +7,7 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::chat::{ChatKind, Room};
+use super::chat::{ChatKind, Endpoint, Room};
 use super::http::{HttpAnswer, classify_status};
 use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
 use super::template::Template;
@@ -70,16 +70,8 @@ pub struct TeamsNotifier {
 }
 
 impl ChatKind for TeamsNotifier {
-    fn url(&self) -> &SecretUrl {
-        &self.url
-    }
-
-    fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    fn template(&self) -> Option<&Template> {
-        self.template.as_ref()
+    fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint::new(&self.url, &self.http, self.template.as_ref())
     }
 
     /// `{"type":"message","attachments":[{"contentType":
@@ -107,11 +99,7 @@ impl ChatKind for TeamsNotifier {
     /// What the card leaves of the body: a template's rendering is the
     /// card's text block; the coloured title stays.
     fn room(&self, message: &Message) -> Room {
-        let overhead = envelope(message, "").to_string().len();
-        Room {
-            budget: BODY_LIMIT_BYTES.saturating_sub(overhead),
-            measure: text::json_bytes,
-        }
+        Room::json_body(BODY_LIMIT_BYTES, envelope(message, "").to_string().len())
     }
 
     fn templated(&self, message: &Message, rendered: &str) -> Value {

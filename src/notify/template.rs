@@ -272,7 +272,7 @@ pub fn fit_rendered(rendered: &str, budget: usize, measure: impl Fn(&str) -> usi
         return rendered.to_owned();
     }
     let lines: Vec<&str> = rendered.split('\n').collect();
-    let tail = |n: usize| format!("… and {n} more lines");
+    let tail = text::and_more_lines;
     let sep = measure("\n");
     let mut best = None;
     let mut prefix = 0;

@@ -536,6 +536,12 @@ pub fn and_more(n: usize) -> String {
     format!("… and {n} more")
 }
 
+/// `… and 37 more lines`: the tail of a cut template rendering, whose
+/// lines need not be events.
+pub fn and_more_lines(n: usize) -> String {
+    format!("… and {n} more lines")
+}
+
 /// Keeps the longest prefix of `lines` that fits `budget` when joined by
 /// `"\n"`, measured by `measure` (bytes, chars, JSON-escaped bytes: the
 /// receiver's unit). When not all fit, the second value is the line to add

@@ -7,7 +7,7 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::chat::{ChatKind, Room};
+use super::chat::{ChatKind, Endpoint, Room};
 use super::dingtalk::errcode;
 use super::http::{HttpAnswer, classify_status};
 use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
@@ -79,16 +79,8 @@ pub struct WeComNotifier {
 }
 
 impl ChatKind for WeComNotifier {
-    fn url(&self) -> &SecretUrl {
-        &self.url
-    }
-
-    fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    fn template(&self) -> Option<&Template> {
-        self.template.as_ref()
+    fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint::new(&self.url, &self.http, self.template.as_ref())
     }
 
     /// `{"msgtype":"markdown","markdown":{"content"}}`, content at most

@@ -69,9 +69,10 @@ fn bad_configs_name_their_key() {
     let cases: &[(&str, &str)] = &[
         // unknown keys, top level and nested
         ("bogus = 1", "bogus: unknown key"),
+        // An email's body template is checked like any other.
         (
-            "[notifiers.m]\nkind = \"email\"\nsmtp = \"smtp://127.0.0.1:25\"\nstarttls = false\nfrom = \"a@example.com\"\nto = [\"b@example.com\"]\ntemplate = \"{{ event.to }}\"",
-            "notifiers.m.template: not used by kind \"email\"",
+            "[notifiers.m]\nkind = \"email\"\nsmtp = \"smtp://127.0.0.1:25\"\nstarttls = false\nfrom = \"a@example.com\"\nto = [\"b@example.com\"]\ntemplate = \"{{ event.nope }}\"",
+            "notifiers.m.template: rendering the sample event: line 1: undefined value",
         ),
         ("[api]\ntimeoutt = \"1s\"", "api.timeoutt: unknown key"),
         (
@@ -589,6 +590,29 @@ fn secret_files_are_read_and_trimmed() {
     assert_eq!(m.smtp.tls, SmtpTls::Implicit);
     assert_eq!(m.smtp.port, 465);
     assert_eq!(m.smtp.user.as_deref(), Some("jobwatch"));
+}
+
+/// An email's `template` was refused once; now it is its body (the text
+/// part), compiled at check like every kind's, beside `subject_template`.
+#[test]
+fn an_email_takes_a_body_template_and_a_subject_template() {
+    let toml = "[auth]\nak = \"AK\"\nsk = \"SK\"\n\
+                [notifiers.mail]\nkind = \"email\"\nsmtp = \"smtp://127.0.0.1:25\"\nstarttls = false\n\
+                from = \"a@example.com\"\nto = [\"b@example.com\"]\n\
+                template = \"{{ title }}\"\nsubject_template = \"{{ count }} events\"\n";
+    let c = load_with(toml, &[]).unwrap().config;
+    let mail = &c.notifiers["mail"];
+    assert_eq!(
+        mail.template.as_ref().map(|t| t.source()),
+        Some("{{ title }}")
+    );
+    let NotifierSettings::Email(m) = &mail.settings else {
+        panic!("expected email")
+    };
+    assert_eq!(
+        m.subject_template.as_ref().map(|t| t.source()),
+        Some("{{ count }} events")
+    );
 }
 
 #[test]

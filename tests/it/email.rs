@@ -7,6 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use jobwatch::cloud::model::{ApiTime, Status};
 use jobwatch::notify::email::{EmailNotifier, Settings, SmtpServer, SmtpTls};
+use jobwatch::notify::template::{Markup, Template, TemplateSettings};
 use jobwatch::notify::{Attempt, GroupInfo, Message};
 use jobwatch::retry::Verdict;
 use jobwatch::secret::Secret;
@@ -37,9 +38,26 @@ fn notifier(port: u16, user: Option<&str>) -> EmailNotifier {
 }
 
 fn notifier_with(settings: Settings, timeout: Duration) -> EmailNotifier {
+    templated(settings, timeout, None)
+}
+
+fn templated(settings: Settings, timeout: Duration, body: Option<Template>) -> EmailNotifier {
     jobwatch::install_crypto_provider();
-    let tz = jiff::tz::TimeZone::get("Asia/Shanghai").expect("tzdb has Asia/Shanghai");
-    EmailNotifier::from_settings(&settings, timeout, tz).expect("email notifier")
+    EmailNotifier::from_settings(&settings, timeout, shanghai(), body).expect("email notifier")
+}
+
+fn shanghai() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::get("Asia/Shanghai").expect("tzdb has Asia/Shanghai")
+}
+
+/// A template as the config would compile it (a subject or body has no
+/// markup).
+fn compile(name: &str, source: &str) -> Template {
+    let settings = TemplateSettings {
+        timezone: shanghai(),
+        region: "cn-north-4".into(),
+    };
+    Template::compile(name, source, &settings, Markup::Plain).expect("the template compiles")
 }
 
 fn event(sub_job: &str, to: Status) -> Event {
@@ -488,32 +506,15 @@ async fn after_a_timed_out_attempt_the_next_one_uses_a_fresh_connection() {
 
 #[tokio::test]
 async fn a_subject_template_names_the_subject_and_a_broken_one_is_a_dead_letter() {
-    use jobwatch::notify::template::{Markup, Template, TemplateSettings};
-    jobwatch::install_crypto_provider();
     let mut sink = SmtpSink::start(vec![]).await;
-    let tz = jiff::tz::TimeZone::get("Asia/Shanghai").expect("tzdb has Asia/Shanghai");
-    let template_settings = TemplateSettings {
-        timezone: tz.clone(),
-        region: "cn-north-4".into(),
-    };
-    let compile = |src: &str| {
-        Template::compile(
-            "oncall.subject_template",
-            src,
-            &template_settings,
-            Markup::Plain,
-        )
-        .unwrap()
-    };
+    let compile = |src: &str| compile("oncall.subject_template", src);
     let good = compile("{{ event.job_type }} {{ event.to }}\non {{ event.resource_name }}");
     let port = sink.port;
     let with_subject = |template| Settings {
         subject_template: Some(template),
         ..settings(port, None)
     };
-    let email =
-        EmailNotifier::from_settings(&with_subject(good), Duration::from_secs(5), tz.clone())
-            .unwrap();
+    let email = notifier_with(with_subject(good), Duration::from_secs(5));
     let attempt = email.send(&single(event("T1", Status::Failed))).await;
     assert_eq!(attempt.verdict, Verdict::Success, "{}", attempt.answer);
     // Newlines in a rendered subject are folded: one header line.
@@ -523,9 +524,59 @@ async fn a_subject_template_names_the_subject_and_a_broken_one_is_a_dead_letter(
     );
 
     let broken = compile("{{ event.nope.deeper }}");
-    let email =
-        EmailNotifier::from_settings(&with_subject(broken), Duration::from_secs(5), tz).unwrap();
+    let email = notifier_with(with_subject(broken), Duration::from_secs(5));
     let attempt = email.send(&single(event("T2", Status::Failed))).await;
+    assert!(
+        matches!(attempt.verdict, Verdict::DontRetry(ref r) if r.starts_with("template error")),
+        "{attempt:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_template_is_the_text_part_and_the_html_part_shows_it_escaped() {
+    let mut sink = SmtpSink::start(vec![]).await;
+    let body = compile(
+        "oncall",
+        "{{ event|status_icon }} {{ event.resource_name }}: {{ event.error_message }}\n\
+         ended {{ event.end_time|time }}",
+    );
+    let email = templated(
+        settings(sink.port, None),
+        Duration::from_secs(5),
+        Some(body),
+    );
+    let attempt = checked(email.send(&single(event("B1", Status::Failed))).await);
+    assert_eq!(attempt.verdict, Verdict::Success, "{}", attempt.answer);
+    let parsed = parse(&sink.next().await);
+    // The subject stays built in (subject_template sets it).
+    assert_eq!(
+        parsed.subject,
+        "[jobwatch] CREATE_SERVER FAILED on APS-20220902093902-B1 (project 0a1b2c3d…)"
+    );
+    // The text part is the rendering, nothing added.
+    assert_eq!(
+        parsed.text,
+        "❌ APS-20220902093902-B1: Quota <exceeded> & \"more\"\nended 2022-03-07 18:45:00 +08:00"
+    );
+    // The HTML part is the same text, escaped, its lines kept.
+    assert!(
+        parsed.html.contains(
+            "<div style=\"white-space: pre-wrap;\">❌ APS-20220902093902-B1: Quota &lt;exceeded&gt; &amp; &quot;more&quot;\nended 2022-03-07 18:45:00 +08:00</div>"
+        ),
+        "{}",
+        parsed.html
+    );
+    assert!(!parsed.html.contains("<exceeded>"));
+
+    // A body template that cannot render this message is a dead letter,
+    // and nothing is sent.
+    let broken = compile("oncall", "{{ event.nope.deeper }}");
+    let email = templated(
+        settings(sink.port, None),
+        Duration::from_secs(5),
+        Some(broken),
+    );
+    let attempt = email.send(&single(event("B2", Status::Failed))).await;
     assert!(
         matches!(attempt.verdict, Verdict::DontRetry(ref r) if r.starts_with("template error")),
         "{attempt:?}"

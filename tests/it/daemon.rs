@@ -379,13 +379,7 @@ impl Proxy {
                 }
             })
         };
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await;
-        });
+        let stop = crate::support::serve(listener, app);
         Proxy { url, paths, stop }
     }
 
@@ -445,27 +439,9 @@ fn two_of_each(api: &str, keep: &str, gone: &str, state: &Path, with_removed: bo
     } else {
         ("", String::new(), r#"["keep"]"#)
     };
+    let preamble = crate::support::daemon_preamble(api, state, Some("5s"));
     format!(
-        r#"[api]
-endpoint = "{api}"
-max_requests_per_minute = 6000
-
-[auth]
-method = "none"
-
-[state]
-path = {state:?}
-
-[poll]
-interval = "1s"
-active_interval = "1s"
-
-[delivery]
-shutdown_grace = "5s"
-
-[log]
-level = "info,jobwatch=debug"
-
+        r#"{preamble}
 [[targets]]
 project_id = "demo"
 job_types = ["CREATE_SERVER"]
@@ -630,24 +606,9 @@ const WINDOW: Duration = Duration::from_secs(8);
 
 /// One target, notifiers `a` and `b`, one grouping route to both.
 fn grouped_config(api: &str, a: &str, b: &str, state: &Path) -> String {
+    let preamble = crate::support::daemon_preamble(api, state, None);
     format!(
-        r#"[api]
-endpoint = "{api}"
-max_requests_per_minute = 6000
-
-[auth]
-method = "none"
-
-[state]
-path = {state:?}
-
-[poll]
-interval = "1s"
-active_interval = "1s"
-
-[log]
-level = "info,jobwatch=debug"
-
+        r#"{preamble}
 [[targets]]
 project_id = "demo"
 job_types = ["CREATE_SERVER"]
@@ -692,32 +653,22 @@ async fn a_group_window_spans_two_cycles_and_a_sigkill_and_sends_once_when_it_cl
     // after `opened`, so `opened + WINDOW` is a lower bound of its close.
     let opened = std::time::Instant::now();
     sim.set_status(&jobs[0], "FAILED").await;
-    let first = eventually(WITHIN, "the first event's rows", || {
-        let (state, a, b) = (state.clone(), &a, &b);
-        async move {
-            let (pending, _) = outbox_rows(&state).await;
+    // Waits for `n` pending rows; no message may leave meanwhile.
+    let pending_rows = |n: usize, what: &'static str| {
+        let (state, a, b) = (&state, &a, &b);
+        eventually(WITHIN, what, move || async move {
+            let (pending, _) = outbox_rows(state).await;
             assert!(
                 a.rx.is_empty() && b.rx.is_empty(),
                 "a message left before the window closed"
             );
-            (pending.len() == 2).then_some(pending)
-        }
-    })
-    .await;
+            (pending.len() == n).then_some(pending)
+        })
+    };
+    let first = pending_rows(2, "the first event's rows").await;
     // The second, set only once the first was committed: a later cycle.
     sim.set_status(&jobs[1], "FAILED").await;
-    let rows = eventually(WITHIN, "the second event's rows", || {
-        let (state, a, b) = (state.clone(), &a, &b);
-        async move {
-            let (pending, _) = outbox_rows(&state).await;
-            assert!(
-                a.rx.is_empty() && b.rx.is_empty(),
-                "a message left before the window closed"
-            );
-            (pending.len() == 4).then_some(pending)
-        }
-    })
-    .await;
+    let rows = pending_rows(4, "the second event's rows").await;
     let closes = first[0].next_attempt_at;
     let events: BTreeSet<String> = rows.iter().map(|r| r.event_id.clone()).collect();
     assert_eq!(events.len(), 2, "{rows:?}");

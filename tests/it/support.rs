@@ -88,6 +88,19 @@ pub fn client_for(url: &str, credentials: Credentials, timeout: Duration) -> Cli
     Client::new(settings, credentials).expect("client")
 }
 
+/// Serves `app` on `listener` until the returned token is cancelled (the
+/// loopback servers of the tests cancel it when dropped).
+pub fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await;
+    });
+    stop
+}
+
 /// What a loopback receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -164,13 +177,7 @@ impl Receiver {
                 response
             }
         });
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await;
-        });
+        let stop = serve(listener, app);
         Receiver { url, rx, stop }
     }
 
@@ -214,6 +221,34 @@ pub fn daemon_config(
 ) -> String {
     let job_types: Vec<String> = job_types.iter().map(|t| format!("{t:?}")).collect();
     format!(
+        r#"{preamble}
+[[targets]]
+project_id = "demo"
+job_types = [{job_types}]
+
+[notifiers.hook]
+kind = "webhook"
+url = "{hook_url}"
+max_concurrency = {HOOK_CONCURRENCY}
+
+[[routes]]
+notify = ["hook"]
+kinds = ["appeared", "changed"]
+"#,
+        preamble = daemon_preamble(api, state, Some("5s")),
+        job_types = job_types.join(", "),
+    )
+}
+
+/// What every daemon config of the tests starts with: the simulator at
+/// `api` without auth and with a budget that never binds, the state file,
+/// 1 s polls (the minimum), `debug` logs of our own, and, when given,
+/// `delivery.shutdown_grace`. Targets, notifiers and routes follow it.
+pub fn daemon_preamble(api: &str, state: &std::path::Path, shutdown_grace: Option<&str>) -> String {
+    let delivery = shutdown_grace
+        .map(|grace| format!("[delivery]\nshutdown_grace = \"{grace}\"\n\n"))
+        .unwrap_or_default();
+    format!(
         r#"[api]
 endpoint = "{api}"
 max_requests_per_minute = 6000
@@ -229,26 +264,9 @@ path = {state:?}
 interval = "1s"
 active_interval = "1s"
 
-[delivery]
-shutdown_grace = "5s"
-
-[log]
+{delivery}[log]
 level = "info,jobwatch=debug"
-
-[[targets]]
-project_id = "demo"
-job_types = [{job_types}]
-
-[notifiers.hook]
-kind = "webhook"
-url = "{hook_url}"
-max_concurrency = {HOOK_CONCURRENCY}
-
-[[routes]]
-notify = ["hook"]
-kinds = ["appeared", "changed"]
-"#,
-        job_types = job_types.join(", "),
+"#
     )
 }
 
@@ -549,13 +567,7 @@ impl Recorder {
                 }
             })
         };
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await;
-        });
+        let stop = serve(listener, app);
         Recorder {
             url,
             got,

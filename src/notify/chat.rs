@@ -1,20 +1,29 @@
 //! What the chat kinds (feishu, dingtalk, wecom, slack, discord, teams)
-//! share: the [`ChatKind`] trait each implements, and the one send path
-//! that every one of them takes — template or built-in body, signing,
-//! post, classify. A kind's file says only what is its own: the body's
-//! shape and size, how it signs, and what its receiver's answers mean.
-//!
-//! Every `ChatKind` is a [`Deliver`], so `Notifier::new` takes one as is.
+//! share: the [`Chat`] trait each implements, their one settings type
+//! ([`ChatSettings`]: `url`, and `secret` for the kinds that sign), their
+//! one notifier ([`ChatNotifier`]) and the one send path every one of them
+//! takes: template or built-in body, signing, post, classify. A kind's
+//! file says only what is its own: the body's shape and size, how it
+//! signs, and what its receiver's answers mean.
 
+use std::fmt;
+
+use jiff::tz::TimeZone;
+use serde::Serialize;
 use serde_json::Value;
 use url::Url;
 
 use super::http::{self, HttpAnswer};
-use super::template::{self, Template, TemplateError};
+use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
+use super::template::{self, Markup, Template, TemplateError};
 use super::text;
-use super::{Attempt, BoxedAttempt, Deliver, Message};
+use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use crate::config::check::Checker;
+use crate::config::key::KeyPath;
+use crate::config::raw::RawNotifier;
+use crate::ratelimit::RateLimit;
 use crate::retry::Verdict;
-use crate::secret::SecretUrl;
+use crate::secret::{Secret, SecretUrl};
 
 /// How much of a receiver's body a template's rendering may fill, in the
 /// receiver's own unit (bytes, chars, UTF-16 units, JSON-escaped bytes:
@@ -37,94 +46,136 @@ impl Room {
     }
 }
 
-/// What the send path needs of a chat notifier besides its body.
-#[derive(Debug, Clone, Copy)]
-pub struct Endpoint<'a> {
-    /// The webhook URL (it carries the credential).
-    pub url: &'a SecretUrl,
-    pub http: &'a reqwest::Client,
-    /// The user's `template`, when set: its rendering replaces the
-    /// built-in text inside the kind's envelope.
-    pub template: Option<&'a Template>,
-}
+/// A chat receiver: a JSON body posted to one URL. Implemented by a unit
+/// type per kind (`Slack`, `Feishu`, …).
+pub trait Chat: fmt::Debug + Clone + Copy + Default + Send + Sync + 'static {
+    /// The value of `kind`.
+    const NAME: &'static str;
+    /// How values a template prints are escaped.
+    const MARKUP: Markup = Markup::Plain;
+    /// The receiver's documented limit, used when `rate_limit` is absent.
+    const DEFAULT_RATE: Option<RateLimit>;
+    /// Whether the kind reads a signing `secret` (see [`Chat::signed`]).
+    const SIGNS: bool = false;
 
-impl<'a> Endpoint<'a> {
-    pub fn new(
-        url: &'a SecretUrl,
-        http: &'a reqwest::Client,
-        template: Option<&'a Template>,
-    ) -> Endpoint<'a> {
-        Endpoint {
-            url,
-            http,
-            template,
-        }
-    }
-}
-
-/// A chat receiver: a JSON body posted to one URL.
-pub trait ChatKind: std::fmt::Debug + Send + Sync {
-    fn endpoint(&self) -> Endpoint<'_>;
-
-    /// The built-in body.
-    fn built_in(&self, message: &Message) -> Value;
+    /// The built-in body, its times shown in `tz`.
+    fn built_in(message: &Message, tz: &TimeZone) -> Value;
     /// Where a template's rendering may go in this message's body.
-    fn room(&self, message: &Message) -> Room;
-    /// The body around a rendering already cut to [`ChatKind::room`].
-    fn templated(&self, message: &Message, rendered: &str) -> Value;
+    fn room(message: &Message) -> Room;
+    /// The body around a rendering already cut to [`Chat::room`].
+    fn templated(message: &Message, rendered: &str) -> Value;
     /// What the receiver's answer means.
     fn classify(answer: &HttpAnswer) -> Verdict;
 
-    /// The request as sent: the kinds that sign add the signature here
-    /// (Feishu in the body, DingTalk in the query), at send time.
-    fn signed(&self, url: Url, body: Value) -> (Url, Value) {
+    /// The request as sent when a `secret` is set: the kinds that sign add
+    /// the signature here (Feishu in the body, DingTalk in the query), at
+    /// send time.
+    fn signed(url: Url, body: Value, _secret: &Secret) -> (Url, Value) {
         (url, body)
     }
-
-    /// The unsigned body of `message` (see [`body`]).
-    fn body(&self, message: &Message) -> Result<Value, TemplateError>
-    where
-        Self: Sized,
-    {
-        body(self, message)
-    }
-
-    /// One delivery attempt (see [`send`]).
-    fn send(&self, message: &Message) -> impl Future<Output = Attempt> + Send
-    where
-        Self: Sized,
-    {
-        send(self, message)
-    }
 }
 
-/// The template's rendering, cut to the kind's room, in its envelope; or
-/// the built-in body.
-pub fn body<K: ChatKind>(kind: &K, message: &Message) -> Result<Value, TemplateError> {
-    match kind.endpoint().template {
-        Some(t) => {
-            let room = kind.room(message);
-            let rendered = template::fit_rendered(&t.render(message)?, room.budget, room.measure);
-            Ok(kind.templated(message, &rendered))
-        }
-        None => Ok(kind.built_in(message)),
-    }
+/// `[notifiers.NAME]` of a chat kind `C`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(bound = "")]
+pub struct ChatSettings<C> {
+    /// The webhook URL; it carries the credential, so it is never shown.
+    pub url: SecretUrl,
+    /// The signing key, for the kinds that sign.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    #[serde(skip)]
+    pub kind: C,
 }
 
-/// The one send path of every chat kind: body (a template that cannot
-/// render is a dead letter at once), signature, post, the kind's verdict.
-pub async fn send<K: ChatKind>(kind: &K, message: &Message) -> Attempt {
-    let body = match body(kind, message) {
-        Ok(body) => body,
-        Err(e) => return template::failed(&e),
+impl<C: Chat> Kind for ChatSettings<C> {
+    const NAME: &'static str = C::NAME;
+    const KEYS: &'static [&'static str] = if C::SIGNS {
+        &["url", "secret", "secret_file"]
+    } else {
+        &["url"]
     };
-    let endpoint = kind.endpoint();
-    let (url, body) = kind.signed(endpoint.url.expose().clone(), body);
-    http::post_json(endpoint.http, &url, &body, K::classify).await
+    const MARKUP: Markup = C::MARKUP;
+    const DEFAULT_RATE: Option<RateLimit> = C::DEFAULT_RATE;
+
+    fn check(
+        ck: &mut Checker<'_>,
+        key: &KeyPath,
+        mut raw: RawNotifier,
+        _: &CheckContext<'_>,
+    ) -> Option<ChatSettings<C>> {
+        let url = kind::url(ck, key, raw.url.as_deref(), C::NAME);
+        let secret = if C::SIGNS {
+            kind::signing_secret(ck, key, &mut raw)
+        } else {
+            None
+        };
+        Some(ChatSettings {
+            url: url?,
+            secret,
+            kind: C::default(),
+        })
+    }
+
+    fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
+        Ok(Notifier::new(ChatNotifier {
+            url: self.url.clone(),
+            secret: self.secret.clone(),
+            http: http::client(cx.timeout)?,
+            tz: cx.tz.clone(),
+            template: cx.template,
+            kind: self.kind,
+        }))
+    }
 }
 
-impl<K: ChatKind> Deliver for K {
+/// The running notifier of a chat kind `C`.
+#[derive(Debug, Clone)]
+pub struct ChatNotifier<C> {
+    pub url: SecretUrl,
+    pub secret: Option<Secret>,
+    pub http: reqwest::Client,
+    /// `delivery.timezone`: times in the built-in text.
+    pub tz: TimeZone,
+    /// When set, its rendering replaces the built-in text inside the
+    /// kind's envelope.
+    pub template: Option<Template>,
+    pub kind: C,
+}
+
+impl<C: Chat> ChatNotifier<C> {
+    /// The unsigned body of `message`: the template's rendering, cut to
+    /// the kind's room, in its envelope; or the built-in body.
+    pub fn body(&self, message: &Message) -> Result<Value, TemplateError> {
+        match &self.template {
+            Some(t) => {
+                let room = C::room(message);
+                let rendered =
+                    template::fit_rendered(&t.render(message)?, room.budget, room.measure);
+                Ok(C::templated(message, &rendered))
+            }
+            None => Ok(C::built_in(message, &self.tz)),
+        }
+    }
+
+    /// The one send path of every chat kind: body (a template that cannot
+    /// render is a dead letter at once), signature, post, the kind's verdict.
+    pub async fn send(&self, message: &Message) -> Attempt {
+        let body = match self.body(message) {
+            Ok(body) => body,
+            Err(e) => return template::failed(&e),
+        };
+        let url = self.url.expose().clone();
+        let (url, body) = match &self.secret {
+            Some(secret) => C::signed(url, body, secret),
+            None => (url, body),
+        };
+        http::post_json(&self.http, &url, &body, C::classify).await
+    }
+}
+
+impl<C: Chat> Deliver for ChatNotifier<C> {
     fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a> {
-        Box::pin(send(self, message))
+        Box::pin(self.send(message))
     }
 }

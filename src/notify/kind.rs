@@ -1,7 +1,7 @@
 //! What a notifier kind is: the [`Kind`] trait its settings type
 //! implements, what its check and build are given, and the checks several
 //! kinds share (`url`, a signing `secret`, a template). The kinds use this
-//! module; the registry in `kinds.rs` lists them.
+//! module; the registry in `kinds/mod.rs` lists them.
 
 use std::time::Duration;
 

@@ -2,21 +2,12 @@
 //! module talks to receivers; the outbox (in `store`) decides when.
 
 pub mod chat;
-pub mod dingtalk;
-pub mod discord;
 pub mod dispatch;
-pub mod email;
-pub mod feishu;
 pub mod http;
 pub mod kind;
 pub mod kinds;
-pub mod log;
-pub mod slack;
-pub mod teams;
 pub mod template;
 pub mod text;
-pub mod webhook;
-pub mod wecom;
 
 pub use template::{sample_group, sample_message};
 
@@ -65,8 +56,8 @@ pub struct Attempt {
 }
 
 /// What every running notifier does: one delivery attempt of a message.
-/// Each kind's notifier implements it in its own file; the chat kinds do
-/// through [`chat::ChatKind`], whose one send path serves them all.
+/// Each kind's notifier implements it in its own file; the chat kinds
+/// share [`chat::ChatNotifier`], whose one send path serves them all.
 pub trait Deliver: std::fmt::Debug + Send + Sync {
     fn deliver<'a>(&'a self, message: &'a Message) -> BoxedAttempt<'a>;
 }

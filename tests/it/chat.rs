@@ -19,16 +19,15 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
 use jiff::tz::TimeZone;
 use jobwatch::cloud::model::{ApiTime, JobType, Status};
-use jobwatch::notify::chat::ChatKind as _;
-use jobwatch::notify::dingtalk::DingTalkNotifier;
-use jobwatch::notify::discord::DiscordNotifier;
-use jobwatch::notify::feishu::FeishuNotifier;
-use jobwatch::notify::slack::SlackNotifier;
-use jobwatch::notify::teams::TeamsNotifier;
-use jobwatch::notify::wecom::WeComNotifier;
-use jobwatch::notify::{
-    Attempt, GroupInfo, Message, Notifier, dingtalk, discord, feishu, slack, teams, text, wecom,
-};
+use jobwatch::notify::chat::ChatNotifier;
+use jobwatch::notify::kinds::dingtalk::DingTalk;
+use jobwatch::notify::kinds::discord::Discord;
+use jobwatch::notify::kinds::feishu::Feishu;
+use jobwatch::notify::kinds::slack::Slack;
+use jobwatch::notify::kinds::teams::Teams;
+use jobwatch::notify::kinds::wecom::WeCom;
+use jobwatch::notify::kinds::{dingtalk, discord, feishu, slack, teams, wecom};
+use jobwatch::notify::{Attempt, GroupInfo, Message, Notifier, text};
 use jobwatch::retry::{Retryable, Verdict};
 use jobwatch::secret::{Secret, SecretUrl};
 use jobwatch::watch::{Event, EventKind};
@@ -280,7 +279,7 @@ fn an_event_line_reads_well() {
 #[test]
 fn default_rates_follow_the_receivers() {
     use jobwatch::notify::kind::Kind;
-    use jobwatch::notify::{dingtalk, log, slack, wecom};
+    use jobwatch::notify::kinds::{dingtalk, log, slack, wecom};
     use jobwatch::ratelimit::RateLimit;
     let per_minute = |n| Some(RateLimit::new(n, Duration::from_secs(60)));
     assert_eq!(dingtalk::Settings::DEFAULT_RATE, per_minute(20));
@@ -318,12 +317,13 @@ async fn feishu_signs_the_card_and_reads_the_body_code() {
         reply(500, "upstream broke"),
     ])
     .await;
-    let notifier = FeishuNotifier {
+    let notifier = ChatNotifier {
         url: rx.url("open-apis/bot/v2/hook/hook-token"),
         secret: Some(Secret::new("feishu-s3cret")),
         http: http(),
         tz: tz(),
         template: None,
+        kind: Feishu,
     };
 
     let attempt = notifier.send(&single("FAILED")).await;
@@ -387,12 +387,13 @@ async fn feishu_signs_the_card_and_reads_the_body_code() {
 #[tokio::test]
 async fn feishu_cuts_a_big_group_to_its_body_limit() {
     let mut rx = Receiver::start(vec![reply(200, r#"{"code":0,"msg":"success"}"#)]).await;
-    let notifier = FeishuNotifier {
+    let notifier = ChatNotifier {
         url: rx.url("hook"),
         secret: Some(Secret::new("k")),
         http: http(),
         tz: tz(),
         template: None,
+        kind: Feishu,
     };
     let attempt = notifier.send(&big_group()).await;
     assert_eq!(attempt.verdict, Verdict::Success);
@@ -440,12 +441,13 @@ async fn dingtalk_signs_the_query_and_reads_errcode() {
         ),
     ])
     .await;
-    let notifier = DingTalkNotifier {
+    let notifier = ChatNotifier {
         url: rx.url("robot/send?access_token=ding-token"),
         secret: Some(Secret::new(secret)),
         http: http(),
         tz: tz(),
         template: None,
+        kind: DingTalk,
     };
 
     let attempt = notifier.send(&single("ABNORMAL")).await;
@@ -482,12 +484,13 @@ async fn dingtalk_signs_the_query_and_reads_errcode() {
 #[tokio::test]
 async fn dingtalk_cuts_a_big_group() {
     let mut rx = Receiver::start(vec![reply(200, r#"{"errcode":0,"errmsg":"ok"}"#)]).await;
-    let notifier = DingTalkNotifier {
+    let notifier = ChatNotifier {
         url: rx.url("robot/send?access_token=t"),
         secret: None,
         http: http(),
         tz: tz(),
         template: None,
+        kind: DingTalk,
     };
     assert_eq!(notifier.send(&big_group()).await.verdict, Verdict::Success);
     let got = rx.next().await;
@@ -511,11 +514,13 @@ async fn wecom_fits_4096_bytes_and_reads_errcode() {
         ),
     ])
     .await;
-    let notifier = WeComNotifier {
+    let notifier = ChatNotifier {
         url: rx.url("cgi-bin/webhook/send?key=wecom-key-123"),
         http: http(),
         tz: tz(),
         template: None,
+        secret: None,
+        kind: WeCom,
     };
 
     assert_eq!(notifier.send(&big_group()).await.verdict, Verdict::Success);
@@ -561,11 +566,13 @@ async fn slack_blocks_fit_and_429_waits_for_retry_after() {
         reply(404, "no_service"),
     ])
     .await;
-    let notifier = SlackNotifier {
+    let notifier = ChatNotifier {
         url: rx.url("services/T000/B000/slack-token"),
         http: http(),
         tz: tz(),
         template: None,
+        secret: None,
+        kind: Slack,
     };
 
     assert_eq!(notifier.send(&big_group()).await.verdict, Verdict::Success);
@@ -609,11 +616,13 @@ async fn slack_blocks_fit_and_429_waits_for_retry_after() {
 #[tokio::test]
 async fn slack_escapes_control_characters_from_the_api() {
     let mut rx = Receiver::start(vec![reply(200, "ok")]).await;
-    let notifier = SlackNotifier {
+    let notifier = ChatNotifier {
         url: rx.url("hook"),
         http: http(),
         tz: tz(),
         template: None,
+        secret: None,
+        kind: Slack,
     };
     let mut message = single("FAILED");
     message.events[0].error_message = Some("<!channel> disk > 90% & rising".into());
@@ -636,11 +645,13 @@ async fn discord_embed_fits_and_429_body_sets_the_wait() {
         reply(400, r#"{"message":"Invalid Form Body","code":50035}"#),
     ])
     .await;
-    let notifier = DiscordNotifier {
+    let notifier = ChatNotifier {
         url: rx.url("api/webhooks/123/discord-token"),
         http: http(),
         tz: tz(),
         template: None,
+        secret: None,
+        kind: Discord,
     };
 
     assert_eq!(notifier.send(&big_group()).await.verdict, Verdict::Success);
@@ -677,11 +688,13 @@ async fn teams_sends_an_adaptive_card_within_its_limit() {
         reply(413, "Request Entity Too Large"),
     ])
     .await;
-    let notifier = TeamsNotifier {
+    let notifier = ChatNotifier {
         url: rx.url("workflows/abc/triggers/manual/paths/invoke?api-version=1&sig=teams-sig"),
         http: http(),
         tz: tz(),
         template: None,
+        secret: None,
+        kind: Teams,
     };
 
     assert_eq!(
@@ -740,58 +753,68 @@ async fn a_connection_error_never_shows_the_url_secret() {
     let notifiers = [
         (
             "wecom-key-123",
-            Notifier::new(WeComNotifier {
+            Notifier::new(ChatNotifier {
                 url: url("/cgi-bin/webhook/send?key=wecom-key-123"),
                 http: http(),
                 tz: tz(),
                 template: None,
+                secret: None,
+                kind: WeCom,
             }),
         ),
         (
             "slack-token-456",
-            Notifier::new(SlackNotifier {
+            Notifier::new(ChatNotifier {
                 url: url("/services/T000/B000/slack-token-456"),
                 http: http(),
                 tz: tz(),
                 template: None,
+                secret: None,
+                kind: Slack,
             }),
         ),
         (
             "discord-token-789",
-            Notifier::new(DiscordNotifier {
+            Notifier::new(ChatNotifier {
                 url: url("/api/webhooks/1/discord-token-789"),
                 http: http(),
                 tz: tz(),
                 template: None,
+                secret: None,
+                kind: Discord,
             }),
         ),
         (
             "ding-token-000",
-            Notifier::new(DingTalkNotifier {
+            Notifier::new(ChatNotifier {
                 url: url("/robot/send?access_token=ding-token-000"),
                 secret: Some(Secret::new("SECxyz")),
                 http: http(),
                 tz: tz(),
                 template: None,
+                kind: DingTalk,
             }),
         ),
         (
             "feishu-hook-111",
-            Notifier::new(FeishuNotifier {
+            Notifier::new(ChatNotifier {
                 url: url("/open-apis/bot/v2/hook/feishu-hook-111"),
                 secret: None,
                 http: http(),
                 tz: tz(),
                 template: None,
+                kind: Feishu,
             }),
         ),
         (
             "teams-sig-222",
-            Notifier::new(TeamsNotifier {
+            Notifier::new(ChatNotifier {
                 url: url("/workflows/x/invoke?sig=teams-sig-222"),
                 http: http(),
                 tz: tz(),
                 template: None,
+                secret: None,
+                kind: Teams,
             }),
         ),
     ];

@@ -13,8 +13,8 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use jobwatch::cloud::auth::TokenSource;
 use jobwatch::config::{AuthConfig, Config, ConfigError, EnvVars, GroupBy, Loaded, PollStrategy};
-use jobwatch::notify::email::SmtpTls;
 use jobwatch::notify::kinds::NotifierSettings;
+use jobwatch::notify::kinds::email::SmtpTls;
 
 /// AK/SK from the SDK variables, so a snippet needs no `[auth]` to be valid.
 const SDK_CREDS: &[(&str, &str)] = &[

@@ -9,7 +9,7 @@ use jobwatch::cloud::model::{Status, SubJob};
 use jobwatch::metrics::Metrics;
 use jobwatch::notify::Notifier;
 use jobwatch::notify::dispatch::{DispatchSettings, Dispatcher, Notifiers, Slot};
-use jobwatch::notify::webhook::{self, WebhookNotifier};
+use jobwatch::notify::kinds::webhook::{self, WebhookNotifier};
 use jobwatch::retry::Backoff;
 use jobwatch::secret::Secret;
 use jobwatch::store::{Delivery, SharedStore, Store};

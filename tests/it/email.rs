@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use jobwatch::cloud::model::{ApiTime, Status};
-use jobwatch::notify::email::{EmailNotifier, Settings, SmtpServer, SmtpTls};
+use jobwatch::notify::kinds::email::{EmailNotifier, Settings, SmtpServer, SmtpTls};
 use jobwatch::notify::template::{Markup, Template, TemplateSettings};
 use jobwatch::notify::{Attempt, GroupInfo, Message};
 use jobwatch::retry::Verdict;

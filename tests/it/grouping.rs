@@ -9,9 +9,10 @@ use std::time::Duration;
 use jobwatch::cloud::model::SubJob;
 use jobwatch::metrics::Metrics;
 use jobwatch::notify::Notifier;
-use jobwatch::notify::dingtalk::DingTalkNotifier;
+use jobwatch::notify::chat::ChatNotifier;
 use jobwatch::notify::dispatch::{DispatchSettings, Dispatcher, Notifiers, Slot};
-use jobwatch::notify::webhook::WebhookNotifier;
+use jobwatch::notify::kinds::dingtalk::DingTalk;
+use jobwatch::notify::kinds::webhook::WebhookNotifier;
 use jobwatch::retry::Backoff;
 use jobwatch::route::Grouping;
 use jobwatch::store::{Delivery, SharedStore, Store};
@@ -155,7 +156,7 @@ async fn a_dingtalk_burst_never_exceeds_twenty_a_minute_and_drops_nothing() {
     let store = SharedStore::new(store);
     let ok = (200, vec![], r#"{"errcode":0,"errmsg":"ok"}"#.to_owned());
     let mut receiver = Receiver::start(vec![ok; 30]).await;
-    let ding = Notifier::new(DingTalkNotifier {
+    let ding = Notifier::new(ChatNotifier {
         url: format!("{}/robot/send?access_token=t0k3n", receiver.url)
             .parse()
             .unwrap(),
@@ -163,9 +164,10 @@ async fn a_dingtalk_burst_never_exceeds_twenty_a_minute_and_drops_nothing() {
         http: reqwest::Client::new(),
         tz: jiff::tz::TimeZone::UTC,
         template: None,
+        kind: DingTalk,
     });
     use jobwatch::notify::kind::Kind;
-    let rate = jobwatch::notify::dingtalk::Settings::DEFAULT_RATE
+    let rate = jobwatch::notify::kinds::dingtalk::Settings::DEFAULT_RATE
         .map(|r| (r.count, r.per))
         .expect("DingTalk has a documented limit");
     assert_eq!(rate, (20, Duration::from_secs(60)));

@@ -9,11 +9,12 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use jiff::tz::TimeZone;
 use jobwatch::config::{Config, ConfigError, EnvVars, Loaded};
-use jobwatch::notify::slack::{self, SlackNotifier};
+use jobwatch::notify::chat::ChatNotifier;
+use jobwatch::notify::kinds::slack::{self, Slack};
+use jobwatch::notify::kinds::webhook::WebhookNotifier;
 use jobwatch::notify::template::{
     Markup, Template, TemplateError, TemplateSettings, sample_group, sample_message,
 };
-use jobwatch::notify::webhook::WebhookNotifier;
 use jobwatch::notify::{GroupInfo, Message, Notifier, text};
 use jobwatch::retry::Verdict;
 use serde_json::json;
@@ -442,11 +443,13 @@ async fn a_render_failure_at_send_time_is_a_dead_letter_with_the_reason() {
         .unwrap();
     let store = SharedStore::new(store);
 
-    let notifier = Notifier::new(SlackNotifier {
+    let notifier = Notifier::new(ChatNotifier {
         url: format!("{}/hook", rx.url).parse().unwrap(),
         http: http(),
         tz: TimeZone::UTC,
         template: Some(compile("{{ group.key|upper }}").unwrap()),
+        secret: None,
+        kind: Slack,
     });
     let mut notifiers: Notifiers = std::collections::HashMap::new();
     notifiers.insert("slack".into(), Arc::new(Slot::new(notifier, None, 1)));
@@ -498,11 +501,13 @@ async fn a_slack_template_goes_in_the_envelope_and_fits_with_500_events() {
     let source = "*{{ count }} sub-jobs* {{ summary }}\n\
                   {% for e in events %}{{ e|status_icon }} {{ e.sub_job_id }} {{ e.to }} <{{ console_link(e) }}|{{ e.resource_name or e.resource_id }}>\n{% endfor %}";
     let template = Template::compile("slack", source, &shanghai(), Markup::Slack).unwrap();
-    let notifier = SlackNotifier {
+    let notifier = ChatNotifier {
         url: format!("{}/hook", rx.url).parse().unwrap(),
         http: http(),
         tz: TimeZone::UTC,
         template: Some(template),
+        secret: None,
+        kind: Slack,
     };
     let mut message = group_of(500);
     // API text is escaped for mrkdwn; the template's own `<…|…>` is not.

@@ -4,21 +4,15 @@
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
-use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::chat::{ChatKind, Endpoint, Room};
-use super::http::{HttpAnswer, classify_status};
-use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
-use super::template::{Markup, Template};
-use super::text;
-use super::{Message, Notifier};
-use crate::config::check::Checker;
-use crate::config::key::KeyPath;
-use crate::config::raw::RawNotifier;
+use crate::notify::chat::{Chat, ChatSettings, Room};
+use crate::notify::http::{HttpAnswer, classify_status};
+use crate::notify::template::Markup;
+use crate::notify::text;
+use crate::notify::Message;
 use crate::ratelimit::RateLimit;
 use crate::retry::Verdict;
-use crate::secret::SecretUrl;
 
 /// Documented: a section's text is at most 3000 characters.
 pub const SECTION_LIMIT_CHARS: usize = 3000;
@@ -35,63 +29,30 @@ pub const HEADER_LIMIT_CHARS: usize = 150;
 pub const LINES_LIMIT_CHARS: usize = 12_000;
 
 /// `[notifiers.NAME]` with `kind = "slack"`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Settings {
-    pub url: SecretUrl,
-}
+pub type Settings = ChatSettings<Slack>;
 
-impl Kind for Settings {
+/// The `slack` kind.
+///
+/// URL: `https://hooks.slack.com/services/T…/B…/token`: the path is the credential.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Slack;
+
+impl Chat for Slack {
     const NAME: &'static str = "slack";
-    const KEYS: &'static [&'static str] = &["url"];
     const MARKUP: Markup = Markup::Slack;
     /// Documented: about one message a second per webhook, short bursts allowed.
     const DEFAULT_RATE: Option<RateLimit> = Some(RateLimit::new(1, Duration::from_secs(1)));
 
-    fn check(
-        ck: &mut Checker<'_>,
-        key: &KeyPath,
-        raw: RawNotifier,
-        _: &CheckContext<'_>,
-    ) -> Option<Settings> {
-        Some(Settings {
-            url: kind::url(ck, key, raw.url.as_deref(), Self::NAME)?,
-        })
-    }
-
-    fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
-        Ok(Notifier::new(SlackNotifier {
-            url: self.url.clone(),
-            http: super::http::client(cx.timeout)?,
-            tz: cx.tz.clone(),
-            template: cx.template,
-        }))
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct SlackNotifier {
-    /// `https://hooks.slack.com/services/T…/B…/token`: the path is the credential.
-    pub url: SecretUrl,
-    pub http: reqwest::Client,
-    pub tz: TimeZone,
-    /// When set, its rendering replaces the built-in text (see `body`).
-    pub template: Option<Template>,
-}
-
-impl ChatKind for SlackNotifier {
-    fn endpoint(&self) -> Endpoint<'_> {
-        Endpoint::new(&self.url, &self.http, self.template.as_ref())
-    }
 
     /// `{"text": title, "blocks": [header, section…, context?]}`.
-    fn built_in(&self, message: &Message) -> Value {
+    fn built_in(message: &Message, tz: &TimeZone) -> Value {
         let title = escape(&text::title(message));
         let lines: Vec<String> = match message.events.as_slice() {
-            [one] if message.group.is_none() => text::fields(one, &self.tz)
+            [one] if message.group.is_none() => text::fields(one, tz)
                 .into_iter()
                 .map(|(label, value)| format!("*{label}:* {}", escape(&value)))
                 .collect(),
-            _ => text::lines(message, &self.tz)
+            _ => text::lines(message, tz)
                 .iter()
                 .map(|l| text::clip(&escape(l), SECTION_LIMIT_CHARS))
                 .collect(),
@@ -118,7 +79,7 @@ impl ChatKind for SlackNotifier {
         })
     }
 
-    fn room(&self, _: &Message) -> Room {
+    fn room(_: &Message) -> Room {
         Room {
             budget: SECTION_LIMIT_CHARS,
             measure: text::chars,
@@ -126,7 +87,7 @@ impl ChatKind for SlackNotifier {
     }
 
     /// A template's rendering is the `text` and the one section.
-    fn templated(&self, _: &Message, rendered: &str) -> Value {
+    fn templated(_: &Message, rendered: &str) -> Value {
         json!({
             "text": rendered,
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": rendered}}],

@@ -4,22 +4,15 @@
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
-use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::chat::{ChatKind, Endpoint, Room};
+use crate::notify::chat::{Chat, ChatSettings, Room};
 use super::dingtalk::errcode;
-use super::http::{HttpAnswer, classify_status};
-use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
-use super::template::Template;
-use super::text::{self, Tone};
-use super::{Message, Notifier};
-use crate::config::check::Checker;
-use crate::config::key::KeyPath;
-use crate::config::raw::RawNotifier;
+use crate::notify::http::{HttpAnswer, classify_status};
+use crate::notify::text::{self, Tone};
+use crate::notify::Message;
 use crate::ratelimit::RateLimit;
 use crate::retry::{Retryable, Verdict};
-use crate::secret::SecretUrl;
 
 /// Documented: markdown content at most 4096 bytes, UTF-8 (error 40058
 /// "markdown.content exceed max length 4096" otherwise).
@@ -36,56 +29,23 @@ pub const BUSY_CODE: i64 = -1;
 pub const THROTTLE_WAIT: Duration = Duration::from_secs(60);
 
 /// `[notifiers.NAME]` with `kind = "wecom"`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Settings {
-    pub url: SecretUrl,
-}
+pub type Settings = ChatSettings<WeCom>;
 
-impl Kind for Settings {
+/// The `wecom` kind.
+///
+/// URL: `…/cgi-bin/webhook/send?key=…`: the key is the credential.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WeCom;
+
+impl Chat for WeCom {
     const NAME: &'static str = "wecom";
-    const KEYS: &'static [&'static str] = &["url"];
     /// Documented: at most 20 messages a minute per robot.
     const DEFAULT_RATE: Option<RateLimit> = Some(RateLimit::new(20, Duration::from_secs(60)));
 
-    fn check(
-        ck: &mut Checker<'_>,
-        key: &KeyPath,
-        raw: RawNotifier,
-        _: &CheckContext<'_>,
-    ) -> Option<Settings> {
-        Some(Settings {
-            url: kind::url(ck, key, raw.url.as_deref(), Self::NAME)?,
-        })
-    }
-
-    fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
-        Ok(Notifier::new(WeComNotifier {
-            url: self.url.clone(),
-            http: super::http::client(cx.timeout)?,
-            tz: cx.tz.clone(),
-            template: cx.template,
-        }))
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct WeComNotifier {
-    /// `…/cgi-bin/webhook/send?key=…`: the key is the credential.
-    pub url: SecretUrl,
-    pub http: reqwest::Client,
-    pub tz: TimeZone,
-    /// When set, its rendering replaces the built-in text (see `body`).
-    pub template: Option<Template>,
-}
-
-impl ChatKind for WeComNotifier {
-    fn endpoint(&self) -> Endpoint<'_> {
-        Endpoint::new(&self.url, &self.http, self.template.as_ref())
-    }
 
     /// `{"msgtype":"markdown","markdown":{"content"}}`, content at most
     /// [`CONTENT_LIMIT_BYTES`].
-    fn built_in(&self, message: &Message) -> Value {
+    fn built_in(message: &Message, tz: &TimeZone) -> Value {
         // WeCom markdown colours: warning (orange), info (green), comment (grey).
         let colour = match text::tone(message) {
             Tone::Alert | Tone::Warning => "warning",
@@ -95,17 +55,17 @@ impl ChatKind for WeComNotifier {
         let title = text::clip(&text::title(message), 200);
         let head = format!("**<font color=\"{colour}\">{title}</font>**\n");
         let lines: Vec<String> = match message.events.as_slice() {
-            [one] if message.group.is_none() => text::fields(one, &self.tz)
+            [one] if message.group.is_none() => text::fields(one, tz)
                 .into_iter()
                 .map(|(label, value)| format!("> {label}: {value}"))
                 .collect(),
-            _ => text::lines(message, &self.tz),
+            _ => text::lines(message, tz),
         };
         let budget = CONTENT_LIMIT_BYTES.saturating_sub(head.len());
         markdown(&(head + &text::fit_joined(&lines, budget, text::bytes)))
     }
 
-    fn room(&self, _: &Message) -> Room {
+    fn room(_: &Message) -> Room {
         Room {
             budget: CONTENT_LIMIT_BYTES,
             measure: text::bytes,
@@ -113,7 +73,7 @@ impl ChatKind for WeComNotifier {
     }
 
     /// A template's rendering is the whole content.
-    fn templated(&self, _: &Message, rendered: &str) -> Value {
+    fn templated(_: &Message, rendered: &str) -> Value {
         markdown(rendered)
     }
 

@@ -4,21 +4,14 @@
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
-use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::chat::{ChatKind, Endpoint, Room};
-use super::http::{HttpAnswer, classify_status};
-use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
-use super::template::Template;
-use super::text::{self, Tone};
-use super::{Message, Notifier};
-use crate::config::check::Checker;
-use crate::config::key::KeyPath;
-use crate::config::raw::RawNotifier;
+use crate::notify::chat::{Chat, ChatSettings, Room};
+use crate::notify::http::{HttpAnswer, classify_status};
+use crate::notify::text::{self, Tone};
+use crate::notify::Message;
 use crate::ratelimit::RateLimit;
 use crate::retry::{Retryable, Verdict};
-use crate::secret::SecretUrl;
 
 /// Documented: message `content` is at most 2000 characters. We send the
 /// text as an embed instead (more room, a colour), and leave `content` out.
@@ -33,66 +26,33 @@ pub const EMBEDS_TOTAL_LIMIT_CHARS: usize = 6000;
 const FOOTER: &str = "jobwatch";
 
 /// `[notifiers.NAME]` with `kind = "discord"`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Settings {
-    pub url: SecretUrl,
-}
+pub type Settings = ChatSettings<Discord>;
 
-impl Kind for Settings {
+/// The `discord` kind.
+///
+/// URL: `https://discord.com/api/webhooks/{id}/{token}`: the path is the credential.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Discord;
+
+impl Chat for Discord {
     const NAME: &'static str = "discord";
-    const KEYS: &'static [&'static str] = &["url"];
     /// Discord asks clients to follow its rate-limit headers rather than a
     /// fixed figure; 30 a minute per webhook is the commonly observed channel
     /// limit, and every 429's `retry_after` is honoured on top.
     const DEFAULT_RATE: Option<RateLimit> = Some(RateLimit::new(30, Duration::from_secs(60)));
 
-    fn check(
-        ck: &mut Checker<'_>,
-        key: &KeyPath,
-        raw: RawNotifier,
-        _: &CheckContext<'_>,
-    ) -> Option<Settings> {
-        Some(Settings {
-            url: kind::url(ck, key, raw.url.as_deref(), Self::NAME)?,
-        })
-    }
-
-    fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
-        Ok(Notifier::new(DiscordNotifier {
-            url: self.url.clone(),
-            http: super::http::client(cx.timeout)?,
-            tz: cx.tz.clone(),
-            template: cx.template,
-        }))
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct DiscordNotifier {
-    /// `https://discord.com/api/webhooks/{id}/{token}`: the path is the credential.
-    pub url: SecretUrl,
-    pub http: reqwest::Client,
-    pub tz: TimeZone,
-    /// When set, its rendering replaces the built-in text (see `body`).
-    pub template: Option<Template>,
-}
-
-impl ChatKind for DiscordNotifier {
-    fn endpoint(&self) -> Endpoint<'_> {
-        Endpoint::new(&self.url, &self.http, self.template.as_ref())
-    }
 
     /// `{"allowed_mentions":{"parse":[]},"embeds":[{title, description, color}]}`.
     /// Lengths are counted in UTF-16 units, never fewer than Discord's
     /// characters.
-    fn built_in(&self, message: &Message) -> Value {
+    fn built_in(message: &Message, tz: &TimeZone) -> Value {
         let title = text::clip(&text::title(message), TITLE_LIMIT_CHARS);
         let lines: Vec<String> = match message.events.as_slice() {
-            [one] if message.group.is_none() => text::fields(one, &self.tz)
+            [one] if message.group.is_none() => text::fields(one, tz)
                 .into_iter()
                 .map(|(label, value)| format!("**{label}:** {value}"))
                 .collect(),
-            _ => text::lines(message, &self.tz),
+            _ => text::lines(message, tz),
         };
         let total_left = EMBEDS_TOTAL_LIMIT_CHARS - text::utf16(&title) - text::utf16(FOOTER);
         let budget = DESCRIPTION_LIMIT_CHARS.min(total_left);
@@ -115,7 +75,7 @@ impl ChatKind for DiscordNotifier {
         })
     }
 
-    fn room(&self, _: &Message) -> Room {
+    fn room(_: &Message) -> Room {
         Room {
             budget: CONTENT_LIMIT_CHARS,
             measure: text::utf16,
@@ -124,7 +84,7 @@ impl ChatKind for DiscordNotifier {
 
     /// A template's rendering is the message's `content` (cut to 2000),
     /// with no embed.
-    fn templated(&self, _: &Message, rendered: &str) -> Value {
+    fn templated(_: &Message, rendered: &str) -> Value {
         json!({"allowed_mentions": {"parse": []}, "content": rendered})
     }
 

@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
-use super::kind::{BuildContext, BuildError, CheckContext, Kind, Templating};
-use super::text;
-use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use crate::notify::kind::{BuildContext, BuildError, CheckContext, Kind, Templating};
+use crate::notify::text;
+use crate::notify::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawNotifier;

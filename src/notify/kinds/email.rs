@@ -23,10 +23,10 @@ use sha2::{Digest, Sha256};
 use serde::Serialize;
 use url::Url;
 
-use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
-use super::template::{self, Markup, Template, TemplateError};
-use super::text;
-use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use crate::notify::kind::{self, BuildContext, BuildError, CheckContext, Kind};
+use crate::notify::template::{self, Markup, Template, TemplateError};
+use crate::notify::text;
+use crate::notify::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawNotifier;

@@ -9,10 +9,10 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
-use super::http::{self, classify_status};
-use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
-use super::template::{self, Template, TemplateError};
-use super::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
+use crate::notify::http::{self, classify_status};
+use crate::notify::kind::{self, BuildContext, BuildError, CheckContext, Kind};
+use crate::notify::template::{self, Template, TemplateError};
+use crate::notify::{Attempt, BoxedAttempt, Deliver, Message, Notifier};
 use crate::config::check::Checker;
 use crate::config::key::KeyPath;
 use crate::config::raw::RawNotifier;

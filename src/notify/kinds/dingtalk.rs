@@ -7,23 +7,17 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
 use jiff::tz::TimeZone;
-use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use url::Url;
 
-use super::chat::{ChatKind, Endpoint, Room};
-use super::http::{HttpAnswer, classify_status};
-use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
-use super::template::Template;
-use super::text;
-use super::{Message, Notifier};
-use crate::config::check::Checker;
-use crate::config::key::KeyPath;
-use crate::config::raw::RawNotifier;
+use crate::notify::chat::{Chat, ChatSettings, Room};
+use crate::notify::http::{HttpAnswer, classify_status};
+use crate::notify::text;
+use crate::notify::Message;
 use crate::ratelimit::RateLimit;
 use crate::retry::{Retryable, Verdict};
-use crate::secret::{Secret, SecretUrl};
+use crate::secret::Secret;
 
 /// DingTalk documents no size for markdown text; this conservative bound
 /// (UTF-8 bytes of `markdown.text`) keeps well inside what robots accept.
@@ -37,72 +31,34 @@ pub const RATE_LIMITED_CODES: &[i64] = &[130101];
 pub const THROTTLE_WAIT: Duration = Duration::from_secs(600);
 
 /// `[notifiers.NAME]` with `kind = "dingtalk"`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Settings {
-    pub url: SecretUrl,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<Secret>,
-}
+pub type Settings = ChatSettings<DingTalk>;
 
-impl Kind for Settings {
+/// The `dingtalk` kind.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DingTalk;
+
+impl Chat for DingTalk {
     const NAME: &'static str = "dingtalk";
-    const KEYS: &'static [&'static str] = &["url", "secret", "secret_file"];
     /// Documented: at most 20 messages a minute per robot; exceeding it blocks
     /// the robot for 10 minutes, so we never burst past it.
     const DEFAULT_RATE: Option<RateLimit> = Some(RateLimit::new(20, Duration::from_secs(60)));
-
-    fn check(
-        ck: &mut Checker<'_>,
-        key: &KeyPath,
-        mut raw: RawNotifier,
-        _: &CheckContext<'_>,
-    ) -> Option<Settings> {
-        let url = kind::url(ck, key, raw.url.as_deref(), Self::NAME);
-        let secret = kind::signing_secret(ck, key, &mut raw);
-        Some(Settings { url: url?, secret })
-    }
-
-    fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
-        Ok(Notifier::new(DingTalkNotifier {
-            url: self.url.clone(),
-            secret: self.secret.clone(),
-            http: super::http::client(cx.timeout)?,
-            tz: cx.tz.clone(),
-            template: cx.template,
-        }))
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct DingTalkNotifier {
-    pub url: SecretUrl,
-    pub secret: Option<Secret>,
-    pub http: reqwest::Client,
-    pub tz: TimeZone,
-    /// When set, its rendering replaces the built-in text (see `body`).
-    pub template: Option<Template>,
-}
-
-impl ChatKind for DingTalkNotifier {
-    fn endpoint(&self) -> Endpoint<'_> {
-        Endpoint::new(&self.url, &self.http, self.template.as_ref())
-    }
+    const SIGNS: bool = true;
 
     /// `{"msgtype":"markdown","markdown":{"title","text"}}`, with `text` at
     /// most [`TEXT_LIMIT_BYTES`].
-    fn built_in(&self, message: &Message) -> Value {
+    fn built_in(message: &Message, tz: &TimeZone) -> Value {
         let title = text::clip(&text::title(message), 200);
         // The title heads the text (the `title` field only shows in the chat
         // list); the footer names us, for robots with keyword security.
         let head = format!("#### {title}\n\n");
         let foot = "\n\n###### jobwatch";
-        let lines = content_lines(message, &self.tz);
+        let lines = content_lines(message, tz);
         let budget = TEXT_LIMIT_BYTES.saturating_sub(head.len() + foot.len());
         let content = text::fit_joined(&lines, budget, text::bytes);
         markdown(&title, &format!("{head}{content}{foot}"))
     }
 
-    fn room(&self, _: &Message) -> Room {
+    fn room(_: &Message) -> Room {
         Room {
             budget: TEXT_LIMIT_BYTES,
             measure: text::bytes,
@@ -112,7 +68,7 @@ impl ChatKind for DingTalkNotifier {
     /// A template's rendering is the whole `text` (so a robot with keyword
     /// security needs the keyword in it); `title`, shown only in the chat
     /// list, stays ours.
-    fn templated(&self, message: &Message, rendered: &str) -> Value {
+    fn templated(message: &Message, rendered: &str) -> Value {
         markdown(&text::clip(&text::title(message), 200), rendered)
     }
 
@@ -120,14 +76,9 @@ impl ChatKind for DingTalkNotifier {
         classify(answer)
     }
 
-    fn signed(&self, url: Url, body: Value) -> (Url, Value) {
-        match &self.secret {
-            Some(secret) => (
-                signed_url(&url, secret, jiff::Timestamp::now().as_millisecond()),
-                body,
-            ),
-            None => (url, body),
-        }
+    fn signed(url: Url, body: Value, secret: &Secret) -> (Url, Value) {
+        let at = jiff::Timestamp::now().as_millisecond();
+        (signed_url(&url, secret, at), body)
     }
 }
 

@@ -7,24 +7,19 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
 use jiff::tz::TimeZone;
-use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
 use url::Url;
 
-use super::chat::{ChatKind, Endpoint, Room};
-use super::http::{HttpAnswer, classify_status};
-use super::kind::{self, BuildContext, BuildError, CheckContext, Kind};
-use super::template::{Markup, Template};
-use super::text::{self, Tone};
-use super::{Message, Notifier};
-use crate::config::check::Checker;
-use crate::config::key::KeyPath;
-use crate::config::raw::RawNotifier;
+use crate::notify::chat::{Chat, ChatSettings, Room};
+use crate::notify::http::{HttpAnswer, classify_status};
+use crate::notify::template::Markup;
+use crate::notify::text::{self, Tone};
+use crate::notify::Message;
 use crate::ratelimit::RateLimit;
 use crate::retry::{Retryable, Verdict};
-use crate::secret::{Secret, SecretUrl};
+use crate::secret::Secret;
 
 /// The documented request-body limit of a custom bot is 20 KB; we read it
 /// as 20,000 bytes of the serialized body, the stricter reading.
@@ -37,63 +32,25 @@ const SIGN_RESERVE: usize = 100;
 pub const RATE_LIMITED_CODES: &[i64] = &[11232];
 
 /// `[notifiers.NAME]` with `kind = "feishu"`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Settings {
-    pub url: SecretUrl,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<Secret>,
-}
+pub type Settings = ChatSettings<Feishu>;
 
-impl Kind for Settings {
+/// The `feishu` kind.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Feishu;
+
+impl Chat for Feishu {
     const NAME: &'static str = "feishu";
-    const KEYS: &'static [&'static str] = &["url", "secret", "secret_file"];
     const MARKUP: Markup = Markup::LarkMd;
     /// Documented: 100 requests a minute and 5 a second per bot. Pacing at
     /// 100/min (one every 0.6 s) keeps under both.
     const DEFAULT_RATE: Option<RateLimit> = Some(RateLimit::new(100, Duration::from_secs(60)));
-
-    fn check(
-        ck: &mut Checker<'_>,
-        key: &KeyPath,
-        mut raw: RawNotifier,
-        _: &CheckContext<'_>,
-    ) -> Option<Settings> {
-        let url = kind::url(ck, key, raw.url.as_deref(), Self::NAME);
-        let secret = kind::signing_secret(ck, key, &mut raw);
-        Some(Settings { url: url?, secret })
-    }
-
-    fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
-        Ok(Notifier::new(FeishuNotifier {
-            url: self.url.clone(),
-            secret: self.secret.clone(),
-            http: super::http::client(cx.timeout)?,
-            tz: cx.tz.clone(),
-            template: cx.template,
-        }))
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct FeishuNotifier {
-    pub url: SecretUrl,
-    pub secret: Option<Secret>,
-    pub http: reqwest::Client,
-    pub tz: TimeZone,
-    /// When set, its rendering replaces the built-in text (see `body`).
-    pub template: Option<Template>,
-}
-
-impl ChatKind for FeishuNotifier {
-    fn endpoint(&self) -> Endpoint<'_> {
-        Endpoint::new(&self.url, &self.http, self.template.as_ref())
-    }
+    const SIGNS: bool = true;
 
     /// `{"msg_type":"interactive","card":{…}}`, at most
     /// [`BODY_LIMIT_BYTES`] once signed.
-    fn built_in(&self, message: &Message) -> Value {
-        let room = self.room(message);
-        let lines = content_lines(message, &self.tz);
+    fn built_in(message: &Message, tz: &TimeZone) -> Value {
+        let room = Self::room(message);
+        let lines = content_lines(message, tz);
         card(
             message,
             &text::fit_joined(&lines, room.budget, room.measure),
@@ -102,12 +59,12 @@ impl ChatKind for FeishuNotifier {
 
     /// What the card leaves of the body: a template's rendering replaces
     /// the card's text; the coloured header and the note stay.
-    fn room(&self, message: &Message) -> Room {
+    fn room(message: &Message) -> Room {
         let overhead = card(message, "").to_string().len() + SIGN_RESERVE;
         Room::json_body(BODY_LIMIT_BYTES, overhead)
     }
 
-    fn templated(&self, message: &Message, rendered: &str) -> Value {
+    fn templated(message: &Message, rendered: &str) -> Value {
         card(message, rendered)
     }
 
@@ -115,14 +72,8 @@ impl ChatKind for FeishuNotifier {
         classify(answer)
     }
 
-    fn signed(&self, url: Url, body: Value) -> (Url, Value) {
-        match &self.secret {
-            Some(secret) => (
-                url,
-                signed(body, secret, jiff::Timestamp::now().as_second()),
-            ),
-            None => (url, body),
-        }
+    fn signed(url: Url, body: Value, secret: &Secret) -> (Url, Value) {
+        (url, signed(body, secret, jiff::Timestamp::now().as_second()))
     }
 }
 

@@ -2,20 +2,21 @@
 //! `[notifiers.NAME]` table has in common: `kind`, `template`, `rate_limit`,
 //! `max_concurrency` and `timeout`.
 //!
-//! A kind is a settings type in its own file (`notify/<kind>.rs`) that
-//! implements [`Kind`] (in `kind.rs`): its name, the keys of the table it reads, its
-//! properties (markup, default rate and concurrency, what `template`
-//! means), how it checks its table and how it builds its notifier.
-//! Adding a kind is that file plus one line in the `register!` call below.
+//! A kind is a settings type in its own file (`notify/kinds/<kind>.rs`)
+//! that implements [`Kind`] (in `notify/kind.rs`): its name, the keys of
+//! the table it reads, its properties (markup, default rate and
+//! concurrency, what `template` means), how it checks its table and how it
+//! builds its notifier. Adding a kind is that file plus one line in the
+//! `register!` call below.
 
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
+use super::Notifier;
 use super::kind::{BuildContext, BuildError, CheckContext, Kind, Templating, compile_template};
 use super::template::{Markup, Template, TemplateSettings};
-use super::{Notifier, dingtalk, discord, email, feishu, log, slack, teams, webhook, wecom};
 use crate::config::check::Checker;
 use crate::config::dur;
 use crate::config::key::KeyPath;
@@ -60,21 +61,25 @@ fn check_as<K: Kind + Into<NotifierSettings>>(
     K::check(ck, key, raw, cx).map(Into::into)
 }
 
-/// Generates, from one list, the settings enum, its dispatch to each kind
-/// and [`KINDS`].
+/// Generates, from one list, the kinds' modules, the settings enum, its
+/// dispatch to each kind and [`KINDS`]. An entry `Variant(module)` names
+/// the kind's file `notify/kinds/module.rs`, whose `Settings` implements
+/// [`Kind`].
 macro_rules! register {
-    ($($variant:ident($settings:ty)),* $(,)?) => {
+    ($($variant:ident($module:ident)),* $(,)?) => {
+        $(pub mod $module;)*
+
         /// The settings of one notifier, by kind.
         #[derive(Debug, Clone, Serialize)]
         #[serde(untagged)]
         pub enum NotifierSettings {
-            $($variant($settings),)*
+            $($variant($module::Settings),)*
         }
 
         impl NotifierSettings {
             pub fn kind(&self) -> KindInfo {
                 match self {
-                    $(NotifierSettings::$variant(_) => KindInfo::of::<$settings>(),)*
+                    $(NotifierSettings::$variant(_) => KindInfo::of::<$module::Settings>(),)*
                 }
             }
 
@@ -85,28 +90,28 @@ macro_rules! register {
             }
         }
 
-        $(impl From<$settings> for NotifierSettings {
-            fn from(s: $settings) -> NotifierSettings {
+        $(impl From<$module::Settings> for NotifierSettings {
+            fn from(s: $module::Settings) -> NotifierSettings {
                 NotifierSettings::$variant(s)
             }
         })*
 
         /// Every kind.
-        pub const KINDS: &[KindInfo] = &[$(KindInfo::of::<$settings>(),)*];
+        pub const KINDS: &[KindInfo] = &[$(KindInfo::of::<$module::Settings>(),)*];
     };
 }
-// The one registration point: each kind's variant and settings type, in
-// the order messages list the kinds.
+// The one registration point: each kind's variant and module, in the
+// order messages list the kinds. A new kind is its file and one line here.
 register! {
-    Webhook(webhook::Settings),
-    Slack(slack::Settings),
-    Discord(discord::Settings),
-    Teams(teams::Settings),
-    Feishu(feishu::Settings),
-    Dingtalk(dingtalk::Settings),
-    Wecom(wecom::Settings),
-    Email(email::Settings),
-    Log(log::Settings),
+    Webhook(webhook),
+    Slack(slack),
+    Discord(discord),
+    Teams(teams),
+    Feishu(feishu),
+    Dingtalk(dingtalk),
+    Wecom(wecom),
+    Email(email),
+    Log(log),
 }
 
 /// One validated `[notifiers.NAME]` table.

@@ -65,9 +65,6 @@ async fn list(client: &Client, args: &JobsArgs) -> anyhow::Result<Vec<SubJob>> {
             if let Some(bar) = &bar {
                 bar.set_length(p.total);
                 bar.set_position(p.fetched);
-                if p.pass > 1 {
-                    bar.set_message(format!("(the list changed; pass {})", p.pass));
-                }
             }
         })
         .await

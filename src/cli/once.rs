@@ -16,7 +16,8 @@ use crate::notify::dispatch::Dispatcher;
 use crate::storage::{OpenMode, Storage};
 use crate::watch::Target;
 use crate::watch::event::Event;
-use crate::watch::poller::{CycleContext, CycleError, cycle};
+use crate::watch::poller::{CycleContext, CycleError, TargetState, cycle};
+use crate::watch::strategy::ScanPlan;
 
 #[derive(Debug, clap::Args)]
 pub struct OnceArgs {
@@ -53,13 +54,17 @@ pub async fn run(cli: &Cli, args: &OnceArgs) -> anyhow::Result<()> {
         diff: wiring::diff_settings(&config),
         metrics: metrics.clone(),
         dry_run,
+        strategy: config.poll.strategy,
+        full_scan_every: config.poll.full_scan_every,
     };
 
     let mut events: Vec<Event> = Vec::new();
     let mut failed = 0;
     for (project_id, job_type) in config.watch_pairs() {
         let target = Target::new(project_id, job_type.clone());
-        match cycle(&ctx, &target).await {
+        // One cycle per run: a reconciliation that is due runs now.
+        let mut state = TargetState::new(ScanPlan::one_shot(ctx.strategy, ctx.full_scan_every));
+        match cycle(&ctx, &target, &mut state).await {
             Ok(report) => events.extend(report.events),
             Err(e) => {
                 failed += 1;

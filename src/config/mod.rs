@@ -22,6 +22,7 @@ use crate::cloud::auth::TokenSource;
 use crate::cloud::model::JobType;
 use crate::notify::kinds::NotifierConfig;
 use crate::secret::Secret;
+use crate::watch::strategy::Strategy;
 
 pub mod check;
 pub mod dur;
@@ -127,16 +128,9 @@ pub struct PollConfig {
     pub stuck_after: Duration,
     #[serde(serialize_with = "dur::ser")]
     pub max_backoff: Duration,
-    pub strategy: PollStrategy,
+    pub strategy: Strategy,
     #[serde(serialize_with = "dur::ser")]
     pub full_scan_every: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PollStrategy {
-    Full,
-    Incremental,
 }
 
 #[derive(Debug, Clone, Serialize)]

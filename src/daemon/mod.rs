@@ -51,11 +51,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     mut reload: mpsc::Receiver<()>,
 ) -> anyhow::Result<()> {
-    if config.poll.strategy == crate::config::PollStrategy::Incremental {
-        // SPEC §5's target design; until it lands, full scans keep every
-        // guarantee and only cost more API calls.
-        tracing::warn!("poll.strategy = \"incremental\" is not implemented yet; using full scans");
-    }
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let store = Storage::open(&config.state, OpenMode::ReadWrite).await?;
@@ -236,6 +231,8 @@ impl Pollers {
             diff: wiring::diff_settings(config),
             metrics: metrics.clone(),
             dry_run: false,
+            strategy: config.poll.strategy,
+            full_scan_every: config.poll.full_scan_every,
         });
         Ok(Prepared {
             ctx,

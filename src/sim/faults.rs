@@ -46,6 +46,10 @@ pub enum FaultKind {
     /// Answer a list request normally, then add a new sub-job to its
     /// project and job type, so the next page read is shifted by one.
     Shift,
+    /// Answer a list request normally, then delete the newest sub-job of
+    /// its project and job type, so the next page read is shifted back by
+    /// one.
+    Drop,
 }
 
 /// A queued fault and how many more requests it affects.

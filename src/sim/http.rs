@@ -124,6 +124,17 @@ async fn cloud_gate(sim: &Arc<Shared>, request: Request, next: Next) -> Response
             }
             response
         }
+        Some(FaultKind::Drop) => {
+            let project = project_of(request.uri().path());
+            let job_type = first_query_value(request.uri().query(), "job_type");
+            let response = next.run(request).await;
+            if response.status() == StatusCode::OK
+                && let (Some(project), Some(job_type)) = (project, job_type)
+            {
+                sim.store().delete_newest(&project, &job_type);
+            }
+            response
+        }
     };
     sim.store()
         .stats

@@ -280,6 +280,18 @@ impl World {
         true
     }
 
+    /// Deletes the sub-job listed first (the newest) of `project` and
+    /// `job_type`; false when there is none.
+    pub fn delete_newest(&mut self, project: &str, job_type: &str) -> bool {
+        let newest = self
+            .projects
+            .get(project)
+            .and_then(|index| index.get(job_type))
+            .and_then(|set| set.iter().next())
+            .map(|(_, id)| id.clone());
+        newest.is_some_and(|id| self.delete(&id))
+    }
+
     /// One page: the total matching and the items at `offset..offset+limit`
     /// in listing order, over every job type in `job_types`.
     pub fn list(

@@ -189,16 +189,17 @@ impl Store {
     /// target was never scanned.
     pub fn load_snapshot(&self, target: &Target) -> Result<TargetSnapshot, StoreError> {
         let context = "load snapshot";
-        let baselined: Option<bool> = self
+        let row: Option<(bool, Option<DbTime>)> = self
             .conn
             .query_row(
-                "SELECT baselined FROM targets WHERE project_id = ?1 AND job_type = ?2",
+                "SELECT baselined, full_scan_at FROM targets
+                 WHERE project_id = ?1 AND job_type = ?2",
                 params![target.project_id, target.job_type.as_str()],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()
             .map_err(sql(context))?;
-        let Some(baselined) = baselined else {
+        let Some((baselined, full_scan_at)) = row else {
             return Ok(TargetSnapshot::default());
         };
         let mut stmt = self
@@ -226,7 +227,11 @@ impl Store {
             let tracked = tracked.map_err(sql(context))?;
             jobs.insert(tracked.job.id.clone(), tracked);
         }
-        Ok(TargetSnapshot { baselined, jobs })
+        Ok(TargetSnapshot {
+            baselined,
+            jobs,
+            full_scan_at: full_scan_at.map(|t| t.0),
+        })
     }
 
     /// Persists one cycle of `target` in ONE transaction: the snapshot
@@ -569,11 +574,18 @@ fn write_cycle(
     // An upsert, never INSERT OR REPLACE: replacing the row would cascade
     // and delete the target's snapshot.
     tx.execute(
-        "INSERT INTO targets (project_id, job_type, baselined, updated_at)
-         VALUES (?1, ?2, ?3, ?4)
+        "INSERT INTO targets (project_id, job_type, baselined, updated_at, full_scan_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (project_id, job_type)
-         DO UPDATE SET baselined = excluded.baselined, updated_at = excluded.updated_at",
-        params![project, job_type, outcome.baselined, DbTime(now)],
+         DO UPDATE SET baselined = excluded.baselined, updated_at = excluded.updated_at,
+                       full_scan_at = excluded.full_scan_at",
+        params![
+            project,
+            job_type,
+            outcome.baselined,
+            DbTime(now),
+            outcome.full_scan_at.map(DbTime)
+        ],
     )
     .map_err(sql("write target"))?;
 

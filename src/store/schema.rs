@@ -6,7 +6,7 @@
 //! Change the schema by appending a migration.
 
 /// Migration `i` (0-based) takes a file from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Version 1: targets, their snapshots, and the outbox.
 ///
@@ -75,4 +75,11 @@ CREATE TABLE outbox (
 ) STRICT;
 
 CREATE INDEX outbox_by_state ON outbox (state, next_attempt_at);
+"#;
+
+/// Version 2: when each target's last full scan that covered its list was
+/// committed (NULL: none since the upgrade), so the incremental strategy
+/// knows when to reconcile, across restarts and `once` runs alike.
+const V2: &str = r#"
+ALTER TABLE targets ADD COLUMN full_scan_at TEXT;
 "#;

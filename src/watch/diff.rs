@@ -6,8 +6,9 @@
 //! - A sub-job new to the snapshot is tracked; it yields `appeared` once the
 //!   target is baselined (or always, with `notify_existing`). Before the
 //!   baseline, new sub-jobs are tracked silently.
-//! - Only a complete scan sets the baseline, and only a complete scan counts
-//!   a known sub-job as missing: `vanished` after two consecutive complete
+//! - A complete scan sets the baseline, as does a full scan that covered
+//!   the list (see [`Scan::baseline`]); only a complete scan counts a known
+//!   sub-job as missing: `vanished` after two consecutive complete
 //!   scans without it. An incomplete scan still updates what it saw.
 //! - A status or error-code difference is `changed`; unknown statuses are
 //!   ordinary values.
@@ -84,6 +85,9 @@ pub struct TargetSnapshot {
     pub baselined: bool,
     /// By sub-job id.
     pub jobs: BTreeMap<String, Tracked>,
+    /// When the last full scan that covered the list was committed: the
+    /// incremental strategy reconciles a while after it.
+    pub full_scan_at: Option<Timestamp>,
 }
 
 impl TargetSnapshot {
@@ -102,6 +106,7 @@ impl TargetSnapshot {
             }
         }
         self.baselined = outcome.baselined;
+        self.full_scan_at = outcome.full_scan_at;
     }
 
     /// Sub-jobs in an active status: the poller polls faster while any are.
@@ -114,9 +119,14 @@ impl TargetSnapshot {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scan {
     pub items: Vec<SubJob>,
-    /// Every page was read, no item was rejected and the count held still:
-    /// only then does an absence mean anything.
+    /// Every page was read, no item was rejected and nothing was deleted
+    /// meanwhile: only then does an absence mean anything.
     pub complete: bool,
+    /// A full scan that read every sub-job the list holds, though the list
+    /// changed under it (or one the poller takes as the baseline because
+    /// the target's first scans could not cover it): what was not seen
+    /// before is news from now on. Implied by `complete`.
+    pub baseline: bool,
 }
 
 impl Scan {
@@ -124,13 +134,35 @@ impl Scan {
         Scan {
             items,
             complete: true,
+            baseline: true,
         }
     }
 
+    /// What an incremental read or a failed scan saw: nothing follows from
+    /// what it did not see.
     pub fn partial(items: Vec<SubJob>) -> Scan {
         Scan {
             items,
             complete: false,
+            baseline: false,
+        }
+    }
+
+    /// A full scan that covered the list without being complete.
+    pub fn covering(items: Vec<SubJob>) -> Scan {
+        Scan {
+            items,
+            complete: false,
+            baseline: true,
+        }
+    }
+
+    /// A full scan: how complete it was.
+    pub fn full(items: Vec<SubJob>, complete: bool, covering: bool) -> Scan {
+        Scan {
+            items,
+            complete,
+            baseline: complete || covering,
         }
     }
 }
@@ -185,6 +217,9 @@ pub struct DiffOutcome {
     pub changes: Vec<Change>,
     /// The target's baseline flag after this scan.
     pub baselined: bool,
+    /// The snapshot's `full_scan_at` after this scan: `now` when the scan
+    /// was a full one that covered the list.
+    pub full_scan_at: Option<Timestamp>,
 }
 
 /// Compares a target's snapshot with a scan taken at `now`.
@@ -290,10 +325,16 @@ pub fn diff(
     events.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
     changes.sort_by(|a, b| a.sub_job_id().cmp(b.sub_job_id()));
 
+    let covered = scan.complete || scan.baseline;
     DiffOutcome {
         events,
         changes,
-        baselined: before.baselined || scan.complete,
+        baselined: before.baselined || covered,
+        full_scan_at: if covered {
+            Some(now)
+        } else {
+            before.full_scan_at
+        },
     }
 }
 

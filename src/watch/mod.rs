@@ -4,6 +4,7 @@
 pub mod diff;
 pub mod event;
 pub mod poller;
+pub mod strategy;
 
 use std::fmt;
 

@@ -10,9 +10,10 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use super::Target;
-use super::diff::{DiffSettings, Scan, diff};
+use super::diff::{DiffSettings, Scan, TargetSnapshot, diff};
 use super::event::Event;
-use crate::cloud::{Client, ClientError, Filter};
+use super::strategy::{ReadKind, ScanPlan, Strategy};
+use crate::cloud::{Client, ClientError};
 use crate::metrics::{EventLabels, Metrics, PollLabels, TargetLabels};
 use crate::retry::Backoff;
 use crate::route::{Routed, Router};
@@ -25,6 +26,8 @@ pub struct CycleReport {
     pub events: Vec<Event>,
     pub commit: CycleCommit,
     pub complete: bool,
+    /// Whether the cycle read the whole list or only what changed.
+    pub read: ReadKind,
     pub tracked: usize,
     pub active: usize,
     pub requests: u32,
@@ -58,23 +61,56 @@ pub struct CycleContext {
     pub metrics: Arc<Metrics>,
     /// `once --dry-run`: scan and diff, write and send nothing.
     pub dry_run: bool,
+    /// `poll.strategy` and `poll.full_scan_every`.
+    pub strategy: Strategy,
+    pub full_scan_every: Duration,
+}
+
+/// What a poll loop keeps about its target between cycles: when to read
+/// it how, and its snapshot, loaded at the first cycle and then kept in
+/// step with each commit, so a cycle costs what changed, not the history.
+#[derive(Debug, Clone)]
+pub struct TargetState {
+    pub plan: ScanPlan,
+    snapshot: Option<TargetSnapshot>,
+}
+
+impl TargetState {
+    pub fn new(plan: ScanPlan) -> TargetState {
+        TargetState {
+            plan,
+            snapshot: None,
+        }
+    }
+
+    /// The state a poll loop of `ctx` starts with.
+    pub fn for_loop(ctx: &CycleContext) -> TargetState {
+        TargetState::new(ScanPlan::new(ctx.strategy, ctx.full_scan_every))
+    }
 }
 
 /// One reconciling cycle: read the target's current state, compare it with
 /// the stored one, and commit the snapshot and the outbox rows together.
 /// Safe to repeat: the same transition yields the same event id, and the
 /// outbox ignores copies.
-pub async fn cycle(ctx: &CycleContext, target: &Target) -> Result<CycleReport, CycleError> {
+pub async fn cycle(
+    ctx: &CycleContext,
+    target: &Target,
+    state: &mut TargetState,
+) -> Result<CycleReport, CycleError> {
+    let before = match state.snapshot.take() {
+        Some(snapshot) => snapshot,
+        None => ctx
+            .store
+            .load_snapshot(target)
+            .await
+            .map_err(|source| CycleError::Store {
+                target: target.clone(),
+                source,
+            })?,
+    };
     let started = std::time::Instant::now();
-    let scanned = ctx
-        .client
-        .scan(
-            &target.project_id,
-            &target.job_type,
-            &Filter::default(),
-            |_| {},
-        )
-        .await;
+    let read = state.plan.read(&ctx.client, target, &before).await;
     let labels = TargetLabels {
         target: target.to_string(),
     };
@@ -82,32 +118,27 @@ pub async fn cycle(ctx: &CycleContext, target: &Target) -> Result<CycleReport, C
         .scan_seconds
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
-    let (scan, requests, failure) = match scanned {
-        Ok(full) => {
-            if let Some(reason) = &full.incomplete_reason {
+    let (scan, kind, requests, failure) = match read {
+        Ok(read) => {
+            if let Some(reason) = &read.incomplete_reason {
                 tracing::warn!(%target, %reason, "scan incomplete; nothing will be inferred from absences");
             }
-            (
-                Scan {
-                    items: full.items,
-                    complete: full.complete,
-                },
-                full.requests,
-                None,
-            )
+            (read.scan, read.kind, read.requests, None)
         }
-        // What a failed scan saw still counts (its events are real), but
+        // What a failed read saw still counts (its events are real), but
         // nothing is inferred from what it did not see.
         Err(failed) => (
             Scan::partial(failed.seen),
+            ReadKind::Incremental,
             failed.requests,
             Some(failed.error),
         ),
     };
     let report = if scan.items.is_empty() && failure.is_some() {
+        state.snapshot = Some(before);
         None
     } else {
-        Some(apply(ctx, target, scan, requests).await?)
+        Some(apply(ctx, target, before, scan, kind, requests, state).await?)
     };
     match failure {
         Some(source) => Err(CycleError::Api {
@@ -123,15 +154,13 @@ pub async fn cycle(ctx: &CycleContext, target: &Target) -> Result<CycleReport, C
 async fn apply(
     ctx: &CycleContext,
     target: &Target,
+    before: TargetSnapshot,
     scan: Scan,
+    read: ReadKind,
     requests: u32,
+    state: &mut TargetState,
 ) -> Result<CycleReport, CycleError> {
-    let store_error = |source| CycleError::Store {
-        target: target.clone(),
-        source,
-    };
     let now = Timestamp::now();
-    let before = ctx.store.load_snapshot(target).await.map_err(store_error)?;
     let outcome = diff(target, &before, &scan, now, &ctx.diff);
     let routed: Vec<(usize, Routed)> = outcome
         .events
@@ -151,11 +180,19 @@ async fn apply(
             routed,
             now,
             // SQLite: one daemon per file. Per-target leases come with a
-            // replicated backend (SPEC §8).
+            // replicated backend.
             fence: Fence::Sole,
         };
-        ctx.store.commit_cycle(write).await.map_err(store_error)?
+        // On a failed commit the snapshot is read again next cycle.
+        ctx.store
+            .commit_cycle(write)
+            .await
+            .map_err(|source| CycleError::Store {
+                target: target.clone(),
+                source,
+            })?
     };
+    state.snapshot = Some(after);
     let labels = TargetLabels {
         target: target.to_string(),
     };
@@ -178,6 +215,7 @@ async fn apply(
         events: outcome.events,
         commit,
         complete: scan.complete,
+        read,
         tracked,
         active,
         requests,
@@ -222,12 +260,13 @@ pub async fn poll_loop(
     };
     let mut failures = 0u32;
     let mut last_problem: Option<String> = None;
+    let mut state = TargetState::for_loop(&ctx);
     loop {
         beat(&target, Beat::CycleStarted);
         // Dropping a cycle half-way is safe: its commit is one transaction
         // that either happened or did not.
         let result = tokio::select! {
-            result = cycle(&ctx, &target) => result,
+            result = cycle(&ctx, &target, &mut state) => result,
             _ = shutdown.cancelled() => return,
         };
         let poll_labels = |result| PollLabels {

@@ -354,10 +354,9 @@ async fn a_shift_during_paging_loses_and_duplicates_nothing() {
         .unwrap();
     assert!(scan.complete, "{:?}", scan.incomplete_reason);
     assert_eq!(scan.count, 251);
-    assert!(
-        scan.passes >= 2,
-        "the shift should have forced a second pass"
-    );
+    // Three pages, then the newest page again for the sub-job the shift
+    // added: the walk goes on instead of starting over.
+    assert_eq!(scan.requests, 4);
     let ids: HashSet<&str> = scan.items.iter().map(|j| j.id.as_str()).collect();
     assert_eq!(ids.len(), scan.items.len(), "duplicates");
     assert_eq!(ids.len(), 251, "missing ids");
@@ -372,7 +371,7 @@ async fn a_full_scan_reads_every_page() {
         .await
         .unwrap();
     assert!(scan.complete);
-    assert_eq!((scan.items.len(), scan.requests, scan.passes), (250, 3, 1));
+    assert_eq!((scan.items.len(), scan.requests), (250, 3));
     let count = sim
         .client(Credentials::None)
         .count("demo", &CS, &Filter::default())

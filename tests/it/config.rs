@@ -12,9 +12,10 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Format, Toml};
 use jobwatch::cloud::auth::TokenSource;
-use jobwatch::config::{AuthConfig, Config, ConfigError, EnvVars, GroupBy, Loaded, PollStrategy};
+use jobwatch::config::{AuthConfig, Config, ConfigError, EnvVars, GroupBy, Loaded};
 use jobwatch::notify::kinds::NotifierSettings;
 use jobwatch::notify::kinds::email::SmtpTls;
+use jobwatch::watch::strategy::Strategy;
 
 /// AK/SK from the SDK variables, so a snippet needs no `[auth]` to be valid.
 const SDK_CREDS: &[(&str, &str)] = &[
@@ -422,7 +423,7 @@ fn defaults_fill_every_section() {
     assert!(!c.poll.notify_existing);
     assert_eq!(c.poll.stuck_after, Duration::from_secs(3600));
     assert_eq!(c.poll.max_backoff, Duration::from_secs(300));
-    assert_eq!(c.poll.strategy, PollStrategy::Full);
+    assert_eq!(c.poll.strategy, Strategy::Full);
     assert_eq!(c.poll.full_scan_every, Duration::from_secs(600));
     assert_eq!(c.delivery.max_age, Duration::from_secs(86400));
     assert_eq!(c.delivery.shutdown_grace, Duration::from_secs(10));

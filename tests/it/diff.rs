@@ -691,6 +691,7 @@ fn arb_scan() -> impl Strategy<Value = Scan> {
         Scan {
             items: items_dedup(&spec.join(" ")),
             complete,
+            baseline: complete,
         }
     })
 }

@@ -18,7 +18,8 @@ use jobwatch::route::Router;
 use jobwatch::sim::SimOptions;
 use jobwatch::store::{OutboxRow, SharedStore, Store};
 use jobwatch::watch::diff::{DiffSettings, TargetSnapshot};
-use jobwatch::watch::poller::{CycleContext, CycleError, CycleReport, cycle};
+use jobwatch::watch::poller::{CycleContext, CycleError, CycleReport, TargetState, cycle};
+use jobwatch::watch::strategy::Strategy;
 use jobwatch::watch::{EventKind, Target};
 use reqwest::Method;
 use serde_json::json;
@@ -47,6 +48,8 @@ fn route_everything() -> Router {
 /// A poller's view of one state file; dropping it is the daemon stopping.
 struct Poller {
     ctx: CycleContext,
+    /// What the poll loop keeps between cycles.
+    state: tokio::sync::Mutex<TargetState>,
     /// The same state as `ctx.store`, for looking at it directly.
     store: SharedStore,
 }
@@ -64,22 +67,27 @@ impl Poller {
         router: Router,
     ) -> Poller {
         let store = SharedStore::new(Store::open(path).expect("open the state file"));
+        // These pins are about full scans: every cycle reads the whole list.
+        let ctx = CycleContext {
+            client: Arc::clone(client),
+            store: store.clone().into(),
+            router,
+            diff,
+            metrics: Arc::new(Metrics::new()),
+            dry_run: false,
+            strategy: Strategy::Full,
+            full_scan_every: Duration::from_secs(600),
+        };
         Poller {
+            state: tokio::sync::Mutex::new(TargetState::for_loop(&ctx)),
             store: store.clone(),
-            ctx: CycleContext {
-                client: Arc::clone(client),
-                store: store.into(),
-                router,
-                diff,
-                metrics: Arc::new(Metrics::new()),
-                dry_run: false,
-            },
+            ctx,
         }
     }
 
     /// One cycle that must succeed.
     async fn cycle(&self) -> CycleReport {
-        match cycle(&self.ctx, &target()).await {
+        match cycle(&self.ctx, &target(), &mut *self.state.lock().await).await {
             Ok(report) => report,
             Err(e) => panic!("cycle failed: {e}"),
         }
@@ -87,7 +95,7 @@ impl Poller {
 
     /// One cycle that must fail on the API; returns what it committed.
     async fn failing_cycle(&self) -> Option<CycleReport> {
-        match cycle(&self.ctx, &target()).await {
+        match cycle(&self.ctx, &target(), &mut *self.state.lock().await).await {
             Ok(report) => panic!("the cycle should have failed; it saw {report:?}"),
             Err(CycleError::Api { partial, .. }) => *partial,
             Err(e) => panic!("expected an API failure, got {e}"),
@@ -361,58 +369,76 @@ async fn a_first_scan_failing_on_page_two_tracks_page_one_without_a_baseline() {
 }
 
 #[tokio::test]
-async fn a_scan_still_drifting_after_its_last_pass_is_incomplete_and_never_used_for_vanished() {
-    // Pins SPEC §5 "if `count` changes during a scan … the scan is repeated
-    // (bounded); a scan that cannot complete never produces `vanished` and
-    // never loses what it did see". A `shift` on every list request changes
-    // `count` between pages on every pass.
+async fn a_list_growing_under_every_page_still_scans_complete_in_one_walk() {
+    // A busy target: a `shift` after every list request adds a sub-job at
+    // the top. The walk does not start over; it reads the newest page again
+    // at the end, and accounts for every id.
     let sim = Sim::start(SimOptions {
         history: 250,
         ..SimOptions::default()
     })
     .await;
     let client = client(&sim);
-
-    // The scan alone: incomplete after its bounded passes, keeping what it read.
     let before: Vec<String> = page_ids(&client, 0).await;
     sim.fault(json!({"fault":"shift","times":1000})).await;
     let scan = client
         .scan("demo", &JobType::from(CS), &Filter::default(), |_| {})
         .await
         .expect("a drifting scan is not an error");
-    assert!(!scan.complete);
-    assert_eq!(scan.passes, jobwatch::cloud::scan::MAX_PASSES);
-    let reason = scan.incomplete_reason.clone().unwrap_or_default();
-    assert!(reason.contains("kept changing"), "{reason}");
+    assert!(scan.complete, "{:?}", scan.incomplete_reason);
+    // Three pages and the newest one again, whatever the drift.
+    assert_eq!(scan.requests, 4);
     let seen: std::collections::HashSet<&str> = scan.items.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(seen.len(), scan.items.len(), "duplicates");
+    assert_eq!(seen.len() as u64, scan.count);
     assert!(before.iter().all(|id| seen.contains(id.as_str())));
-    sim.control(Method::DELETE, "/sim/faults", json!(null))
-        .await;
+}
 
-    // The cycle: a drifting scan after a deletion counts no miss.
+#[tokio::test]
+async fn a_scan_during_deletions_covers_the_list_but_is_never_used_for_vanished() {
+    // Pins "a scan that cannot complete never produces `vanished` and
+    // never loses what it did see": a `drop` after every list request
+    // deletes the newest sub-job, so `count` falls between pages. The walk
+    // steps back and misses nothing, but absences prove nothing.
+    let sim = Sim::start(SimOptions {
+        history: 250,
+        ..SimOptions::default()
+    })
+    .await;
+    let client = client(&sim);
     let dir = tempfile::tempdir().unwrap();
     let poller = Poller::open(&client, &state_file(&dir), DiffSettings::default());
     let baseline = poller.cycle().await;
     assert!(baseline.complete);
-    let gone = page_ids(&client, 0).await.remove(0);
+    let gone = page_ids(&client, 100).await.remove(50);
     delete_job(&sim, &gone).await;
-    sim.fault(json!({"fault":"shift","times":1000})).await;
+
+    sim.fault(json!({"fault":"drop","times":3})).await;
+    let scan = client
+        .scan("demo", &JobType::from(CS), &Filter::default(), |_| {})
+        .await
+        .expect("a shrinking list is not an error");
+    assert!(!scan.complete);
+    assert!(scan.covering, "{:?}", scan.incomplete_reason);
+    let reason = scan.incomplete_reason.clone().unwrap_or_default();
+    assert!(reason.contains("deleted"), "{reason}");
+    let left = sim
+        .client(Credentials::None)
+        .scan("demo", &JobType::from(CS), &Filter::default(), |_| {})
+        .await
+        .unwrap();
+    let seen: std::collections::HashSet<&str> = scan.items.iter().map(|j| j.id.as_str()).collect();
+    assert!(
+        left.items.iter().all(|j| seen.contains(j.id.as_str())),
+        "the walk skipped a sub-job that is still listed"
+    );
+
+    // The cycle: a shrinking scan counts no miss.
+    sim.fault(json!({"fault":"drop","times":3})).await;
     let drifting = poller.cycle().await;
     assert!(!drifting.complete);
-    assert!(
-        drifting
-            .events
-            .iter()
-            .all(|e| e.kind == EventKind::Appeared),
-        "only the sub-jobs the shifts added are news: {:?}",
-        kinds(&drifting)
-    );
-    // What it saw is kept: the sub-jobs the shifts added are tracked.
-    assert!(!drifting.events.is_empty(), "the shifts added sub-jobs");
+    assert!(drifting.events.is_empty(), "{:?}", kinds(&drifting));
     let snapshot = poller.snapshot().await;
-    for event in &drifting.events {
-        assert!(snapshot.jobs.contains_key(&event.sub_job_id));
-    }
     assert!(snapshot.jobs.contains_key(&gone), "an absence was inferred");
     assert!(snapshot.jobs.values().all(|t| t.missing_scans == 0));
     sim.control(Method::DELETE, "/sim/faults", json!(null))
@@ -425,11 +451,29 @@ async fn a_scan_still_drifting_after_its_last_pass_is_incomplete_and_never_used_
             .events
             .iter()
             .all(|e| e.kind != EventKind::Vanished),
-        "the drifting scan counted as a miss: {:?}",
+        "the shrinking scan counted as a miss: {:?}",
         kinds(&first_complete)
     );
     let second_complete = poller.cycle().await;
-    assert_eq!(kinds(&second_complete), [(EventKind::Vanished, gone)]);
+    let vanished: Vec<&str> = second_complete
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Vanished)
+        .map(|e| e.sub_job_id.as_str())
+        .collect();
+    assert!(vanished.contains(&gone.as_str()), "{vanished:?}");
+    // The others are the sub-jobs the drops deleted: truly gone.
+    let listed: std::collections::HashSet<String> = sim
+        .client(Credentials::None)
+        .scan("demo", &JobType::from(CS), &Filter::default(), |_| {})
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert!(vanished.iter().all(|id| !listed.contains(*id)));
+    assert_eq!(vanished.len(), 1 + 3 + 3, "{vanished:?}");
 }
 
 #[tokio::test]

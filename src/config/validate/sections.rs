@@ -9,9 +9,10 @@ use crate::config::dur::human;
 use crate::config::key::KeyPath;
 use crate::config::raw::{RawDelivery, RawHeartbeat, RawLog, RawPoll, RawServer};
 use crate::config::{
-    DeliveryConfig, HeartbeatConfig, LogConfig, LogFormat, PollConfig, PollStrategy, ServerConfig,
+    DeliveryConfig, HeartbeatConfig, LogConfig, LogFormat, PollConfig, ServerConfig,
 };
 use crate::secret::SecretUrl;
+use crate::watch::strategy::Strategy;
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -58,10 +59,10 @@ pub(super) fn poll(ck: &mut Checker<'_>, key: &KeyPath, raw: RawPoll) -> PollCon
         &key.f("strategy"),
         raw.strategy.as_deref(),
         &[
-            ("full", PollStrategy::Full),
-            ("incremental", PollStrategy::Incremental),
+            ("full", Strategy::Full),
+            ("incremental", Strategy::Incremental),
         ],
-        PollStrategy::Full,
+        Strategy::Full,
     );
     let full_scan_every = ck.duration(
         &key.f("full_scan_every"),

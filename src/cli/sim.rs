@@ -42,6 +42,10 @@ pub struct SimArgs {
     /// …with this password.
     #[arg(long, requires = "iam_user")]
     pub iam_password: Option<String>,
+    /// List sub-jobs oldest first, as an API that breaks the documented
+    /// order would (jobwatch then falls back to full scans).
+    #[arg(long)]
+    pub oldest_first: bool,
 }
 
 pub async fn run(args: &SimArgs) -> anyhow::Result<()> {
@@ -64,6 +68,7 @@ pub async fn run(args: &SimArgs) -> anyhow::Result<()> {
         token: args.token.clone().map(Secret::new),
         iam_user: args.iam_user.clone(),
         iam_password: args.iam_password.clone().map(Secret::new),
+        oldest_first: args.oldest_first,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let sim = match crate::sim::start(opts, shutdown.clone()).await {

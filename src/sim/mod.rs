@@ -60,6 +60,8 @@ pub struct SimOptions {
     pub token: Option<Secret>,
     pub iam_user: Option<String>,
     pub iam_password: Option<Secret>,
+    /// List oldest first, breaking the documented order.
+    pub oldest_first: bool,
 }
 
 impl Default for SimOptions {
@@ -78,6 +80,7 @@ impl Default for SimOptions {
             token: None,
             iam_user: None,
             iam_password: None,
+            oldest_first: false,
         }
     }
 }
@@ -191,6 +194,7 @@ pub async fn start(opts: SimOptions, shutdown: CancellationToken) -> std::io::Re
         // A different stream for control-made jobs (see `World::control`).
         Generator::new(opts.seed ^ 0x5eed_c0de_0000_0001, opts.fail_ratio, step),
     );
+    store.oldest_first = opts.oldest_first;
     let now = Timestamp::now();
     let started = Instant::now();
     for project in &projects {

@@ -86,6 +86,9 @@ pub struct World {
     /// Draws control-made and fault-made jobs, apart from `generator` so
     /// that using the control surface leaves the generated stream unchanged.
     pub control: Generator,
+    /// List oldest first (`--oldest-first`): an API that breaks the order
+    /// the incremental strategy relies on.
+    pub oldest_first: bool,
 }
 
 impl World {
@@ -101,6 +104,7 @@ impl World {
             tokens: HashMap::new(),
             generator,
             control,
+            oldest_first: false,
         }
     }
 
@@ -312,7 +316,7 @@ impl World {
             // A count: no walk at all.
             return (sets.iter().map(|s| s.len() as u64).sum(), Vec::new());
         }
-        if unfiltered && sets.len() == 1 {
+        if unfiltered && sets.len() == 1 && !self.oldest_first {
             // The common case: no scan, just a walk to the page.
             let set = sets[0];
             let items = set
@@ -327,6 +331,9 @@ impl World {
         if job_types.len() > 1 && limit > 0 {
             // Merged listing order across types; a count needs none.
             keys.sort();
+        }
+        if self.oldest_first {
+            keys.reverse();
         }
         let mut count = 0u64;
         let mut items = Vec::new();

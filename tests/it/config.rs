@@ -423,7 +423,7 @@ fn defaults_fill_every_section() {
     assert!(!c.poll.notify_existing);
     assert_eq!(c.poll.stuck_after, Duration::from_secs(3600));
     assert_eq!(c.poll.max_backoff, Duration::from_secs(300));
-    assert_eq!(c.poll.strategy, Strategy::Full);
+    assert_eq!(c.poll.strategy, Strategy::Incremental);
     assert_eq!(c.poll.full_scan_every, Duration::from_secs(600));
     assert_eq!(c.delivery.max_age, Duration::from_secs(86400));
     assert_eq!(c.delivery.shutdown_grace, Duration::from_secs(10));

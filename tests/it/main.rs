@@ -12,6 +12,7 @@ mod delivery;
 mod diff;
 mod email;
 mod grouping;
+mod incremental;
 mod poller;
 mod router;
 mod secrets;

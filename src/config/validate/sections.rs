@@ -62,7 +62,7 @@ pub(super) fn poll(ck: &mut Checker<'_>, key: &KeyPath, raw: RawPoll) -> PollCon
             ("full", Strategy::Full),
             ("incremental", Strategy::Incremental),
         ],
-        Strategy::Full,
+        Strategy::Incremental,
     );
     let full_scan_every = ck.duration(
         &key.f("full_scan_every"),

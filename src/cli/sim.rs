@@ -15,6 +15,10 @@ pub struct SimArgs {
     /// Terminal sub-jobs pre-made per project × job type.
     #[arg(long, default_value_t = 0)]
     pub history: u32,
+    /// Only these job types get the history (comma-separated; default:
+    /// every known one), for a large history of one type.
+    #[arg(long, value_delimiter = ',')]
+    pub history_job_type: Vec<String>,
     /// New parent jobs per second (0 = none).
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
@@ -49,6 +53,7 @@ pub struct SimArgs {
 }
 
 pub async fn run(args: &SimArgs) -> anyhow::Result<()> {
+    use crate::cloud::model::JobType;
     use std::io::Write;
 
     use crate::secret::Secret;
@@ -59,6 +64,11 @@ pub async fn run(args: &SimArgs) -> anyhow::Result<()> {
         seed: args.seed,
         projects: args.projects.clone(),
         history: args.history,
+        history_job_types: args
+            .history_job_type
+            .iter()
+            .map(|t| JobType::from(t.as_str()))
+            .collect(),
         rate: args.rate,
         fanout: args.fanout,
         step_ms: args.step_ms,

@@ -15,6 +15,7 @@ use figment::value::Value;
 use figment::value::magic::RelativePathBuf;
 use figment::{Figment, Metadata, Profile};
 use jiff::fmt::friendly::SpanParser;
+use jiff::{SignedDuration, SpanRelativeTo};
 use url::Url;
 
 use super::dur::human;
@@ -22,6 +23,22 @@ use super::env::METADATA_NAME;
 use super::key::{KeyPath, Seg};
 use super::raw::RawDuration;
 use crate::secret::Secret;
+
+/// A duration as written: `"300ms"`, `"30s"`, `"1h 30m"`, and days or
+/// weeks (`"7d"`, `"2w"`), counted as 24 hours and 7 such days.
+fn parse_duration(text: &str) -> Result<Duration, jiff::Error> {
+    let parser = SpanParser::new();
+    match parser.parse_unsigned_duration(text) {
+        Ok(d) => Ok(d),
+        Err(e) => {
+            let Ok(span) = parser.parse_span(text) else {
+                return Err(e);
+            };
+            let signed: SignedDuration = span.to_duration(SpanRelativeTo::days_are_24_hours())?;
+            Duration::try_from(signed).map_err(|_| e)
+        }
+    }
+}
 
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,7 +308,7 @@ impl<'a> Checker<'a> {
         let Some(RawDuration(text)) = raw else {
             return default;
         };
-        match SpanParser::new().parse_unsigned_duration(text.trim()) {
+        match parse_duration(text.trim()) {
             Ok(d) if d < min => {
                 self.err(
                     key,

@@ -137,6 +137,9 @@ pub struct PollConfig {
 pub struct DeliveryConfig {
     #[serde(serialize_with = "dur::ser")]
     pub max_age: Duration,
+    /// Delivered outbox rows are deleted this long after delivery.
+    #[serde(serialize_with = "dur::ser")]
+    pub keep_delivered: Duration,
     #[serde(serialize_with = "dur::ser")]
     pub shutdown_grace: Duration,
     #[serde(serialize_with = "jiff::fmt::serde::tz::required::serialize")]

@@ -101,6 +101,7 @@ pub struct RawPoll {
 #[serde(deny_unknown_fields, default)]
 pub struct RawDelivery {
     pub max_age: Option<RawDuration>,
+    pub keep_delivered: Option<RawDuration>,
     pub shutdown_grace: Option<RawDuration>,
     pub timezone: Option<String>,
 }

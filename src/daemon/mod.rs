@@ -9,7 +9,7 @@ pub mod wiring;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -98,6 +98,13 @@ pub async fn run(
     };
     let mut pollers = Pollers::start(&config, &parts)?;
     spawn_gauges(&services, store.clone(), metrics.clone(), stop_all.clone());
+    let keep_delivered = Arc::new(AtomicU64::new(config.delivery.keep_delivered.as_secs()));
+    spawn_pruner(
+        &services,
+        store.clone(),
+        keep_delivered.clone(),
+        stop_all.clone(),
+    );
     if let Some(every) = systemd.watchdog_interval() {
         spawn_watchdog(
             &services,
@@ -141,6 +148,7 @@ pub async fn run(
                         pollers.stop().await;
                         dispatcher.replace(notifiers, wiring::dispatch_settings(&new));
                         pollers = next.launch(&parts);
+                        keep_delivered.store(new.delivery.keep_delivered.as_secs(), Ordering::Relaxed);
                         config = new;
                         tracing::info!(targets = pollers.len(), "configuration reloaded");
                     }
@@ -367,6 +375,33 @@ fn spawn_watchdog(
                         tracing::error!("a poll cycle is stuck; no longer feeding the systemd watchdog");
                     }
                 }
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
+}
+
+/// Deletes delivered outbox rows older than `keep` (seconds, changed by a
+/// reload), every tenth of it, between once a second and once an hour.
+fn spawn_pruner(
+    tracker: &TaskTracker,
+    store: Storage,
+    keep: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
+    tracker.spawn(async move {
+        loop {
+            let keep_for = Duration::from_secs(keep.load(Ordering::Relaxed));
+            let every = (keep_for / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+            let older_than = jiff::Timestamp::now()
+                - jiff::SignedDuration::try_from(keep_for).unwrap_or(jiff::SignedDuration::MAX);
+            match store.prune_delivered(older_than).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::debug!(pruned, "pruned delivered outbox rows"),
+                Err(e) => tracing::warn!(error = %e, "pruning delivered outbox rows failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
                 _ = stop.cancelled() => return,
             }
         }

@@ -47,6 +47,8 @@ pub struct SimOptions {
     pub projects: Vec<String>,
     /// Terminal sub-jobs pre-made per project × known job type.
     pub history: u32,
+    /// Only these job types get `history` (empty: every known one).
+    pub history_job_types: Vec<JobType>,
     /// New parent jobs per second; 0 = none.
     pub rate: f64,
     /// Sub-jobs per generated parent job.
@@ -71,6 +73,7 @@ impl Default for SimOptions {
             seed: 1,
             projects: vec!["demo".to_owned()],
             history: 0,
+            history_job_types: Vec::new(),
             rate: 0.0,
             fanout: 3,
             step_ms: 2000,
@@ -200,6 +203,9 @@ pub async fn start(opts: SimOptions, shutdown: CancellationToken) -> std::io::Re
     for project in &projects {
         store.ensure_project(project);
         for job_type in JobType::KNOWN {
+            if !opts.history_job_types.is_empty() && !opts.history_job_types.contains(job_type) {
+                continue;
+            }
             let jobs = store
                 .generator
                 .history(project, job_type, opts.history, now);

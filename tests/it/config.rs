@@ -452,6 +452,21 @@ fn human_durations_parse() {
     assert_eq!(c.poll.interval, Duration::from_secs(5400));
     assert_eq!(c.poll.active_interval, Duration::from_secs(2));
     assert_eq!(c.api.timeout, Duration::from_millis(300));
+    // Days and weeks are 24 hours and 7 such days.
+    let c = load("[delivery]\nkeep_delivered = \"7d\"\nmax_age = \"1w 12h\"\n").config;
+    assert_eq!(c.delivery.keep_delivered, Duration::from_secs(7 * 86400));
+    assert_eq!(
+        c.delivery.max_age,
+        Duration::from_secs(7 * 86400 + 12 * 3600)
+    );
+    assert_eq!(
+        load("").config.delivery.keep_delivered,
+        Duration::from_secs(7 * 86400)
+    );
+    check_bad(
+        "[delivery]\nkeep_delivered = \"-1d\"\n",
+        "delivery.keep_delivered",
+    );
 }
 
 #[test]

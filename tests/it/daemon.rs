@@ -255,6 +255,66 @@ async fn what_changed_while_the_daemon_was_down_is_reported_once_on_restart() {
     assert!(extra.is_empty(), "unexpected deliveries: {extra:?}");
 }
 
+/// Outbox rows in state `delivered`, read beside the running daemon.
+async fn delivered_rows(state: &Path) -> i64 {
+    let state = state.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let conn = rusqlite::Connection::open(&state).expect("open the state file");
+        conn.query_row(
+            "SELECT count(*) FROM outbox WHERE state = 'delivered'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("count delivered rows")
+    })
+    .await
+    .expect("store query")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_rows_are_deleted_after_keep_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimOptions::default()).await;
+    let mut receiver = Receiver::start(vec![]).await;
+    let job = sim.create_waiting("CREATE_SERVER", 1).await.remove(0);
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("jobwatch.toml");
+    let hook = format!("{}/hook", receiver.url);
+    let write = |keep: &str| {
+        let text = daemon_config(&sim.url(), &hook, &state, &["CREATE_SERVER"]).replace(
+            "[delivery]\n",
+            &format!("[delivery]\nkeep_delivered = \"{keep}\"\n"),
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+
+    // Kept for a day: the delivered row stays.
+    write("1d");
+    let daemon = InProcess::start(&config);
+    wait_baselined(&state, "CREATE_SERVER", WITHIN).await;
+    sim.set_status(&job, "RUNNING").await;
+    receiver.next(WITHIN).await;
+    eventually(WITHIN, "the delivery to be recorded", || {
+        let state = state.clone();
+        async move { (delivered_rows(&state).await == 1).then_some(()) }
+    })
+    .await;
+    daemon.stop().await;
+
+    // Kept for no time: deleted by the daemon's own timer.
+    write("0s");
+    let daemon = InProcess::start(&config);
+    sim.set_status(&job, "FAILED").await;
+    receiver.next(WITHIN).await;
+    eventually(WITHIN, "delivered rows to be pruned", || {
+        let state = state.clone();
+        async move { (delivered_rows(&state).await == 0).then_some(()) }
+    })
+    .await;
+    assert_eq!(outbox(&state).await, (0, 0), "nothing pending or dead");
+    daemon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_delivery_under_way_finish_and_a_second_signal_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();

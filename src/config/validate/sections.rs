@@ -88,6 +88,12 @@ pub(super) fn delivery(ck: &mut Checker<'_>, key: &KeyPath, raw: RawDelivery) ->
         Duration::from_secs(24 * 3600),
         SECOND,
     );
+    let keep_delivered = ck.duration(
+        &key.f("keep_delivered"),
+        raw.keep_delivered.as_ref(),
+        Duration::from_secs(7 * 24 * 3600),
+        Duration::ZERO,
+    );
     let shutdown_grace = ck.duration(
         &key.f("shutdown_grace"),
         raw.shutdown_grace.as_ref(),
@@ -109,6 +115,7 @@ pub(super) fn delivery(ck: &mut Checker<'_>, key: &KeyPath, raw: RawDelivery) ->
     };
     DeliveryConfig {
         max_age,
+        keep_delivered,
         shutdown_grace,
         timezone,
     }

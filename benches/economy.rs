@@ -1,0 +1,160 @@
+//! API economy: what one steady cycle of one target costs (API requests,
+//! and this process's CPU), for the incremental strategy beside the full
+//! one, measured in the same run against the simulator in a child process.
+//!
+//! `cargo bench --bench economy` (1k, 10k and 100k sub-jobs of history);
+//! `-- --quick` for a smoke run (1k only). Prints a Markdown table.
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jobwatch::cloud::auth::Credentials;
+use jobwatch::cloud::{Client, ClientSettings};
+use jobwatch::metrics::Metrics;
+use jobwatch::retry::Backoff;
+use jobwatch::route::Router;
+use jobwatch::store::{SharedStore, Store};
+use jobwatch::watch::Target;
+use jobwatch::watch::diff::DiffSettings;
+use jobwatch::watch::poller::{CycleContext, TargetState, cycle};
+use jobwatch::watch::strategy::Strategy;
+
+/// Steady cycles measured per row; the figure is their median.
+const CYCLES: usize = 9;
+
+/// `jobwatch sim` with `history` sub-jobs of CREATE_SERVER, killed on drop.
+struct SimProcess {
+    child: Child,
+    url: String,
+}
+
+impl SimProcess {
+    fn start(history: u32) -> SimProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_jobwatch"))
+            .args(["sim", "--listen", "127.0.0.1:0", "--seed", "1"])
+            .args(["--history", &history.to_string()])
+            .args(["--history-job-type", "CREATE_SERVER"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start jobwatch sim");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the simulator's first line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        SimProcess { child, url }
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// User + system CPU of this process so far.
+fn cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+struct Row {
+    baseline_requests: u32,
+    requests: u32,
+    cpu: Duration,
+    wall: Duration,
+}
+
+async fn measure(url: &str, strategy: Strategy) -> Row {
+    jobwatch::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SharedStore::new(Store::open(dir.path().join("state.db")).expect("state file"));
+    let client = Client::new(
+        ClientSettings {
+            endpoint: url.parse().expect("URL"),
+            timeout: Duration::from_secs(30),
+            max_requests_per_minute: 1_000_000,
+            backoff: Backoff {
+                base: Duration::from_millis(10),
+                cap: Duration::from_millis(100),
+                max_attempts: 4,
+                jitter: false,
+            },
+        },
+        Credentials::None,
+    )
+    .expect("client");
+    let ctx = CycleContext {
+        client: Arc::new(client),
+        store: store.into(),
+        router: Router::new(vec![]),
+        diff: DiffSettings::default(),
+        metrics: Arc::new(Metrics::new()),
+        dry_run: false,
+        strategy,
+        full_scan_every: Duration::from_secs(3600),
+    };
+    let target = Target::new("demo", "CREATE_SERVER");
+    let mut state = TargetState::for_loop(&ctx);
+    let baseline = cycle(&ctx, &target, &mut state).await.expect("baseline");
+    let mut runs = Vec::new();
+    for _ in 0..CYCLES {
+        let (c, t) = (cpu(), Instant::now());
+        let report = cycle(&ctx, &target, &mut state).await.expect("cycle");
+        assert!(report.events.is_empty(), "a steady cycle found events");
+        runs.push((report.requests, cpu() - c, t.elapsed()));
+    }
+    runs.sort_by_key(|r| r.1);
+    let (requests, cpu, wall) = runs[CYCLES / 2];
+    Row {
+        baseline_requests: baseline.requests,
+        requests,
+        cpu,
+        wall,
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let histories: &[u32] = if quick {
+        &[1_000]
+    } else {
+        &[1_000, 10_000, 100_000]
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    println!(
+        "| history | strategy | requests, baseline | requests per steady cycle | CPU per steady cycle | wall per steady cycle |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|");
+    for &history in histories {
+        let sim = SimProcess::start(history);
+        for strategy in [Strategy::Full, Strategy::Incremental] {
+            let row = rt.block_on(measure(&sim.url, strategy));
+            println!(
+                "| {history} | {} | {} | {} | {:.1} ms | {:.1} ms |",
+                match strategy {
+                    Strategy::Full => "full",
+                    Strategy::Incremental => "incremental",
+                },
+                row.baseline_requests,
+                row.requests,
+                row.cpu.as_secs_f64() * 1e3,
+                row.wall.as_secs_f64() * 1e3,
+            );
+        }
+    }
+}

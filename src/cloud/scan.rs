@@ -17,6 +17,8 @@
 
 use std::collections::HashMap;
 
+use jiff::{SignedDuration, Timestamp};
+
 use super::client::{Client, Filter, MAX_LIMIT};
 use super::error::ClientError;
 use super::model::{JobType, RejectedItem, SubJob};
@@ -24,6 +26,39 @@ use super::model::{JobType, RejectedItem, SubJob};
 /// How many times the newest pages are read again at the end of a walk,
 /// at most, to catch what was created during it.
 pub const MAX_TOP_UPS: u32 = 5;
+
+/// How far a sub-job listed later may begin after one listed earlier
+/// before the list counts as not newest first: clocks of one parent job's
+/// sub-jobs may differ by a little.
+pub const ORDER_TOLERANCE: SignedDuration = SignedDuration::from_secs(1);
+
+/// Checks, item by item, that a list is newest first (within
+/// [`ORDER_TOLERANCE`]); items without a readable `begin_time` are skipped.
+#[derive(Debug, Default)]
+pub struct OrderCheck {
+    /// The earliest `begin_time` listed so far, and whose it is.
+    earliest: Option<(Timestamp, String)>,
+}
+
+impl OrderCheck {
+    /// The first item listed out of order, described.
+    pub fn see(&mut self, job: &SubJob) -> Option<String> {
+        let begin = job.begin_time.as_ref().and_then(|t| t.parsed)?;
+        if let Some((before, id)) = &self.earliest {
+            if begin.duration_since(*before) > ORDER_TOLERANCE {
+                return Some(format!(
+                    "{} (begun {begin}) is listed after {id} (begun {before})",
+                    job.id
+                ));
+            }
+            if begin >= *before {
+                return None;
+            }
+        }
+        self.earliest = Some((begin, job.id.clone()));
+        None
+    }
+}
 
 /// Where a scan stands, for progress bars.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +83,9 @@ pub struct FullScan {
     pub covering: bool,
     /// Items that could not be read (each makes the scan incomplete).
     pub rejected: Vec<RejectedItem>,
+    /// A page listed an item out of newest-first order: the first such,
+    /// described.
+    pub misordered: Option<String>,
     /// Why the scan is incomplete, when it is.
     pub incomplete_reason: Option<String>,
     pub requests: u32,
@@ -140,6 +178,7 @@ struct Walk {
     shrank: bool,
     /// The walk gave up before reaching the end (see `run`).
     stopped: Option<String>,
+    misordered: Option<String>,
 }
 
 impl Walk {
@@ -165,7 +204,12 @@ impl Walk {
             self.rejected.insert(at, r);
         }
         let mut new = 0;
+        // Within one page: pages read again at other offsets interleave.
+        let mut order = OrderCheck::default();
         for job in page.items {
+            if self.misordered.is_none() {
+                self.misordered = order.see(&job);
+            }
             if self.seen.insert(job) {
                 new += 1;
             }
@@ -290,6 +334,7 @@ impl Walk {
             complete,
             covering,
             rejected,
+            misordered: self.misordered,
             incomplete_reason,
             requests: self.requests,
         }

@@ -28,7 +28,7 @@ use super::Target;
 use super::diff::{Scan, TargetSnapshot, Tracked};
 use crate::cloud::client::MAX_LIMIT;
 use crate::cloud::model::{Status, SubJob};
-use crate::cloud::scan::{ScanFailed, Unique};
+use crate::cloud::scan::{OrderCheck, ScanFailed, Unique};
 use crate::cloud::{Client, ClientError, Filter};
 
 /// `poll.strategy`.
@@ -45,11 +45,6 @@ pub enum Strategy {
 /// A first scan that cannot cover a busy list is taken as the baseline
 /// anyway at this attempt, so no target stays silent for good.
 pub const BASELINE_AFTER_ATTEMPTS: u32 = 3;
-
-/// How far a sub-job listed later may begin after one listed earlier
-/// before the list counts as not newest first: clocks of one parent job's
-/// sub-jobs may differ by a little.
-pub const ORDER_TOLERANCE: SignedDuration = SignedDuration::from_secs(1);
 
 /// Which read a cycle made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -238,7 +233,7 @@ impl ScanPlan {
         self.next_full = Some(Timestamp::now() + span(self.full_scan_every.mul_f64(jitter)));
         if self.strategy == Strategy::Incremental
             && !self.order_broken
-            && let Some(example) = order_break(&full.items)
+            && let Some(example) = full.misordered.clone()
         {
             self.order_broken = true;
             tracing::warn!(
@@ -274,28 +269,6 @@ fn span(d: Duration) -> SignedDuration {
     SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
 }
 
-/// The first pair of items listed out of newest-first order, described.
-fn order_break<'a>(items: impl IntoIterator<Item = &'a SubJob>) -> Option<String> {
-    let mut earliest: Option<(Timestamp, &str)> = None;
-    for job in items {
-        let Some(begin) = job.begin_time.as_ref().and_then(|t| t.parsed) else {
-            continue;
-        };
-        if let Some((before, id)) = earliest
-            && begin.duration_since(before) > ORDER_TOLERANCE
-        {
-            return Some(format!(
-                "{} (begun {begin}) is listed after {id} (begun {before})",
-                job.id
-            ));
-        }
-        if earliest.is_none_or(|(t, _)| begin < t) {
-            earliest = Some((begin, job.id.as_str()));
-        }
-    }
-    None
-}
-
 enum Incremental {
     Read {
         items: Vec<SubJob>,
@@ -318,147 +291,259 @@ async fn incremental(
     snapshot: &TargetSnapshot,
     reference: u64,
 ) -> Result<Incremental, ReadFailed> {
-    let limit = u64::from(MAX_LIMIT);
-    let mut seen = Unique::default();
-    let mut read: Vec<SubJob> = Vec::new();
-    let mut requests = 0u32;
-    let failed = |error, seen: Unique, requests| ReadFailed {
-        error,
-        seen: seen.into_items(),
-        requests,
+    let mut r = Reader {
+        client,
+        target,
+        snapshot,
+        seen: Unique::default(),
+        order: OrderCheck::default(),
+        requests: 0,
+        new_ids: 0,
+        reached_known: false,
+        count: 0,
+        offset: 0,
     };
-    // The newest pages.
-    let mut offset = 0u64;
-    let mut new_ids = 0u64;
-    let mut reached_known = false;
-    let count = loop {
-        let page = match client
-            .list_page(
-                &target.project_id,
-                &target.job_type,
-                &Filter::default(),
-                offset,
-                MAX_LIMIT,
-            )
-            .await
-        {
-            Ok(page) => page,
-            Err(e) => return Err(failed(e, seen, requests)),
-        };
-        requests += 1;
-        let on_page = (page.items.len() + page.rejected.len()) as u64;
-        // Unreadable items exist all the same: count them as new.
-        new_ids += page.rejected.len() as u64;
-        read.extend(page.items.iter().cloned());
-        for job in page.items {
-            if snapshot.jobs.contains_key(&job.id) {
-                reached_known = true;
-            } else if !seen.contains(&job.id) {
-                new_ids += 1;
-            }
-            seen.insert(job);
+    // The newest pages, until they reach known sub-jobs and `count` is
+    // accounted for.
+    loop {
+        if let Some(example) = r.next_page().await? {
+            return Ok(Incremental::OrderBroken {
+                requests: r.requests,
+                example,
+            });
         }
-        if let Some(example) = order_break(&read) {
-            return Ok(Incremental::OrderBroken { requests, example });
+        let accounted = r.count <= reference + r.new_ids;
+        if r.at_end() || (r.reached_known && accounted) {
+            break;
         }
-        offset += limit;
-        let accounted = page.count <= reference + new_ids;
-        if offset >= page.count || on_page < limit || (reached_known && accounted) {
-            break page.count;
-        }
-    };
-    let mut unaccounted = (count > reference + new_ids).then(|| {
-        format!("count is {count}, but only {new_ids} new sub-job(s) were seen since {reference}")
+    }
+    let mut unaccounted = (r.count > reference + r.new_ids).then(|| {
+        format!(
+            "count is {}, but only {} new sub-job(s) were seen since {reference}",
+            r.count, r.new_ids
+        )
     });
 
     // The sub-jobs that were active (or in a status we do not know) and
-    // fell outside the pages read.
-    let outside: Vec<&Tracked> = snapshot
-        .jobs
-        .values()
-        .filter(|t| !t.status().is_some_and(Status::is_terminal) && !seen.contains(t.sub_job_id()))
-        .collect();
+    // fell outside the pages read: by further pages, by parent job or by
+    // status, whichever costs fewer requests.
+    let outside = r.outside();
     if !outside.is_empty() {
-        let by_job: BTreeSet<&str> = outside
+        let jobs: BTreeSet<String> = outside
             .iter()
-            .filter_map(|t| t.job.job_id.as_deref())
+            .filter_map(|t| t.job.job_id.clone())
             .collect();
-        let all_have_job = outside.iter().all(|t| t.job.job_id.is_some());
-        let statuses: BTreeSet<&Status> = outside.iter().filter_map(|t| t.status()).collect();
-        let all_have_status = outside.iter().all(|t| t.status().is_some());
-        let filters: Vec<Filter> =
-            if all_have_job && (by_job.len() <= statuses.len() || !all_have_status) {
-                by_job
-                    .iter()
-                    .map(|j| Filter {
-                        job_id: Some((*j).to_owned()),
-                        ..Filter::default()
-                    })
-                    .collect()
-            } else if all_have_status {
-                statuses
-                    .iter()
-                    .map(|s| Filter {
-                        status: Some((*s).clone()),
-                        ..Filter::default()
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-        for filter in &filters {
-            match recheck(client, target, filter, &mut seen).await {
-                Ok(n) => requests += n,
-                Err(f) => return Err(failed(f.error, seen, requests + f.requests)),
-            }
-        }
-        // By status, a sub-job missing from its status's list has left it:
-        // its parent job tells where it went.
-        let left: BTreeSet<&str> = outside
-            .iter()
-            .filter(|t| !seen.contains(t.sub_job_id()))
-            .filter_map(|t| t.job.job_id.as_deref())
-            .collect();
-        if filters.iter().any(|f| f.status.is_some()) {
-            for job_id in left {
-                let filter = Filter {
-                    job_id: Some(job_id.to_owned()),
-                    ..Filter::default()
-                };
-                match recheck(client, target, &filter, &mut seen).await {
-                    Ok(n) => requests += n,
-                    Err(f) => return Err(failed(f.error, seen, requests + f.requests)),
+        let statuses: BTreeSet<Status> =
+            outside.iter().filter_map(|t| t.status().cloned()).collect();
+        let never = usize::MAX;
+        let by_job = if outside.iter().all(|t| t.job.job_id.is_some()) {
+            jobs.len()
+        } else {
+            never
+        };
+        // At best one request per status; one that left it costs one more
+        // (by its parent job).
+        let by_status = if outside.iter().all(|t| t.status().is_some()) {
+            statuses.len()
+        } else {
+            never
+        };
+        let deeper = r.pages_to_reach(&outside);
+        if deeper <= by_job && deeper <= by_status {
+            // Read on to the deepest of them, and a page more for drift.
+            for _ in 0..=deeper {
+                if r.at_end() || r.outside().is_empty() {
+                    break;
+                }
+                if let Some(example) = r.next_page().await? {
+                    return Ok(Incremental::OrderBroken {
+                        requests: r.requests,
+                        example,
+                    });
                 }
             }
+        } else if by_job <= by_status {
+            for job in jobs {
+                r.recheck(Filter {
+                    job_id: Some(job),
+                    ..Filter::default()
+                })
+                .await?;
+            }
+        } else {
+            for status in statuses {
+                r.recheck(Filter {
+                    status: Some(status),
+                    ..Filter::default()
+                })
+                .await?;
+            }
+            // One missing from its status's list has left it: its parent
+            // job tells where it went.
+            let left: BTreeSet<String> = r
+                .outside()
+                .iter()
+                .filter_map(|t| t.job.job_id.clone())
+                .collect();
+            for job in left {
+                r.recheck(Filter {
+                    job_id: Some(job),
+                    ..Filter::default()
+                })
+                .await?;
+            }
         }
-        let missing = outside
-            .iter()
-            .filter(|t| !seen.contains(t.sub_job_id()))
-            .count();
+        let missing = r.outside().len();
         if missing > 0 && unaccounted.is_none() {
             unaccounted = Some(format!("{missing} active sub-job(s) were not found"));
         }
     }
     Ok(Incremental::Read {
-        items: seen.into_items(),
-        count,
-        requests,
+        count: r.count,
+        requests: r.requests,
+        items: r.seen.into_items(),
         unaccounted,
     })
 }
 
-/// Every sub-job matching `filter`, into `seen`; the requests it took.
-async fn recheck(
-    client: &Client,
-    target: &Target,
-    filter: &Filter,
-    seen: &mut Unique,
-) -> Result<u32, ScanFailed> {
-    let found = client
-        .scan(&target.project_id, &target.job_type, filter, |_| {})
-        .await?;
-    for job in found.items {
-        seen.insert(job);
+/// An incremental read under way.
+struct Reader<'a> {
+    client: &'a Client,
+    target: &'a Target,
+    snapshot: &'a TargetSnapshot,
+    seen: Unique,
+    order: OrderCheck,
+    requests: u32,
+    /// Ids on the pages read that the snapshot does not know (and
+    /// unreadable items, which exist all the same).
+    new_ids: u64,
+    reached_known: bool,
+    /// `count` on the last page.
+    count: u64,
+    /// Where the next page starts.
+    offset: u64,
+}
+
+impl Reader<'_> {
+    /// Reads the next page of the unfiltered list; `Some` describes an item
+    /// listed out of newest-first order.
+    async fn next_page(&mut self) -> Result<Option<String>, ReadFailed> {
+        let page = match self
+            .client
+            .list_page(
+                &self.target.project_id,
+                &self.target.job_type,
+                &Filter::default(),
+                self.offset,
+                MAX_LIMIT,
+            )
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => return Err(self.failed(e, 0)),
+        };
+        self.requests += 1;
+        self.count = page.count;
+        let on_page = page.items.len() + page.rejected.len();
+        self.offset = if on_page < MAX_LIMIT as usize {
+            // A short page is the end of the list.
+            u64::MAX
+        } else {
+            self.offset + u64::from(MAX_LIMIT)
+        };
+        self.new_ids += page.rejected.len() as u64;
+        let mut broken = None;
+        for job in page.items {
+            if broken.is_none() {
+                broken = self.order.see(&job);
+            }
+            if self.snapshot.jobs.contains_key(&job.id) {
+                self.reached_known = true;
+            } else if !self.seen.contains(&job.id) {
+                self.new_ids += 1;
+            }
+            self.seen.insert(job);
+        }
+        Ok(broken)
     }
-    Ok(found.requests)
+
+    fn at_end(&self) -> bool {
+        self.offset >= self.count
+    }
+
+    /// Known sub-jobs not terminal and not seen by this read.
+    fn outside(&self) -> Vec<&Tracked> {
+        let seen = &self.seen;
+        self.snapshot
+            .jobs
+            .values()
+            .filter(|t| {
+                !t.status().is_some_and(Status::is_terminal) && !seen.contains(t.sub_job_id())
+            })
+            .collect()
+    }
+
+    /// Further pages to read to reach the deepest of `outside`, estimated
+    /// from the snapshot: a sub-job's place is how many known ones began
+    /// no earlier than it, plus the new ones above.
+    fn pages_to_reach(&self, outside: &[&Tracked]) -> usize {
+        let begin = |t: &Tracked| t.job.begin_time.as_ref().and_then(|b| b.parsed);
+        let mut deepest = None;
+        for t in outside {
+            match begin(t) {
+                None => return usize::MAX,
+                Some(b) => deepest = Some(deepest.map_or(b, |d: Timestamp| d.min(b))),
+            }
+        }
+        let Some(deepest) = deepest else {
+            return usize::MAX;
+        };
+        let above = self
+            .snapshot
+            .jobs
+            .values()
+            .filter(|t| begin(t).is_none_or(|b| b >= deepest))
+            .count() as u64;
+        let limit = u64::from(MAX_LIMIT);
+        let pages_needed = (above + self.new_ids) / limit + 1;
+        let pages_read = self.offset.min(self.count).div_ceil(limit);
+        usize::try_from(pages_needed.saturating_sub(pages_read)).unwrap_or(usize::MAX)
+    }
+
+    /// Every sub-job matching `filter`, into `seen`.
+    async fn recheck(&mut self, filter: Filter) -> Result<(), ReadFailed> {
+        let scanned = self
+            .client
+            .scan(
+                &self.target.project_id,
+                &self.target.job_type,
+                &filter,
+                |_| {},
+            )
+            .await;
+        match scanned {
+            Ok(found) => {
+                self.requests += found.requests;
+                for job in found.items {
+                    self.seen.insert(job);
+                }
+                Ok(())
+            }
+            Err(f) => {
+                for job in f.seen {
+                    self.seen.insert(job);
+                }
+                Err(self.failed(f.error, f.requests))
+            }
+        }
+    }
+
+    /// The read failed: what it saw so far, and the requests it made.
+    fn failed(&mut self, error: ClientError, more_requests: u32) -> ReadFailed {
+        ReadFailed {
+            error,
+            seen: std::mem::take(&mut self.seen).into_items(),
+            requests: self.requests + more_requests,
+        }
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use jobwatch::config::{Config, EnvVars};
 use jobwatch::sim::SimOptions;
 use jobwatch::store::OutboxRow;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -253,6 +253,54 @@ async fn what_changed_while_the_daemon_was_down_is_reported_once_on_restart() {
         .map(|r| r.json())
         .collect();
     assert!(extra.is_empty(), "unexpected deliveries: {extra:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_target_with_10k_history_at_100_requests_a_minute_baselines_and_alerts() {
+    // New sub-jobs keep arriving while the first scan pages through 10,000
+    // at the default budget (a minute of pages): a `shift` after every
+    // list request adds one at the top. The scan must still finish, set
+    // the baseline, and a failure after it must reach the receiver.
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimOptions {
+        history: 10_000,
+        history_job_types: vec!["CREATE_SERVER".into()],
+        ..SimOptions::default()
+    })
+    .await;
+    sim.fault(json!({"fault":"shift","times":200})).await;
+    let mut receiver = Receiver::start(vec![]).await;
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("jobwatch.toml");
+    let text = daemon_config(
+        &sim.url(),
+        &format!("{}/hook", receiver.url),
+        &state,
+        &["CREATE_SERVER"],
+    )
+    .replace(
+        "max_requests_per_minute = 6000",
+        "max_requests_per_minute = 100",
+    );
+    std::fs::write(&config, text).unwrap();
+    let daemon = InProcess::start(&config);
+    // 100 pages at 100 a minute, and a few more for the drift.
+    wait_baselined(&state, "CREATE_SERVER", Duration::from_secs(150)).await;
+    let job = sim.create_waiting("CREATE_SERVER", 1).await.remove(0);
+    sim.set_status(&job, "FAILED").await;
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let got = receiver.next(left).await;
+        let events = got.json()["events"].as_array().cloned().unwrap_or_default();
+        if events
+            .iter()
+            .any(|e| e["sub_job_id"] == job.as_str() && e["to"] == "FAILED")
+        {
+            break;
+        }
+    }
+    daemon.stop().await;
 }
 
 /// Outbox rows in state `delivered`, read beside the running daemon.

@@ -155,23 +155,24 @@ async fn a_burst_of_new_sub_jobs_larger_than_a_page_is_read_to_the_end() {
     assert_eq!(burst.tracked, 550);
 }
 
-#[tokio::test]
-async fn an_active_sub_job_pushed_past_the_pages_read_is_rechecked_by_its_parent_job() {
+/// Two active sub-jobs of one parent job pushed `newer` places down by
+/// newer ones, then changing: found by the newest page and one request
+/// more.
+async fn pushed_down_then_changed(newer: u32) {
     let sim = Sim::start(history(200)).await;
     let mut poll = Loop::new(&sim, Strategy::Incremental);
     poll.cycle().await;
     let running = sim.create_waiting(CS, 2).await;
     sim.set_status(&running[0], "RUNNING").await;
     poll.cycle().await;
-    // 150 newer sub-jobs push both past the newest page.
-    let mut newer = Vec::new();
-    for _ in 0..3 {
-        newer.extend(sim.create_waiting(CS, 50).await);
+    let mut made = Vec::new();
+    while made.len() < newer as usize {
+        made.extend(sim.create_waiting(CS, 50).await);
     }
     let pushed = poll.cycle().await;
-    assert_eq!(pushed.events.len(), 150);
+    assert_eq!(pushed.events.len(), made.len());
     // The newer ones end; the two old ones then change deep down.
-    for id in &newer {
+    for id in &made {
         sim.set_status(id, "SUCCESS").await;
     }
     poll.cycle().await;
@@ -187,10 +188,52 @@ async fn an_active_sub_job_pushed_past_the_pages_read_is_rechecked_by_its_parent
     ];
     want.sort();
     assert_eq!(got, want);
-    // The newest page, and one request for their parent job.
     assert_eq!(deep.requests, 2);
     assert_eq!(list_requests(&sim).await - before, 2);
     assert_eq!(deep.read, ReadKind::Incremental);
+}
+
+#[tokio::test]
+async fn active_sub_jobs_one_page_down_are_reached_by_reading_one_page_more() {
+    pushed_down_then_changed(150).await;
+}
+
+#[tokio::test]
+async fn active_sub_jobs_far_down_are_rechecked_by_their_parent_job() {
+    // Five pages down: one request for their parent job is cheaper.
+    pushed_down_then_changed(450).await;
+}
+
+#[tokio::test]
+async fn many_active_parent_jobs_far_down_are_rechecked_by_status() {
+    let sim = Sim::start(history(100)).await;
+    let mut poll = Loop::new(&sim, Strategy::Incremental);
+    poll.cycle().await;
+    // Six parent jobs, all RUNNING, then 450 newer sub-jobs above them.
+    let mut running = Vec::new();
+    for _ in 0..6 {
+        let id = sim.create_waiting(CS, 1).await.remove(0);
+        sim.set_status(&id, "RUNNING").await;
+        running.push(id);
+    }
+    poll.cycle().await;
+    let mut made = Vec::new();
+    while made.len() < 450 {
+        made.extend(sim.create_waiting(CS, 50).await);
+    }
+    poll.cycle().await;
+    for id in &made {
+        sim.set_status(id, "SUCCESS").await;
+    }
+    poll.cycle().await;
+    // One of the six fails: the RUNNING list, then its parent job.
+    sim.set_status(&running[3], "FAILED").await;
+    let deep = poll.cycle().await;
+    assert_eq!(
+        events(&deep),
+        [(EventKind::Changed, running[3].clone(), "FAILED".into())]
+    );
+    assert_eq!(deep.requests, 3, "newest page, RUNNING, one parent job");
 }
 
 #[tokio::test]

@@ -3,13 +3,18 @@
 //!
 //! Hand-written rather than `governor` because it must follow tokio's clock:
 //! tests prove "no more than 20 a minute" with a paused clock, and governor
-//! reads the system clock. It is a GCRA with burst 1: requests are spaced
-//! `period / n` apart, so no window of `period` ever holds more than `n`.
+//! reads the system clock. It is a GCRA: requests are spaced `period / n`
+//! apart, so no window of `period` holds more than `n`; the API budget
+//! also allows a small burst after a quiet spell (still at most `n` in any
+//! window), and serves its waiters by [`Priority`].
 
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// At most `count` messages per `per`: a configured or documented rate.
@@ -46,23 +51,112 @@ impl serde::Serialize for RateLimit {
     }
 }
 
+/// Who goes first when several wait for a slot: everything in the
+/// foreground (incremental polls, `jobs`, deliveries) before any
+/// background scan; among background scans, the one with the fewest pages
+/// left, so a large baseline lets small scans through and several large
+/// ones finish one after another instead of all together, late.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    Foreground,
+    Background { pages_left: u64, scan: u64 },
+}
+
+/// A background scan's place in the queue: set around the scan with
+/// [`Lane::run`], told how many pages it has left as it goes.
+#[derive(Debug, Clone)]
+pub struct Lane {
+    scan: u64,
+    pages_left: Arc<AtomicU64>,
+}
+
+tokio::task_local! {
+    static LANE: Lane;
+}
+
+static SCANS: AtomicU64 = AtomicU64::new(0);
+
+impl Lane {
+    /// A new background scan expected to take `pages` pages.
+    pub fn background(pages: u64) -> Lane {
+        Lane {
+            scan: SCANS.fetch_add(1, Ordering::Relaxed),
+            pages_left: Arc::new(AtomicU64::new(pages)),
+        }
+    }
+
+    pub fn set_pages_left(&self, pages: u64) {
+        self.pages_left.store(pages, Ordering::Relaxed);
+    }
+
+    /// Runs `work` with every slot it asks for taken in this lane.
+    pub async fn run<F: Future>(&self, work: F) -> F::Output {
+        LANE.scope(self.clone(), work).await
+    }
+
+    /// The priority of the task asking now.
+    fn current() -> Priority {
+        LANE.try_with(|lane| Priority::Background {
+            pages_left: lane.pages_left.load(Ordering::Relaxed),
+            scan: lane.scan,
+        })
+        .unwrap_or(Priority::Foreground)
+    }
+}
+
 #[derive(Debug)]
 pub struct RateLimiter {
     interval: Duration,
-    /// The earliest time the next request may start.
-    next: Mutex<Option<Instant>>,
-    /// The latest [`RateLimiter::pause_until`]: waiters that reserved a
-    /// slot before it was set look here when they wake.
-    paused_until: Mutex<Option<Instant>>,
+    /// Slots that may start at once after a quiet spell (1: none).
+    burst: u32,
+    /// At most `count` slots start in any window of `period`, burst or not.
+    count: u32,
+    period: Duration,
+    state: Mutex<State>,
+    /// Told whenever a slot is taken, a waiter comes or goes, or a pause
+    /// begins: the waiters then look again at who is first.
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// When the next slot would start with no burst (a GCRA's theoretical
+    /// arrival time).
+    next: Option<Instant>,
+    /// The latest [`RateLimiter::pause_until`].
+    paused_until: Option<Instant>,
+    /// Starts of the last `count` slots, when `burst > 1`.
+    recent: VecDeque<Instant>,
+    waiting: BTreeSet<(Priority, u64)>,
+    seq: u64,
+}
+
+/// A waiter's place; leaving (a cancelled acquire) gives it up.
+struct Ticket<'a> {
+    limiter: &'a RateLimiter,
+    key: Option<(Priority, u64)>,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.limiter.lock().waiting.remove(&key);
+            self.limiter.changed.notify_waiters();
+        }
+    }
 }
 
 impl RateLimiter {
-    /// At most `n` acquisitions per `period` (`n` of 0 is treated as 1).
+    /// At most `n` acquisitions per `period` (`n` of 0 is treated as 1),
+    /// spaced `period / n` apart.
     pub fn new(n: u32, period: Duration) -> RateLimiter {
         RateLimiter {
             interval: period / n.max(1),
-            next: Mutex::new(None),
-            paused_until: Mutex::new(None),
+            burst: 1,
+            count: n.max(1),
+            period,
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
         }
     }
 
@@ -70,56 +164,118 @@ impl RateLimiter {
         RateLimiter::new(n, Duration::from_secs(60))
     }
 
+    /// Lets up to `burst` slots start at once after a quiet spell, still
+    /// never more than `n` in any `period`.
+    pub fn with_burst(mut self, burst: u32) -> RateLimiter {
+        self.burst = burst.clamp(1, self.count);
+        self
+    }
+
     pub fn interval(&self) -> Duration {
         self.interval
     }
 
-    /// Waits for a slot. Slots are handed out in call order: the slot is
-    /// reserved before the wait, so a cancelled waiter only wastes its own.
-    /// A pause that begins while a waiter sleeps holds it too: it wakes at
-    /// its slot, sees the pause, and takes a new slot after it, so the
-    /// queue stays paced after the pause instead of leaving at once.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Poisoning would need a panic while holding this lock, and
+        // nothing that holds it can panic.
+        self.state.lock().expect("rate limiter lock")
+    }
+
+    /// When the first waiter may start.
+    fn earliest(&self, st: &State, now: Instant) -> Instant {
+        let tolerance = self.interval * (self.burst - 1);
+        let mut at = st
+            .next
+            .map_or(now, |next| next.checked_sub(tolerance).unwrap_or(now))
+            .max(now);
+        if let Some(paused) = st.paused_until {
+            at = at.max(paused);
+        }
+        if self.burst > 1
+            && st.recent.len() >= self.count as usize
+            && let Some(oldest) = st.recent.front()
+        {
+            at = at.max(*oldest + self.period);
+        }
+        at
+    }
+
+    /// Waits for a slot. Waiters are served by [`Priority`] (that of the
+    /// [`Lane`] the caller runs in, else foreground), then in call order.
+    /// A pause that begins while a waiter sleeps holds it too, and the
+    /// queue stays paced after it instead of leaving at once.
     pub async fn acquire(&self) {
+        let key = {
+            let mut st = self.lock();
+            st.seq += 1;
+            let key = (Lane::current(), st.seq);
+            st.waiting.insert(key);
+            key
+        };
+        self.changed.notify_waiters();
+        let mut ticket = Ticket {
+            limiter: self,
+            key: Some(key),
+        };
         loop {
-            let start = self.reserve();
-            tokio::time::sleep_until(start).await;
-            // Poisoning would need a panic while holding this lock, and
-            // nothing that holds it can panic.
-            let paused = *self.paused_until.lock().expect("rate limiter lock");
-            if paused.is_none_or(|until| until <= Instant::now()) {
-                return;
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let wake = {
+                let mut st = self.lock();
+                let now = Instant::now();
+                let at = self.earliest(&st, now);
+                let first = st.waiting.first() == Some(&key);
+                if first && at <= now {
+                    st.waiting.remove(&key);
+                    ticket.key = None;
+                    st.next = Some(st.next.map_or(now, |n| n.max(now)) + self.interval);
+                    if self.burst > 1 {
+                        st.recent.push_back(now);
+                        while st.recent.len() > self.count as usize {
+                            st.recent.pop_front();
+                        }
+                    }
+                    drop(st);
+                    self.changed.notify_waiters();
+                    return;
+                }
+                first.then_some(at)
+            };
+            match wake {
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = &mut changed => {}
+                    }
+                }
+                None => changed.await,
             }
         }
     }
 
-    /// Reserves the next free slot and returns when it starts.
-    fn reserve(&self) -> Instant {
-        // Poisoning would need a panic while holding this lock, and
-        // nothing in the block can panic.
-        let mut next = self.next.lock().expect("rate limiter lock");
-        let now = Instant::now();
-        let start = next.map_or(now, |n| n.max(now));
-        *next = Some(start + self.interval);
-        start
-    }
-
     /// Pauses everyone until `until` (a receiver or the gateway said so),
-    /// those already waiting for a slot included.
+    /// those already waiting included; no burst right after it.
     pub fn pause_until(&self, until: Instant) {
-        let mut next = self.next.lock().expect("rate limiter lock");
-        if next.is_none_or(|n| n < until) {
-            *next = Some(until);
+        {
+            let mut st = self.lock();
+            let paced = until + self.interval * (self.burst - 1);
+            if st.next.is_none_or(|n| n < paced) {
+                st.next = Some(paced);
+            }
+            if st.paused_until.is_none_or(|p| p < until) {
+                st.paused_until = Some(until);
+            }
         }
-        let mut paused = self.paused_until.lock().expect("rate limiter lock");
-        if paused.is_none_or(|p| p < until) {
-            *paused = Some(until);
-        }
+        self.changed.notify_waiters();
     }
 
     /// When the next slot opens (for `state`/metrics); `None` if now.
     pub fn next_slot(&self) -> Option<Instant> {
-        let next = *self.next.lock().expect("rate limiter lock");
-        next.filter(|n| *n > Instant::now())
+        let st = self.lock();
+        let now = Instant::now();
+        let at = self.earliest(&st, now);
+        (at > now).then_some(at)
     }
 }
 
@@ -182,5 +338,74 @@ mod tests {
         }
         times.sort();
         assert_eq!(times, [Duration::from_secs(10), Duration::from_secs(11)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn foreground_goes_before_background_and_fewest_pages_left_first() {
+        let limiter = std::sync::Arc::new(RateLimiter::per_minute(60));
+        let start = Instant::now();
+        limiter.acquire().await;
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        // Queued in this order; served by priority.
+        for (name, lane) in [
+            ("big", Some(Lane::background(100))),
+            ("small", Some(Lane::background(2))),
+            ("poll", None),
+        ] {
+            let (limiter, order) = (limiter.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                match lane {
+                    Some(lane) => lane.run(limiter.acquire()).await,
+                    None => limiter.acquire().await,
+                }
+                order.lock().unwrap().push((name, start.elapsed()));
+            }));
+            tokio::task::yield_now().await;
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        assert_eq!(
+            order,
+            [
+                ("poll", Duration::from_secs(1)),
+                ("small", Duration::from_secs(2)),
+                ("big", Duration::from_secs(3)),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_waiter_gives_its_place_up() {
+        let limiter = std::sync::Arc::new(RateLimiter::per_minute(60));
+        let start = Instant::now();
+        limiter.acquire().await;
+        // Waits for the slot at 1 s, and is dropped before it.
+        let gone = tokio::time::timeout(Duration::from_millis(500), limiter.acquire()).await;
+        assert!(gone.is_err());
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_goes_at_once_and_the_window_still_holds_at_most_n() {
+        let limiter = RateLimiter::per_minute(10).with_burst(4);
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..25 {
+            limiter.acquire().await;
+            times.push(start.elapsed());
+        }
+        assert_eq!(&times[..4], [Duration::ZERO; 4]);
+        assert_eq!(times[4], Duration::from_secs(6));
+        for (i, t) in times.iter().enumerate() {
+            let in_window = times[i..]
+                .iter()
+                .filter(|u| **u < *t + Duration::from_secs(60))
+                .count();
+            assert!(in_window <= 10, "{in_window} within a minute of {t:?}");
+        }
     }
 }

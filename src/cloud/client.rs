@@ -44,6 +44,9 @@ pub struct Filter {
     pub job_id: Option<String>,
 }
 
+/// Requests the API budget lets start at once after a quiet spell.
+pub const BUDGET_BURST: u32 = 5;
+
 /// A client for one account. Cheap to share behind an `Arc`; every request
 /// it makes (IAM included) passes its one budget.
 #[derive(Debug)]
@@ -65,7 +68,10 @@ struct Answer {
 
 impl Client {
     pub fn new(settings: ClientSettings, credentials: Credentials) -> Result<Client, ClientError> {
-        let budget = Arc::new(RateLimiter::per_minute(settings.max_requests_per_minute));
+        // A one-off `jobs` of a few pages need not wait for its pacing.
+        let budget = Arc::new(
+            RateLimiter::per_minute(settings.max_requests_per_minute).with_burst(BUDGET_BURST),
+        );
         Client::with_budget(settings, credentials, budget)
     }
 

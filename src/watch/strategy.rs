@@ -30,6 +30,7 @@ use crate::cloud::client::MAX_LIMIT;
 use crate::cloud::model::{Status, SubJob};
 use crate::cloud::scan::{OrderCheck, ScanFailed, Unique};
 use crate::cloud::{Client, ClientError, Filter};
+use crate::ratelimit::Lane;
 
 /// `poll.strategy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -216,13 +217,17 @@ impl ScanPlan {
         snapshot: &TargetSnapshot,
         requests_before: u32,
     ) -> Result<Read, ReadFailed> {
-        let full = client
-            .scan(
+        // A full scan waits behind every foreground request, and behind
+        // scans with fewer pages left.
+        let pages = |n: u64| n.div_ceil(u64::from(MAX_LIMIT));
+        let lane = Lane::background(pages(self.last_count.unwrap_or(snapshot.jobs.len() as u64)));
+        let full = lane
+            .run(client.scan(
                 &target.project_id,
                 &target.job_type,
                 &Filter::default(),
-                |_| {},
-            )
+                |p| lane.set_pages_left(pages(p.total.saturating_sub(p.fetched))),
+            ))
             .await
             .map_err(|f| ReadFailed {
                 requests: f.requests + requests_before,

@@ -168,9 +168,8 @@ async fn a_gateway_throttle_also_holds_a_request_already_waiting_for_its_budget_
     // the default budget (100/min, 600 ms apart) every target queued behind
     // a throttled one went out during the pause.
     let sim = Sim::start(history(1)).await;
-    sim.fault(json!({"fault":"status","status":429,"times":1,"error_code":"APIG.0308","error_msg":jobwatch::sim::THROTTLE_MSG})).await;
-    // One request a second: the second target's slot is a second after the
-    // first's, well inside the 2 s pause.
+    // One request a second: once the burst is used up, the second target's
+    // slot is a second after the first's, well inside the 2 s pause.
     let settings = ClientSettings {
         endpoint: sim.url().parse().unwrap(),
         timeout: Duration::from_secs(10),
@@ -183,6 +182,13 @@ async fn a_gateway_throttle_also_holds_a_request_already_waiting_for_its_budget_
         },
     };
     let client = Arc::new(Client::new(settings, Credentials::None).unwrap());
+    for _ in 1..jobwatch::cloud::client::BUDGET_BURST {
+        client
+            .list_page("demo", &CS, &Filter::default(), 0, 10)
+            .await
+            .unwrap();
+    }
+    sim.fault(json!({"fault":"status","status":429,"times":1,"error_code":"APIG.0308","error_msg":jobwatch::sim::THROTTLE_MSG})).await;
     let started = Instant::now();
     let request = |job_type: JobType| {
         let client = Arc::clone(&client);

@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    Daemon, NotifySocket, Receiver, Recorder, SIM_ERROR_CODE, Sim, daemon_config, eventually,
-    list_requests, outbox, wait_baselined,
+    Daemon, NotifySocket, Receiver, Recorder, SIM_ERROR_CODE, Sim, baselined, daemon_config,
+    eventually, list_requests, outbox, wait_baselined,
 };
 
 /// Generous: a loaded 2-core machine builds other crates beside us.
@@ -300,6 +300,61 @@ async fn a_busy_target_with_10k_history_at_100_requests_a_minute_baselines_and_a
             break;
         }
     }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_10k_baseline_does_not_hold_up_alerts_of_a_small_target() {
+    // Both targets share the default budget of 100 requests a minute; the
+    // CREATE_SERVER baseline alone needs a minute of it. The small
+    // DELETE_SERVER target must alert within its active interval anyway.
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimOptions {
+        history: 10_000,
+        history_job_types: vec!["CREATE_SERVER".into()],
+        ..SimOptions::default()
+    })
+    .await;
+    let mut receiver = Receiver::start(vec![]).await;
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("jobwatch.toml");
+    let text = daemon_config(
+        &sim.url(),
+        &format!("{}/hook", receiver.url),
+        &state,
+        &["CREATE_SERVER", "DELETE_SERVER"],
+    )
+    .replace(
+        "max_requests_per_minute = 6000",
+        "max_requests_per_minute = 100",
+    );
+    std::fs::write(&config, text).unwrap();
+    let daemon = InProcess::start(&config);
+    wait_baselined(&state, "DELETE_SERVER", WITHIN).await;
+    for _ in 0..3 {
+        let job = sim.create_waiting("DELETE_SERVER", 1).await.remove(0);
+        sim.set_status(&job, "FAILED").await;
+        let failed_at = tokio::time::Instant::now();
+        // `appeared` as FAILED or WAITING then `changed`: wait for FAILED.
+        loop {
+            let got = receiver.next(WITHIN).await;
+            let events = got.json()["events"].as_array().cloned().unwrap_or_default();
+            if events
+                .iter()
+                .any(|e| e["sub_job_id"] == job.as_str() && e["to"] == "FAILED")
+            {
+                break;
+            }
+        }
+        // A 1 s active interval, a few 0.6 s slots, the delivery; far from
+        // the minute the baseline takes.
+        let took = failed_at.elapsed();
+        assert!(took < Duration::from_secs(10), "took {took:?}");
+    }
+    assert!(
+        !baselined(&state, "demo", "CREATE_SERVER").await,
+        "the large baseline was meant to be still under way"
+    );
     daemon.stop().await;
 }
 

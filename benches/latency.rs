@@ -80,10 +80,9 @@ async fn hook(State(got): State<Arrivals>, Json(body): Json<Value>) -> &'static 
 }
 
 fn baselined(state: &Path) -> usize {
-    let Ok(conn) = rusqlite::Connection::open_with_flags(
-        state,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    ) else {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
         return 0;
     };
     conn.query_row(

@@ -33,7 +33,7 @@ mod validate;
 
 pub use check::{ConfigError, Problem};
 pub use env::{CONFIG_VAR, EnvVars, SDK_PROFILE, SDK_VARS};
-pub use validate::{SdkEnv, validate};
+pub use validate::{SdkEnv, budget_warnings, validate};
 
 pub use crate::ratelimit::RateLimit;
 pub use crate::secret::SecretUrl;

@@ -38,6 +38,8 @@ pub enum OpenMode {
     /// `once --dry-run`: read what exists, create nothing (a missing state
     /// file is an empty store in memory).
     DryRun,
+    /// `check`: read an existing file as it is; write nothing, ever.
+    ReadOnly,
 }
 
 /// The engine's storage: one of the backends.
@@ -66,6 +68,7 @@ impl Storage {
         let store = tokio::task::spawn_blocking(move || match mode {
             OpenMode::DryRun if !path.exists() => Store::open_in_memory(),
             OpenMode::DryRun | OpenMode::ReadWrite => Store::open(&path),
+            OpenMode::ReadOnly => Store::open_read_only(&path),
         })
         .await;
         match store {

@@ -61,6 +61,15 @@ pub enum StoreError {
         found: u32,
         supported: u32,
     },
+    #[error(
+        "state file {path} has schema version {found}, older than the {supported} this jobwatch \
+         reads without writing; `jobwatch run` or `once` brings it up to date"
+    )]
+    OlderSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("state store: {context}")]
     Sql {
         context: &'static str,
@@ -139,6 +148,44 @@ impl Store {
             source,
         })?;
         Store::setup(conn, path.to_owned())
+    }
+
+    /// Opens an existing state file only to read it: nothing is created,
+    /// migrated or written, so it works on a file the caller cannot write.
+    /// A file of another schema version is refused.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let path = path.as_ref().to_owned();
+        let open_error = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_error)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
+        let found = user_version(&conn).map_err(open_error)?;
+        let supported = Store::SCHEMA_VERSION;
+        if found > supported {
+            return Err(StoreError::NewerSchema {
+                path,
+                found,
+                supported,
+            });
+        }
+        if found < supported {
+            return Err(StoreError::OlderSchema {
+                path,
+                found,
+                supported,
+            });
+        }
+        Ok(Store {
+            conn,
+            path,
+            claims: HashMap::new(),
+        })
     }
 
     /// A store that lives in memory: for `once --dry-run` and tests.

@@ -552,3 +552,51 @@ impl Reader<'_> {
         }
     }
 }
+
+/// What the configured targets ask of the API budget, in requests a
+/// minute: the arithmetic `check` prints.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetNeed {
+    /// Every target idle (polled every `interval`).
+    pub idle: f64,
+    /// Every target active (polled every `active_interval`).
+    pub active: f64,
+    /// Of each, what reconciliation scans take (incremental only).
+    pub reconcile: f64,
+    /// Pages of one full scan of every target: the first scans' cost.
+    pub baseline_pages: u64,
+}
+
+/// The budget `pages` (one entry per target: the pages of its full scan)
+/// need under `strategy`. A steady incremental cycle costs one request;
+/// a full one costs every page, and incremental targets add a full scan
+/// every `full_scan_every`.
+pub fn budget_need(
+    strategy: Strategy,
+    pages: &[u64],
+    interval: Duration,
+    active_interval: Duration,
+    full_scan_every: Duration,
+) -> BudgetNeed {
+    let per_minute =
+        |requests: f64, every: Duration| requests * 60.0 / every.as_secs_f64().max(1e-3);
+    let all_pages: u64 = pages.iter().sum();
+    let (per_cycle, reconcile) = match strategy {
+        Strategy::Full => (all_pages as f64, 0.0),
+        Strategy::Incremental => (
+            pages.len() as f64,
+            per_minute(all_pages as f64, full_scan_every),
+        ),
+    };
+    BudgetNeed {
+        idle: per_minute(per_cycle, interval) + reconcile,
+        active: per_minute(per_cycle, active_interval) + reconcile,
+        reconcile,
+        baseline_pages: all_pages,
+    }
+}
+
+/// The pages of a full scan of `tracked` sub-jobs (at least one).
+pub fn pages_for(tracked: u64) -> u64 {
+    tracked.div_ceil(u64::from(MAX_LIMIT)).max(1)
+}

@@ -610,3 +610,83 @@ async fn demo_shows_a_transition_and_stops_cleanly_on_sigint() {
         "{rest:?}"
     );
 }
+
+#[tokio::test]
+async fn check_counts_each_targets_pages_from_the_state_file_without_writing_it() {
+    let sim = Sim::start(SimOptions {
+        history: 1000,
+        history_job_types: vec!["CREATE_SERVER".into()],
+        ..SimOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = sim_config(
+        dir.path(),
+        &sim.url(),
+        "http://127.0.0.1:9",
+        &["CREATE_SERVER"],
+    );
+    let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    // No state file: one page each, and the file is not created.
+    let out = jobwatch(&config, &["check"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("at one page of history each"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !dir.path().join("state.db").exists(),
+        "check created the state file"
+    );
+
+    // A baseline of 1,000 sub-jobs: 10 pages. Polled every 5 s with full
+    // scans that is 120 requests a minute, over the budget of 100.
+    let out = jobwatch(&config, &["once"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replacen("[api]\n", "[api]\nmax_requests_per_minute = 100\n", 1);
+    std::fs::write(
+        &config,
+        format!("{text}[poll]\ninterval = \"5s\"\nstrategy = \"full\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.path().join("state.db"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o400),
+    )
+    .unwrap();
+    let modified = std::fs::metadata(dir.path().join("state.db"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let out = jobwatch(&config, &["check"]).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("pages counted from the state file"), "{err}");
+    assert!(err.contains("first scans take 10 pages"), "{err}");
+    assert!(
+        err.contains("need 120 API requests/minute even when idle"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::metadata(dir.path().join("state.db"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        modified,
+        "check wrote the state file"
+    );
+
+    // The same under incremental: 12 a minute and one reconciliation of
+    // 10 pages every 10 minutes fit.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("strategy = \"full\"", "strategy = \"incremental\"");
+    std::fs::write(&config, text).unwrap();
+    let out = jobwatch(&config, &["check"]).await;
+    let err = stderr(&out);
+    assert!(err.contains("need about 13 requests/minute idle"), "{err}");
+    assert!(!err.contains("warning: 1 targets"), "{err}");
+}

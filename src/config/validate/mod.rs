@@ -14,6 +14,8 @@ mod sections;
 mod targets;
 mod warnings;
 
+pub use warnings::budget_warnings;
+
 use std::path::PathBuf;
 
 use figment::{Figment, Profile, Provider};

@@ -1,9 +1,9 @@
 //! Warnings that look at the validated config as a whole: nothing watched
 //! or routed, unused notifiers, the API budget, readable inline secrets.
 
+use crate::watch::strategy::{Strategy, budget_need};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::config::check::Checker;
 use crate::config::dur::human;
@@ -38,38 +38,81 @@ pub(super) fn overall(ck: &mut Checker<'_>, config: &Config) {
     permissions(ck);
 }
 
-/// SPEC §1: API calls are the scarce resource. Each target scans at least
-/// one page per cycle, so in the worst case (every target active) the
-/// targets need `pairs × 60 / active_interval` requests a minute.
+/// API calls are the scarce resource: warns when the targets, at one page
+/// of history each (`check` counts pages from the state file), need more
+/// than the budget.
 fn budget(ck: &mut Checker<'_>, config: &Config) {
     let pairs = config.watch_pairs().count();
     if pairs == 0 {
         return;
     }
+    for warning in budget_warnings(config, &vec![1; pairs], "at one page of history each") {
+        ck.warn(warning);
+    }
+}
+
+/// What does not fit in the budget, when `pages` (per target) are the
+/// pages of each target's full scan; `basis` says where they came from.
+pub fn budget_warnings(config: &Config, pages: &[u64], basis: &str) -> Vec<String> {
+    let poll = &config.poll;
+    let need = budget_need(
+        poll.strategy,
+        pages,
+        poll.interval,
+        poll.active_interval,
+        poll.full_scan_every,
+    );
     let budget = f64::from(config.api.max_requests_per_minute);
-    let per_minute = |every: Duration| pairs as f64 * 60.0 / every.as_secs_f64();
-    let active = per_minute(config.poll.active_interval);
-    let idle = per_minute(config.poll.interval);
-    // The interval at which the pairs fit the budget, rounded up.
-    let fits = (pairs as f64 * 60.0 / budget).ceil() as u64;
-    if idle > budget {
-        ck.warn(format!(
-            "{pairs} targets (project × job type) polled every {} even when idle need {idle:.0} API requests/minute \
-             (at one page per scan), over api.max_requests_per_minute = {}: every target will poll slower than \
-             configured; raise poll.interval to at least {fits}s, watch fewer job types, or raise the budget if your \
+    let targets = pages.len();
+    let strategy = match poll.strategy {
+        Strategy::Full => "full",
+        Strategy::Incremental => "incremental",
+    };
+    let reconcile = if need.reconcile > 0.0 {
+        format!(
+            ", {:.0} of them reconciliation scans every {}",
+            need.reconcile,
+            human(poll.full_scan_every)
+        )
+    } else {
+        String::new()
+    };
+    // The interval at which the cycles fit beside reconciliation, rounded
+    // up.
+    let per_cycle = match poll.strategy {
+        Strategy::Full => need.baseline_pages as f64,
+        Strategy::Incremental => targets as f64,
+    };
+    let room = budget - need.reconcile;
+    let fits = if room > 0.0 {
+        format!(" to at least {}s", (per_cycle * 60.0 / room).ceil() as u64)
+    } else {
+        String::new()
+    };
+    let mut out = Vec::new();
+    if need.idle > budget {
+        out.push(format!(
+            "{targets} targets (project × job type) under strategy {strategy:?} need {:.0} API requests/minute even \
+             when idle ({basis}{reconcile}), over api.max_requests_per_minute = {}: every target will poll slower \
+             than configured; raise poll.interval{fits}{}, watch fewer job types, or raise the budget if your \
              account allows",
-            human(config.poll.interval),
+            need.idle,
             config.api.max_requests_per_minute,
+            match poll.strategy {
+                Strategy::Full => ", use strategy \"incremental\"",
+                Strategy::Incremental => " or poll.full_scan_every",
+            },
         ));
-    } else if active > budget {
-        ck.warn(format!(
-            "{pairs} targets (project × job type) polled every {} while active need up to {active:.0} API \
-             requests/minute (at one page per scan), over api.max_requests_per_minute = {}: when many are \
-             active they will poll slower than configured; raise poll.active_interval to at least {fits}s to fit",
-            human(config.poll.active_interval),
+    } else if need.active > budget {
+        out.push(format!(
+            "{targets} targets (project × job type) under strategy {strategy:?} need up to {:.0} API \
+             requests/minute while all are active ({basis}{reconcile}), over api.max_requests_per_minute = {}: \
+             when many are active they will poll slower than configured; raise poll.active_interval{fits} to fit",
+            need.active,
             config.api.max_requests_per_minute,
         ));
     }
+    out
 }
 
 /// Inline secrets in a file others can read deserve a warning: the file is

@@ -13,6 +13,7 @@ mod diff;
 mod email;
 mod grouping;
 mod incremental;
+mod lifecycles;
 mod poller;
 mod router;
 mod secrets;

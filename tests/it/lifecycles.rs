@@ -1,0 +1,248 @@
+//! A property over random lifecycles: creations, steps, sub-jobs created
+//! and failed between polls, active sub-jobs pushed past the first pages,
+//! deletions. Two poll loops read the same simulator at the same moments,
+//! one incremental, one full. Under `incremental` every final status is
+//! reported, nothing false, and `vanished` only for deleted sub-jobs; both
+//! strategies report the same (sub-job, status entered) set.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobwatch::cloud::auth::Credentials;
+use jobwatch::metrics::Metrics;
+use jobwatch::route::Router;
+use jobwatch::sim::SimOptions;
+use jobwatch::store::{SharedStore, Store};
+use jobwatch::watch::diff::DiffSettings;
+use jobwatch::watch::poller::{CycleContext, TargetState, cycle};
+use jobwatch::watch::strategy::{ScanPlan, Strategy as Poll};
+use jobwatch::watch::{Event, EventKind, Target};
+use proptest::prelude::*;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::Sim;
+
+const CS: &str = "CREATE_SERVER";
+const STATUSES: &[&str] = &[
+    "WAITING", "RUNNING", "ROLLBACK", "SUCCESS", "FAILED", "ABNORMAL",
+];
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A parent job of this many WAITING sub-jobs.
+    Create(u32),
+    /// The `n`th sub-job made so far enters `STATUSES[s]`.
+    Step(usize, usize),
+    /// Created and failed before the next poll.
+    CreateAndFail(u32),
+    /// 120 finished sub-jobs (more than a page of news): everything else
+    /// moves more than a page down.
+    Push,
+    Delete(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (1u32..6).prop_map(Op::Create),
+        4 => (any::<usize>(), 0..STATUSES.len()).prop_map(|(n, s)| Op::Step(n, s)),
+        1 => (1u32..3).prop_map(Op::CreateAndFail),
+        1 => Just(Op::Push),
+        1 => any::<usize>().prop_map(Op::Delete),
+    ]
+}
+
+struct Loop {
+    ctx: CycleContext,
+    state: TargetState,
+    events: Vec<Event>,
+    _dir: tempfile::TempDir,
+}
+
+impl Loop {
+    fn new(sim: &Sim, strategy: Poll) -> Loop {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SharedStore::new(Store::open(dir.path().join("state.db")).unwrap());
+        let ctx = CycleContext {
+            client: Arc::new(sim.client(Credentials::None)),
+            store: store.into(),
+            router: Router::new(vec![]),
+            diff: DiffSettings::default(),
+            metrics: Arc::new(Metrics::new()),
+            dry_run: false,
+            strategy,
+            full_scan_every: Duration::from_secs(3600),
+        };
+        Loop {
+            state: TargetState::for_loop(&ctx),
+            ctx,
+            events: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    async fn cycle(&mut self) {
+        let report = cycle(&self.ctx, &Target::new("demo", CS), &mut self.state)
+            .await
+            .unwrap_or_else(|e| panic!("cycle failed: {e}"));
+        self.events.extend(report.events);
+    }
+
+    /// A cycle that reconciles (a full scan), as after `full_scan_every`.
+    async fn reconcile(&mut self) {
+        let plan = std::mem::replace(
+            &mut self.state.plan,
+            ScanPlan::new(self.ctx.strategy, Duration::ZERO),
+        );
+        self.cycle().await;
+        self.state.plan = plan;
+    }
+
+    /// `(sub-job, status entered)` of every `appeared`/`changed`.
+    fn entered(&self) -> BTreeSet<(String, String)> {
+        self.events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Appeared | EventKind::Changed))
+            .map(|e| (e.sub_job_id.clone(), status(e)))
+            .collect()
+    }
+
+    fn vanished(&self) -> BTreeSet<String> {
+        self.events
+            .iter()
+            .filter(|e| e.kind == EventKind::Vanished)
+            .map(|e| e.sub_job_id.clone())
+            .collect()
+    }
+}
+
+fn status(e: &Event) -> String {
+    e.to.as_ref().map(|s| s.to_string()).unwrap_or_default()
+}
+
+async fn make(sim: &Sim, count: u32, status: &str) -> Vec<String> {
+    let made = sim
+        .control(
+            Method::POST,
+            "/sim/jobs",
+            json!({"project_id": "demo", "job_type": CS, "count": count, "status": status}),
+        )
+        .await;
+    made["sub_job_ids"]
+        .as_array()
+        .expect("sub_job_ids")
+        .iter()
+        .map(|id| id.as_str().expect("an id").to_owned())
+        .collect()
+}
+
+async fn run(history: u32, batches: Vec<Vec<Op>>) {
+    let sim = Sim::start(SimOptions {
+        history,
+        history_job_types: vec![CS.into()],
+        ..SimOptions::default()
+    })
+    .await;
+    let mut incremental = Loop::new(&sim, Poll::Incremental);
+    let mut full = Loop::new(&sim, Poll::Full);
+    incremental.cycle().await;
+    full.cycle().await;
+
+    let mut made: Vec<String> = Vec::new();
+    let mut deleted: BTreeSet<String> = BTreeSet::new();
+    for batch in batches {
+        for op in batch {
+            match op {
+                Op::Create(n) => made.extend(make(&sim, n, "WAITING").await),
+                Op::CreateAndFail(n) => {
+                    let ids = make(&sim, n, "WAITING").await;
+                    for id in &ids {
+                        sim.set_status(id, "FAILED").await;
+                    }
+                    made.extend(ids);
+                }
+                Op::Push => made.extend(make(&sim, 120, "SUCCESS").await),
+                Op::Step(n, s) if !made.is_empty() => {
+                    let id = &made[n % made.len()];
+                    if !deleted.contains(id) {
+                        sim.set_status(id, STATUSES[s]).await;
+                    }
+                }
+                Op::Delete(n) if !made.is_empty() => {
+                    let id = made[n % made.len()].clone();
+                    sim.control(Method::DELETE, &format!("/sim/jobs/{id}"), json!(null))
+                        .await;
+                    deleted.insert(id);
+                }
+                Op::Step(..) | Op::Delete(_) => {}
+            }
+        }
+        // Both read the list as it is now.
+        incremental.cycle().await;
+        full.cycle().await;
+    }
+    // Two reconciliations: a deletion is `vanished` at the second miss.
+    for _ in 0..2 {
+        incremental.reconcile().await;
+        full.cycle().await;
+    }
+
+    // Nothing false: every status entered is one the sub-job held.
+    let held: BTreeSet<(String, String)> = sim
+        .events()
+        .await
+        .iter()
+        .map(|t| {
+            (
+                t["sub_job_id"].as_str().unwrap_or_default().to_owned(),
+                t["to"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let entered = incremental.entered();
+    for pair in &entered {
+        assert!(held.contains(pair), "{pair:?} was never true");
+    }
+    // Every final status reported.
+    for id in made.iter().filter(|id| !deleted.contains(*id)) {
+        let last = sim
+            .events()
+            .await
+            .iter()
+            .rev()
+            .find(|t| t["sub_job_id"] == id.as_str())
+            .and_then(|t| t["to"].as_str().map(str::to_owned))
+            .expect("a made sub-job has a transition");
+        assert!(
+            entered.contains(&(id.clone(), last.clone())),
+            "{id}'s final status {last} was never reported"
+        );
+    }
+    // The same truth under full scans.
+    assert_eq!(entered, full.entered(), "incremental and full differ");
+    // `vanished` only for deleted sub-jobs, under both.
+    let vanished = incremental.vanished();
+    assert!(vanished.is_subset(&deleted), "{vanished:?} ⊄ {deleted:?}");
+    assert_eq!(vanished, full.vanished());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 12,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn incremental_reports_what_full_scans_report(
+        history in 0u32..250,
+        batches in prop::collection::vec(prop::collection::vec(op(), 1..5), 1..8),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(run(history, batches));
+    }
+}

@@ -53,9 +53,10 @@ impl serde::Serialize for RateLimit {
 
 /// Who goes first when several wait for a slot: everything in the
 /// foreground (incremental polls, `jobs`, deliveries) before any
-/// background scan; among background scans, the one with the fewest pages
-/// left, so a large baseline lets small scans through and several large
-/// ones finish one after another instead of all together, late.
+/// background scan, but for one slot in five while both wait (see
+/// [`FOREGROUND_RUN`]); among background scans, the one with the fewest
+/// pages left, so a large baseline lets small scans through and several
+/// large ones finish one after another instead of all together, late.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Priority {
     Foreground,
@@ -129,6 +130,38 @@ struct State {
     recent: VecDeque<Instant>,
     waiting: BTreeSet<(Priority, u64)>,
     seq: u64,
+    /// Slots the foreground took in a row: past [`FOREGROUND_RUN`] a
+    /// waiting background scan gets the next one, so a budget the
+    /// foreground fills does not starve first scans for ever.
+    foreground_run: u32,
+}
+
+/// At most this many foreground slots in a row while a background scan
+/// waits: background scans keep a fifth of a saturated budget.
+pub const FOREGROUND_RUN: u32 = 4;
+
+impl State {
+    /// Who takes the next slot.
+    fn next_up(&self) -> Option<(Priority, u64)> {
+        let first = *self.waiting.first()?;
+        if first.0 == Priority::Foreground && self.foreground_run >= FOREGROUND_RUN {
+            let background = self
+                .waiting
+                .range(
+                    (
+                        Priority::Background {
+                            pages_left: 0,
+                            scan: 0,
+                        },
+                        0,
+                    )..,
+                )
+                .next()
+                .copied();
+            return background.or(Some(first));
+        }
+        Some(first)
+    }
 }
 
 /// A waiter's place; leaving (a cancelled acquire) gives it up.
@@ -225,10 +258,14 @@ impl RateLimiter {
                 let mut st = self.lock();
                 let now = Instant::now();
                 let at = self.earliest(&st, now);
-                let first = st.waiting.first() == Some(&key);
+                let first = st.next_up() == Some(key);
                 if first && at <= now {
                     st.waiting.remove(&key);
                     ticket.key = None;
+                    st.foreground_run = match key.0 {
+                        Priority::Foreground => st.foreground_run + 1,
+                        Priority::Background { .. } => 0,
+                    };
                     st.next = Some(st.next.map_or(now, |n| n.max(now)) + self.interval);
                     if self.burst > 1 {
                         st.recent.push_back(now);
@@ -375,6 +412,40 @@ mod tests {
                 ("big", Duration::from_secs(3)),
             ]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_foreground_leaves_background_scans_one_slot_in_five() {
+        let limiter = std::sync::Arc::new(RateLimiter::per_minute(60));
+        let background = std::sync::Arc::new(AtomicU64::new(0));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut tasks = Vec::new();
+        // Four pollers that always want a slot, and one large scan.
+        for _ in 0..4 {
+            let (limiter, stop) = (limiter.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    limiter.acquire().await;
+                }
+            }));
+        }
+        {
+            let (limiter, stop, background) = (limiter.clone(), stop.clone(), background.clone());
+            tasks.push(tokio::spawn(async move {
+                let lane = Lane::background(1000);
+                while !stop.is_cancelled() {
+                    lane.run(limiter.acquire()).await;
+                    background.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        stop.cancel();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let got = background.load(Ordering::Relaxed);
+        assert!((19..=21).contains(&got), "{got} of 100 slots");
     }
 
     #[tokio::test(start_paused = true)]

@@ -128,6 +128,64 @@ async fn measure(url: &str, strategy: Strategy) -> Row {
     }
 }
 
+/// `VmRSS` and `VmHWM` of a process, in MB.
+fn rss_mb(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// `jobwatch run` on one target of `sim`: its memory once the baseline is
+/// in and a few steady cycles have passed.
+fn daemon_rss(sim: &SimProcess, strategy: &str, tracked: u32) -> (f64, f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("jobwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[api]\nendpoint = \"{}\"\nmax_requests_per_minute = 100000\n[auth]\nmethod = \"none\"\n\
+             [state]\npath = {state:?}\n[poll]\ninterval = \"1s\"\nactive_interval = \"1s\"\n\
+             strategy = \"{strategy}\"\n[log]\nlevel = \"warn\"\n\
+             [[targets]]\nproject_id = \"demo\"\njob_types = [\"CREATE_SERVER\"]\n",
+            sim.url
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jobwatch"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("jobwatch run");
+    let started = Instant::now();
+    let tracked_now = || {
+        rusqlite::Connection::open_with_flags(&state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| c.query_row("SELECT count(*) FROM snapshot", [], |r| r.get::<_, i64>(0)))
+            .unwrap_or(0)
+    };
+    while tracked_now() < i64::from(tracked) {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no baseline in 10 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(10));
+    let rss = rss_mb(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    rss
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let histories: &[u32] = if quick {
@@ -140,6 +198,7 @@ fn main() {
         "| history | strategy | requests, baseline | requests per steady cycle | CPU per steady cycle | wall per steady cycle |"
     );
     println!("|---:|---|---:|---:|---:|---:|");
+    let mut largest = None;
     for &history in histories {
         let sim = SimProcess::start(history);
         for strategy in [Strategy::Full, Strategy::Incremental] {
@@ -156,5 +215,16 @@ fn main() {
                 row.wall.as_secs_f64() * 1e3,
             );
         }
+        largest = Some((history, sim));
+    }
+    let Some((history, sim)) = largest else {
+        return;
+    };
+    println!();
+    println!("| daemon, {history} tracked | RSS | peak RSS |");
+    println!("|---|---:|---:|");
+    for strategy in ["full", "incremental"] {
+        let (rss, peak) = daemon_rss(&sim, strategy, history);
+        println!("| {strategy} | {rss:.0} MB | {peak:.0} MB |");
     }
 }

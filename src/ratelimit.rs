@@ -53,20 +53,36 @@ impl serde::Serialize for RateLimit {
 
 /// Who goes first when several wait for a slot: everything in the
 /// foreground (incremental polls, `jobs`, deliveries) before any
-/// background scan, but for one slot in five while both wait (see
-/// [`FOREGROUND_RUN`]); among background scans, the one with the fewest
-/// pages left, so a large baseline lets small scans through and several
-/// large ones finish one after another instead of all together, late.
+/// background scan, but while both wait a first scan gets every other
+/// slot and a reconciliation one in five (see [`FOREGROUND_RUN`]): a target
+/// not yet baselined cannot alert at all. Among background scans, first
+/// scans before reconciliations, then the one with the fewest pages left,
+/// so a large baseline lets small scans through and several large ones
+/// finish one after another instead of all together, late.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Priority {
     Foreground,
-    Background { pages_left: u64, scan: u64 },
+    Background {
+        kind: ScanKind,
+        pages_left: u64,
+        scan: u64,
+    },
+}
+
+/// What a background scan is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ScanKind {
+    /// A target's first scan: until it ends the target is silent.
+    First,
+    /// A scan of a target that already alerts.
+    Reconcile,
 }
 
 /// A background scan's place in the queue: set around the scan with
 /// [`Lane::run`], told how many pages it has left as it goes.
 #[derive(Debug, Clone)]
 pub struct Lane {
+    kind: ScanKind,
     scan: u64,
     pages_left: Arc<AtomicU64>,
 }
@@ -79,8 +95,9 @@ static SCANS: AtomicU64 = AtomicU64::new(0);
 
 impl Lane {
     /// A new background scan expected to take `pages` pages.
-    pub fn background(pages: u64) -> Lane {
+    pub fn background(kind: ScanKind, pages: u64) -> Lane {
         Lane {
+            kind,
             scan: SCANS.fetch_add(1, Ordering::Relaxed),
             pages_left: Arc::new(AtomicU64::new(pages)),
         }
@@ -98,6 +115,7 @@ impl Lane {
     /// The priority of the task asking now.
     fn current() -> Priority {
         LANE.try_with(|lane| Priority::Background {
+            kind: lane.kind,
             pages_left: lane.pages_left.load(Ordering::Relaxed),
             scan: lane.scan,
         })
@@ -136,31 +154,40 @@ struct State {
     foreground_run: u32,
 }
 
-/// At most this many foreground slots in a row while a background scan
-/// waits: background scans keep a fifth of a saturated budget.
+/// At most this many foreground slots in a row while a reconciliation
+/// waits (it keeps a fifth of a saturated budget); a first scan waits for
+/// one at most (it keeps half).
 pub const FOREGROUND_RUN: u32 = 4;
 
 impl State {
     /// Who takes the next slot.
     fn next_up(&self) -> Option<(Priority, u64)> {
         let first = *self.waiting.first()?;
-        if first.0 == Priority::Foreground && self.foreground_run >= FOREGROUND_RUN {
-            let background = self
-                .waiting
-                .range(
-                    (
-                        Priority::Background {
-                            pages_left: 0,
-                            scan: 0,
-                        },
-                        0,
-                    )..,
-                )
-                .next()
-                .copied();
-            return background.or(Some(first));
+        if first.0 != Priority::Foreground {
+            return Some(first);
         }
-        Some(first)
+        let lowest = Priority::Background {
+            kind: ScanKind::First,
+            pages_left: 0,
+            scan: 0,
+        };
+        let background = self.waiting.range((lowest, 0)..).next().copied();
+        let run = match background {
+            Some((
+                Priority::Background {
+                    kind: ScanKind::First,
+                    ..
+                },
+                _,
+            )) => 1,
+            Some(_) => FOREGROUND_RUN,
+            None => return Some(first),
+        };
+        if self.foreground_run >= run {
+            background
+        } else {
+            Some(first)
+        }
     }
 }
 
@@ -386,8 +413,8 @@ mod tests {
         let mut tasks = Vec::new();
         // Queued in this order; served by priority.
         for (name, lane) in [
-            ("big", Some(Lane::background(100))),
-            ("small", Some(Lane::background(2))),
+            ("big", Some(Lane::background(ScanKind::Reconcile, 100))),
+            ("small", Some(Lane::background(ScanKind::Reconcile, 2))),
             ("poll", None),
         ] {
             let (limiter, order) = (limiter.clone(), order.clone());
@@ -432,7 +459,7 @@ mod tests {
         {
             let (limiter, stop, background) = (limiter.clone(), stop.clone(), background.clone());
             tasks.push(tokio::spawn(async move {
-                let lane = Lane::background(1000);
+                let lane = Lane::background(ScanKind::Reconcile, 1000);
                 while !stop.is_cancelled() {
                     lane.run(limiter.acquire()).await;
                     background.fetch_add(1, Ordering::Relaxed);
@@ -446,6 +473,41 @@ mod tests {
         }
         let got = background.load(Ordering::Relaxed);
         assert!((19..=21).contains(&got), "{got} of 100 slots");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_scan_gets_every_other_slot_of_a_busy_foreground() {
+        let limiter = std::sync::Arc::new(RateLimiter::per_minute(60));
+        let first = std::sync::Arc::new(AtomicU64::new(0));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let (limiter, stop) = (limiter.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    limiter.acquire().await;
+                }
+            }));
+        }
+        for kind in [ScanKind::First, ScanKind::Reconcile] {
+            let (limiter, stop, first) = (limiter.clone(), stop.clone(), first.clone());
+            tasks.push(tokio::spawn(async move {
+                let lane = Lane::background(kind, 10);
+                while !stop.is_cancelled() {
+                    lane.run(limiter.acquire()).await;
+                    if kind == ScanKind::First {
+                        first.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        stop.cancel();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let got = first.load(Ordering::Relaxed);
+        assert!((49..=51).contains(&got), "{got} of 100 slots");
     }
 
     #[tokio::test(start_paused = true)]

@@ -30,7 +30,7 @@ use crate::cloud::client::MAX_LIMIT;
 use crate::cloud::model::{Status, SubJob};
 use crate::cloud::scan::{OrderCheck, ScanFailed, Unique};
 use crate::cloud::{Client, ClientError, Filter};
-use crate::ratelimit::Lane;
+use crate::ratelimit::{Lane, ScanKind};
 
 /// `poll.strategy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -220,7 +220,15 @@ impl ScanPlan {
         // A full scan waits behind every foreground request, and behind
         // scans with fewer pages left.
         let pages = |n: u64| n.div_ceil(u64::from(MAX_LIMIT));
-        let lane = Lane::background(pages(self.last_count.unwrap_or(snapshot.jobs.len() as u64)));
+        let kind = if snapshot.baselined {
+            ScanKind::Reconcile
+        } else {
+            ScanKind::First
+        };
+        let lane = Lane::background(
+            kind,
+            pages(self.last_count.unwrap_or(snapshot.jobs.len() as u64)),
+        );
         let full = lane
             .run(client.scan(
                 &target.project_id,

@@ -171,9 +171,10 @@ async fn run(history: u32, batches: Vec<Vec<Op>>) {
                 }
                 Op::Delete(n) if !made.is_empty() => {
                     let id = made[n % made.len()].clone();
-                    sim.control(Method::DELETE, &format!("/sim/jobs/{id}"), json!(null))
-                        .await;
-                    deleted.insert(id);
+                    if deleted.insert(id.clone()) {
+                        sim.control(Method::DELETE, &format!("/sim/jobs/{id}"), json!(null))
+                            .await;
+                    }
                 }
                 Op::Step(..) | Op::Delete(_) => {}
             }

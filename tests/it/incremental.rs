@@ -3,68 +3,16 @@
 //! ones pushed past the pages it reads), that only full scans say
 //! `vanished`, and the fall-back when the API does not list newest first.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use jobwatch::cloud::auth::Credentials;
-use jobwatch::metrics::Metrics;
-use jobwatch::route::Router;
 use jobwatch::sim::SimOptions;
-use jobwatch::store::{SharedStore, Store};
-use jobwatch::watch::diff::DiffSettings;
-use jobwatch::watch::poller::{CycleContext, CycleReport, TargetState, cycle};
-use jobwatch::watch::strategy::{ReadKind, ScanPlan, Strategy};
-use jobwatch::watch::{EventKind, Target};
+use jobwatch::watch::EventKind;
+use jobwatch::watch::poller::CycleReport;
+use jobwatch::watch::strategy::{ReadKind, Strategy};
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::{Sim, list_requests};
+use crate::support::{PollLoop, Sim, list_requests};
 
 const CS: &str = "CREATE_SERVER";
-
-/// One target's poll loop, cycle by cycle.
-struct Loop {
-    ctx: CycleContext,
-    state: TargetState,
-    _dir: tempfile::TempDir,
-}
-
-impl Loop {
-    fn new(sim: &Sim, strategy: Strategy) -> Loop {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SharedStore::new(Store::open(dir.path().join("state.db")).unwrap());
-        let ctx = CycleContext {
-            client: Arc::new(sim.client(Credentials::None)),
-            store: store.into(),
-            router: Router::new(vec![]),
-            diff: DiffSettings::default(),
-            metrics: Arc::new(Metrics::new()),
-            dry_run: false,
-            strategy,
-            full_scan_every: Duration::from_secs(3600),
-        };
-        Loop {
-            state: TargetState::for_loop(&ctx),
-            ctx,
-            _dir: dir,
-        }
-    }
-
-    async fn cycle(&mut self) -> CycleReport {
-        cycle(&self.ctx, &Target::new("demo", CS), &mut self.state)
-            .await
-            .unwrap_or_else(|e| panic!("cycle failed: {e}"))
-    }
-
-    /// A later cycle whose plan reconciles at once (as after
-    /// `full_scan_every`).
-    async fn reconcile(&mut self) -> CycleReport {
-        self.state.plan = ScanPlan::new(Strategy::Incremental, Duration::ZERO);
-        let report = self.cycle().await;
-        self.state.plan = ScanPlan::new(Strategy::Incremental, Duration::from_secs(3600));
-        report
-    }
-}
 
 fn history(n: u32) -> SimOptions {
     SimOptions {
@@ -88,7 +36,7 @@ fn events(report: &CycleReport) -> Vec<(EventKind, String, String)> {
 #[tokio::test]
 async fn a_steady_cycle_costs_one_request_whatever_the_history() {
     let sim = Sim::start(history(1000)).await;
-    let mut poll = Loop::new(&sim, Strategy::Incremental);
+    let mut poll = PollLoop::new(&sim, Strategy::Incremental);
     let baseline = poll.cycle().await;
     assert_eq!((baseline.read, baseline.requests), (ReadKind::Full, 10));
     for _ in 0..3 {
@@ -106,7 +54,7 @@ async fn a_steady_cycle_costs_one_request_whatever_the_history() {
 #[tokio::test]
 async fn new_sub_jobs_and_their_failures_are_found_in_one_or_two_requests() {
     let sim = Sim::start(history(500)).await;
-    let mut poll = Loop::new(&sim, Strategy::Incremental);
+    let mut poll = PollLoop::new(&sim, Strategy::Incremental);
     poll.cycle().await;
     let ids = sim.create_waiting(CS, 3).await;
     let appeared = poll.cycle().await;
@@ -140,7 +88,7 @@ async fn new_sub_jobs_and_their_failures_are_found_in_one_or_two_requests() {
 #[tokio::test]
 async fn a_burst_of_new_sub_jobs_larger_than_a_page_is_read_to_the_end() {
     let sim = Sim::start(history(300)).await;
-    let mut poll = Loop::new(&sim, Strategy::Incremental);
+    let mut poll = PollLoop::new(&sim, Strategy::Incremental);
     poll.cycle().await;
     // 250 new sub-jobs: the newest page is all new, so `count` is not yet
     // accounted for and the read goes on until it reaches known ones.
@@ -160,7 +108,7 @@ async fn a_burst_of_new_sub_jobs_larger_than_a_page_is_read_to_the_end() {
 /// more.
 async fn pushed_down_then_changed(newer: u32) {
     let sim = Sim::start(history(200)).await;
-    let mut poll = Loop::new(&sim, Strategy::Incremental);
+    let mut poll = PollLoop::new(&sim, Strategy::Incremental);
     poll.cycle().await;
     let running = sim.create_waiting(CS, 2).await;
     sim.set_status(&running[0], "RUNNING").await;
@@ -207,7 +155,7 @@ async fn active_sub_jobs_far_down_are_rechecked_by_their_parent_job() {
 #[tokio::test]
 async fn many_active_parent_jobs_far_down_are_rechecked_by_status() {
     let sim = Sim::start(history(100)).await;
-    let mut poll = Loop::new(&sim, Strategy::Incremental);
+    let mut poll = PollLoop::new(&sim, Strategy::Incremental);
     poll.cycle().await;
     // Six parent jobs, all RUNNING, then 450 newer sub-jobs above them.
     let mut running = Vec::new();
@@ -239,7 +187,7 @@ async fn many_active_parent_jobs_far_down_are_rechecked_by_status() {
 #[tokio::test]
 async fn only_a_full_scan_says_vanished() {
     let sim = Sim::start(history(150)).await;
-    let mut poll = Loop::new(&sim, Strategy::Incremental);
+    let mut poll = PollLoop::new(&sim, Strategy::Incremental);
     poll.cycle().await;
     let gone = sim.create_waiting(CS, 1).await.remove(0);
     sim.set_status(&gone, "SUCCESS").await;
@@ -269,7 +217,7 @@ async fn an_api_listing_oldest_first_is_detected_and_full_scans_still_find_a_dee
         ..SimOptions::default()
     })
     .await;
-    let mut poll = Loop::new(&sim, Strategy::Incremental);
+    let mut poll = PollLoop::new(&sim, Strategy::Incremental);
     let baseline = poll.cycle().await;
     assert_eq!(baseline.read, ReadKind::Full);
     // The newest sub-job is now at the end of the list, where an
@@ -295,7 +243,7 @@ async fn an_api_listing_oldest_first_is_detected_and_full_scans_still_find_a_dee
 #[tokio::test]
 async fn the_full_strategy_reads_everything_every_cycle() {
     let sim = Sim::start(history(250)).await;
-    let mut poll = Loop::new(&sim, Strategy::Full);
+    let mut poll = PollLoop::new(&sim, Strategy::Full);
     for _ in 0..2 {
         let report = poll.cycle().await;
         assert_eq!((report.read, report.requests), (ReadKind::Full, 3));

@@ -6,23 +6,15 @@
 //! strategies report the same (sub-job, status entered) set.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::time::Duration;
 
-use jobwatch::cloud::auth::Credentials;
-use jobwatch::metrics::Metrics;
-use jobwatch::route::Router;
 use jobwatch::sim::SimOptions;
-use jobwatch::store::{SharedStore, Store};
-use jobwatch::watch::diff::DiffSettings;
-use jobwatch::watch::poller::{CycleContext, TargetState, cycle};
-use jobwatch::watch::strategy::{ScanPlan, Strategy as Poll};
-use jobwatch::watch::{Event, EventKind, Target};
+use jobwatch::watch::strategy::Strategy as Poll;
+use jobwatch::watch::{Event, EventKind};
 use proptest::prelude::*;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::Sim;
+use crate::support::{PollLoop, Sim};
 
 const CS: &str = "CREATE_SERVER";
 const STATUSES: &[&str] = &[
@@ -53,50 +45,28 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A poll loop and every event it reported.
 struct Loop {
-    ctx: CycleContext,
-    state: TargetState,
+    poll: PollLoop,
     events: Vec<Event>,
-    _dir: tempfile::TempDir,
 }
 
 impl Loop {
     fn new(sim: &Sim, strategy: Poll) -> Loop {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SharedStore::new(Store::open(dir.path().join("state.db")).unwrap());
-        let ctx = CycleContext {
-            client: Arc::new(sim.client(Credentials::None)),
-            store: store.into(),
-            router: Router::new(vec![]),
-            diff: DiffSettings::default(),
-            metrics: Arc::new(Metrics::new()),
-            dry_run: false,
-            strategy,
-            full_scan_every: Duration::from_secs(3600),
-        };
         Loop {
-            state: TargetState::for_loop(&ctx),
-            ctx,
+            poll: PollLoop::new(sim, strategy),
             events: Vec::new(),
-            _dir: dir,
         }
     }
 
     async fn cycle(&mut self) {
-        let report = cycle(&self.ctx, &Target::new("demo", CS), &mut self.state)
-            .await
-            .unwrap_or_else(|e| panic!("cycle failed: {e}"));
+        let report = self.poll.cycle().await;
         self.events.extend(report.events);
     }
 
-    /// A cycle that reconciles (a full scan), as after `full_scan_every`.
     async fn reconcile(&mut self) {
-        let plan = std::mem::replace(
-            &mut self.state.plan,
-            ScanPlan::new(self.ctx.strategy, Duration::ZERO),
-        );
-        self.cycle().await;
-        self.state.plan = plan;
+        let report = self.poll.reconcile().await;
+        self.events.extend(report.events);
     }
 
     /// `(sub-job, status entered)` of every `appeared`/`changed`.

@@ -698,3 +698,55 @@ pub fn inherited_settings() -> Vec<std::ffi::OsString> {
         })
         .collect()
 }
+
+/// One target (`demo`/CREATE_SERVER) of `sim` polled cycle by cycle, as
+/// its poll loop would, on a state file of its own and no routes.
+pub struct PollLoop {
+    pub ctx: jobwatch::watch::poller::CycleContext,
+    pub state: jobwatch::watch::poller::TargetState,
+    _dir: tempfile::TempDir,
+}
+
+impl PollLoop {
+    pub fn new(sim: &Sim, strategy: jobwatch::watch::strategy::Strategy) -> PollLoop {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = jobwatch::store::SharedStore::new(
+            jobwatch::store::Store::open(dir.path().join("state.db")).expect("state file"),
+        );
+        let ctx = jobwatch::watch::poller::CycleContext {
+            client: std::sync::Arc::new(sim.client(Credentials::None)),
+            store: store.into(),
+            router: jobwatch::route::Router::new(vec![]),
+            diff: jobwatch::watch::diff::DiffSettings::default(),
+            metrics: std::sync::Arc::new(jobwatch::metrics::Metrics::new()),
+            dry_run: false,
+            strategy,
+            full_scan_every: Duration::from_secs(3600),
+        };
+        PollLoop {
+            state: jobwatch::watch::poller::TargetState::for_loop(&ctx),
+            ctx,
+            _dir: dir,
+        }
+    }
+
+    /// One cycle that must succeed.
+    pub async fn cycle(&mut self) -> jobwatch::watch::poller::CycleReport {
+        let target = jobwatch::watch::Target::new("demo", "CREATE_SERVER");
+        jobwatch::watch::poller::cycle(&self.ctx, &target, &mut self.state)
+            .await
+            .unwrap_or_else(|e| panic!("cycle failed: {e}"))
+    }
+
+    /// A cycle that reconciles at once (a full scan), as after
+    /// `full_scan_every`; the plan is as before afterwards.
+    pub async fn reconcile(&mut self) -> jobwatch::watch::poller::CycleReport {
+        let plan = std::mem::replace(
+            &mut self.state.plan,
+            jobwatch::watch::strategy::ScanPlan::new(self.ctx.strategy, Duration::ZERO),
+        );
+        let report = self.cycle().await;
+        self.state.plan = plan;
+        report
+    }
+}

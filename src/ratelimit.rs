@@ -441,13 +441,12 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_busy_foreground_leaves_background_scans_one_slot_in_five() {
+    /// Slots of 100 (a minute and 40 s at 60 a minute) taken by one scan
+    /// of each of `kinds`, beside four pollers that always want one.
+    async fn slots_of_scans_beside_a_busy_foreground(kinds: &[ScanKind]) -> Vec<u64> {
         let limiter = std::sync::Arc::new(RateLimiter::per_minute(60));
-        let background = std::sync::Arc::new(AtomicU64::new(0));
         let stop = tokio_util::sync::CancellationToken::new();
         let mut tasks = Vec::new();
-        // Four pollers that always want a slot, and one large scan.
         for _ in 0..4 {
             let (limiter, stop) = (limiter.clone(), stop.clone());
             tasks.push(tokio::spawn(async move {
@@ -456,13 +455,14 @@ mod tests {
                 }
             }));
         }
-        {
-            let (limiter, stop, background) = (limiter.clone(), stop.clone(), background.clone());
+        let taken: Vec<_> = kinds.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+        for (&kind, taken) in kinds.iter().zip(&taken) {
+            let (limiter, stop, taken) = (limiter.clone(), stop.clone(), taken.clone());
             tasks.push(tokio::spawn(async move {
-                let lane = Lane::background(ScanKind::Reconcile, 1000);
+                let lane = Lane::background(kind, 10);
                 while !stop.is_cancelled() {
                     lane.run(limiter.acquire()).await;
-                    background.fetch_add(1, Ordering::Relaxed);
+                    taken.fetch_add(1, Ordering::Relaxed);
                 }
             }));
         }
@@ -471,42 +471,19 @@ mod tests {
         for task in tasks {
             task.await.unwrap();
         }
-        let got = background.load(Ordering::Relaxed);
+        taken.iter().map(|t| t.load(Ordering::Relaxed)).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_foreground_leaves_background_scans_one_slot_in_five() {
+        let got = slots_of_scans_beside_a_busy_foreground(&[ScanKind::Reconcile]).await[0];
         assert!((19..=21).contains(&got), "{got} of 100 slots");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_first_scan_gets_every_other_slot_of_a_busy_foreground() {
-        let limiter = std::sync::Arc::new(RateLimiter::per_minute(60));
-        let first = std::sync::Arc::new(AtomicU64::new(0));
-        let stop = tokio_util::sync::CancellationToken::new();
-        let mut tasks = Vec::new();
-        for _ in 0..4 {
-            let (limiter, stop) = (limiter.clone(), stop.clone());
-            tasks.push(tokio::spawn(async move {
-                while !stop.is_cancelled() {
-                    limiter.acquire().await;
-                }
-            }));
-        }
-        for kind in [ScanKind::First, ScanKind::Reconcile] {
-            let (limiter, stop, first) = (limiter.clone(), stop.clone(), first.clone());
-            tasks.push(tokio::spawn(async move {
-                let lane = Lane::background(kind, 10);
-                while !stop.is_cancelled() {
-                    lane.run(limiter.acquire()).await;
-                    if kind == ScanKind::First {
-                        first.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }));
-        }
-        tokio::time::sleep(Duration::from_secs(100)).await;
-        stop.cancel();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        let got = first.load(Ordering::Relaxed);
+        let got = slots_of_scans_beside_a_busy_foreground(&[ScanKind::First, ScanKind::Reconcile])
+            .await[0];
         assert!((49..=51).contains(&got), "{got} of 100 slots");
     }
 

@@ -148,15 +148,6 @@ impl Scan {
         }
     }
 
-    /// A full scan that covered the list without being complete.
-    pub fn covering(items: Vec<SubJob>) -> Scan {
-        Scan {
-            items,
-            complete: false,
-            baseline: true,
-        }
-    }
-
     /// A full scan: how complete it was.
     pub fn full(items: Vec<SubJob>, complete: bool, covering: bool) -> Scan {
         Scan {

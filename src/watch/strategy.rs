@@ -55,15 +55,6 @@ pub enum ReadKind {
     Incremental,
 }
 
-impl ReadKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReadKind::Full => "full",
-            ReadKind::Incremental => "incremental",
-        }
-    }
-}
-
 /// What one cycle's read saw.
 #[derive(Debug, Clone)]
 pub struct Read {

@@ -288,6 +288,13 @@ async fn a_busy_target_with_10k_history_at_100_requests_a_minute_baselines_and_a
     wait_baselined(&state, "CREATE_SERVER", Duration::from_secs(150)).await;
     let job = sim.create_waiting("CREATE_SERVER", 1).await.remove(0);
     sim.set_status(&job, "FAILED").await;
+    until_failed_arrives(&mut receiver, &job).await;
+    daemon.stop().await;
+}
+
+/// Receives until a delivery carries `job` entering FAILED (others may
+/// come first), within [`WITHIN`].
+async fn until_failed_arrives(receiver: &mut Receiver, job: &str) {
     let deadline = tokio::time::Instant::now() + WITHIN;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -295,12 +302,11 @@ async fn a_busy_target_with_10k_history_at_100_requests_a_minute_baselines_and_a
         let events = got.json()["events"].as_array().cloned().unwrap_or_default();
         if events
             .iter()
-            .any(|e| e["sub_job_id"] == job.as_str() && e["to"] == "FAILED")
+            .any(|e| e["sub_job_id"] == job && e["to"] == "FAILED")
         {
-            break;
+            return;
         }
     }
-    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,16 +342,7 @@ async fn a_10k_baseline_does_not_hold_up_alerts_of_a_small_target() {
         sim.set_status(&job, "FAILED").await;
         let failed_at = tokio::time::Instant::now();
         // `appeared` as FAILED or WAITING then `changed`: wait for FAILED.
-        loop {
-            let got = receiver.next(WITHIN).await;
-            let events = got.json()["events"].as_array().cloned().unwrap_or_default();
-            if events
-                .iter()
-                .any(|e| e["sub_job_id"] == job.as_str() && e["to"] == "FAILED")
-            {
-                break;
-            }
-        }
+        until_failed_arrives(&mut receiver, &job).await;
         // A 1 s active interval, a few 0.6 s slots, the delivery; far from
         // the minute the baseline takes.
         let took = failed_at.elapsed();

@@ -92,22 +92,6 @@ fn status(e: &Event) -> String {
     e.to.as_ref().map(|s| s.to_string()).unwrap_or_default()
 }
 
-async fn make(sim: &Sim, count: u32, status: &str) -> Vec<String> {
-    let made = sim
-        .control(
-            Method::POST,
-            "/sim/jobs",
-            json!({"project_id": "demo", "job_type": CS, "count": count, "status": status}),
-        )
-        .await;
-    made["sub_job_ids"]
-        .as_array()
-        .expect("sub_job_ids")
-        .iter()
-        .map(|id| id.as_str().expect("an id").to_owned())
-        .collect()
-}
-
 async fn run(history: u32, batches: Vec<Vec<Op>>) {
     let sim = Sim::start(SimOptions {
         history,
@@ -126,16 +110,16 @@ async fn run(history: u32, batches: Vec<Vec<Op>>) {
     for batch in batches {
         for op in batch {
             match op {
-                Op::Create(n) => made.extend(make(&sim, n, "WAITING").await),
+                Op::Create(n) => made.extend(sim.create(CS, n, "WAITING").await),
                 Op::CreateAndFail(n) => {
-                    let ids = make(&sim, n, "WAITING").await;
+                    let ids = sim.create(CS, n, "WAITING").await;
                     for id in &ids {
                         sim.set_status(id, "FAILED").await;
                         ended.insert(id.clone());
                     }
                     made.extend(ids);
                 }
-                Op::Push => made.extend(make(&sim, 120, "WAITING").await),
+                Op::Push => made.extend(sim.create(CS, 120, "WAITING").await),
                 // A terminal status is final, as in the API: the incremental
                 // read relies on it.
                 Op::Step(n, s) if !made.is_empty() => {

@@ -599,11 +599,16 @@ impl Recorder {
 impl Sim {
     /// Makes one parent job of `count` WAITING sub-jobs; returns their ids.
     pub async fn create_waiting(&self, job_type: &str, count: u32) -> Vec<String> {
+        self.create(job_type, count, "WAITING").await
+    }
+
+    /// Makes one parent job of `count` sub-jobs in `status`; returns their ids.
+    pub async fn create(&self, job_type: &str, count: u32, status: &str) -> Vec<String> {
         let made = self
             .control(
                 reqwest::Method::POST,
                 "/sim/jobs",
-                serde_json::json!({"project_id": "demo", "job_type": job_type, "count": count, "status": "WAITING"}),
+                serde_json::json!({"project_id": "demo", "job_type": job_type, "count": count, "status": status}),
             )
             .await;
         made["sub_job_ids"]

@@ -34,15 +34,28 @@ pub struct JobsArgs {
 pub async fn run(cli: &Cli, args: &JobsArgs) -> anyhow::Result<()> {
     let client = super::client_from_config(cli, args.endpoint.as_deref())?;
     let items = list(&client, args).await?;
-    let mut out = std::io::stdout().lock();
+    // Buffered: a locked stdout alone flushes at every newline.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.format {
         Format::Json => {
-            let body = serde_json::json!({"count": items.len(), "items": items});
-            writeln!(out, "{body}")?;
+            let body = Listing {
+                count: items.len(),
+                items: &items,
+            };
+            serde_json::to_writer(&mut out, &body)?;
+            writeln!(out)?;
         }
         Format::Table => writeln!(out, "{}", table(&items))?,
     }
+    out.flush()?;
     Ok(())
+}
+
+/// `--format json`: the API's own page shape, with every item.
+#[derive(serde::Serialize)]
+struct Listing<'a> {
+    count: usize,
+    items: &'a [SubJob],
 }
 
 async fn list(client: &Client, args: &JobsArgs) -> anyhow::Result<Vec<SubJob>> {

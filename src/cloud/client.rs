@@ -63,7 +63,20 @@ pub struct Client {
 
 /// One answer, before it is read as a page or a count.
 struct Answer {
-    body: Value,
+    body: Vec<u8>,
+    request_id: Option<String>,
+}
+
+impl Answer {
+    /// The error for a body that is not what `url` promises.
+    fn undecodable(&self, url: String, reason: String) -> ClientError {
+        ClientError::Decode {
+            url,
+            request_id: self.request_id.clone(),
+            reason,
+            snippet: snippet(&self.body),
+        }
+    }
 }
 
 impl Client {
@@ -134,14 +147,7 @@ impl Client {
         query.push(("offset".into(), offset.to_string()));
         query.push(("limit".into(), limit.to_string()));
         let path = format!("/v1/{}/app-server-sub-jobs", encode_segment(project_id));
-        let url = self.url(&path, &query);
-        let answer = self.get(project_id, &path, &query).await?;
-        Page::from_json(&answer.body).map_err(|reason| ClientError::Decode {
-            url,
-            request_id: None,
-            reason,
-            snippet: snippet(answer.body.to_string().as_bytes()),
-        })
+        self.get(project_id, &path, &query, Page::from_slice).await
     }
 
     /// `GET /v1/{project_id}/app-server-sub-jobs/actions/count`.
@@ -156,31 +162,34 @@ impl Client {
             "/v1/{}/app-server-sub-jobs/actions/count",
             encode_segment(project_id)
         );
-        let url = self.url(&path, &query);
-        let answer = self.get(project_id, &path, &query).await?;
-        match answer.body.get("count") {
-            Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64().unwrap_or_default()),
-            other => Err(ClientError::Decode {
-                url,
-                request_id: None,
-                reason: format!(
+        self.get(project_id, &path, &query, |body| {
+            let body: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            match body.get("count") {
+                Some(Value::Number(n)) if n.as_u64().is_some() => {
+                    Ok(n.as_u64().unwrap_or_default())
+                }
+                other => Err(format!(
                     "\"count\" is {}, not a non-negative integer",
                     other.map_or("missing", json_kind)
-                ),
-                snippet: snippet(answer.body.to_string().as_bytes()),
-            }),
-        }
+                )),
+            }
+        })
+        .await
     }
 
-    /// A GET with the shared retry policy around it.
-    async fn get(
+    /// A GET with the shared retry policy around it, its answer read by
+    /// `decode`: an answer that does not read is a failure like any other,
+    /// tried again.
+    async fn get<T>(
         &self,
         project_id: &str,
         path: &str,
         query: &[(String, String)],
-    ) -> Result<Answer, ClientError> {
-        retry::run(&self.backoff, ClientError::verdict, |_| {
-            self.get_once(project_id, path, query)
+        decode: impl Fn(&[u8]) -> Result<T, String>,
+    ) -> Result<T, ClientError> {
+        retry::run(&self.backoff, ClientError::verdict, |_| async {
+            let answer = self.get_once(project_id, path, query).await?;
+            decode(&answer.body).map_err(|reason| answer.undecodable(self.url(path, query), reason))
         })
         .await
     }
@@ -234,13 +243,10 @@ impl Client {
             }
             return Err(ClientError::Api(api));
         }
-        let body = serde_json::from_slice(&reply.body).map_err(|e| ClientError::Decode {
-            url: url.clone(),
-            request_id: reply.request_id.clone(),
-            reason: e.to_string(),
-            snippet: snippet(&reply.body),
-        })?;
-        Ok(Answer { body })
+        Ok(Answer {
+            body: reply.body,
+            request_id: reply.request_id,
+        })
     }
 
     /// Sends a request and reads the whole answer.

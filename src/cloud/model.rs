@@ -9,6 +9,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Declares a string enum whose unknown values are kept in `Other`.
@@ -319,35 +320,55 @@ pub struct Page {
     pub rejected: Vec<RejectedItem>,
 }
 
+/// The envelope of a page as it arrives, its parts still unread text:
+/// each item is decoded on its own, so one bad item cannot hide the rest.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    count: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    items: Option<&'a RawValue>,
+}
+
 impl Page {
-    /// Reads a page body. The envelope (`count`, `items`) must be right; a
-    /// bad item is kept in `rejected` so the rest of the page still counts.
-    pub fn from_json(body: &Value) -> Result<Page, String> {
-        let object = body
-            .as_object()
-            .ok_or_else(|| format!("expected a JSON object, got {}", json_kind(body)))?;
-        let count = match object.get("count") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => Some(
-                n.as_u64()
-                    .ok_or_else(|| format!("\"count\" is not a non-negative integer: {n}"))?,
+    /// Reads a page body straight into the model. The envelope (`count`,
+    /// `items`) must be right; a bad item is kept in `rejected` so the rest
+    /// of the page still counts.
+    pub fn from_slice(body: &[u8]) -> Result<Page, String> {
+        let start = body.trim_ascii_start();
+        if !start.starts_with(b"{") {
+            return Err(format!("expected a JSON object, got {}", kind_of(start)));
+        }
+        let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let count = match envelope.count.map(RawValue::get) {
+            None | Some("null") => None,
+            Some(raw) => Some(
+                raw.parse::<u64>()
+                    .map_err(|_| match kind_of(raw.as_bytes()) {
+                        "a number" => format!("\"count\" is not a non-negative integer: {raw}"),
+                        kind => format!("\"count\" is {kind}, not a number"),
+                    })?,
             ),
-            Some(other) => return Err(format!("\"count\" is {}, not a number", json_kind(other))),
         };
-        let raw_items = match object.get("items") {
-            None | Some(Value::Null) => &[][..],
-            Some(Value::Array(items)) => items.as_slice(),
-            Some(other) => return Err(format!("\"items\" is {}, not an array", json_kind(other))),
+        let raw_items: Vec<&RawValue> = match envelope.items.map(RawValue::get) {
+            None | Some("null") => Vec::new(),
+            Some(raw) if raw.starts_with('[') => {
+                serde_json::from_str(raw).map_err(|e| format!("\"items\": {e}"))?
+            }
+            Some(raw) => {
+                let kind = kind_of(raw.as_bytes());
+                return Err(format!("\"items\" is {kind}, not an array"));
+            }
         };
         let mut items = Vec::with_capacity(raw_items.len());
         let mut rejected = Vec::new();
-        for (index, raw) in raw_items.iter().enumerate() {
-            match SubJob::deserialize(raw) {
+        for (index, raw) in raw_items.into_iter().enumerate() {
+            match serde_json::from_str::<SubJob>(raw.get()) {
                 Ok(job) => items.push(job),
                 Err(e) => rejected.push(RejectedItem {
                     index,
                     reason: e.to_string(),
-                    raw: raw.clone(),
+                    raw: serde_json::from_str(raw.get()).unwrap_or(Value::Null),
                 }),
             }
         }
@@ -358,6 +379,20 @@ impl Page {
             items,
             rejected,
         })
+    }
+}
+
+/// Names the kind of the JSON text `raw` by its first character.
+fn kind_of(raw: &[u8]) -> &'static str {
+    match raw.first() {
+        None => "nothing",
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        Some(b'-' | b'0'..=b'9') => "a number",
+        Some(_) => "not JSON",
     }
 }
 
@@ -457,18 +492,27 @@ mod tests {
 
     #[test]
     fn a_bad_item_is_rejected_not_fatal() {
-        let page = Page::from_json(
-            &json!({"count":2,"items":[{"id":"a","status":"RUNNING"},{"status":"FAILED"}]}),
+        let page = Page::from_slice(
+            br#"{"count":2,"items":[{"id":"a","status":"RUNNING"},{"status":"FAILED"}]}"#,
         )
         .unwrap();
         assert_eq!(page.items.len(), 1);
         assert_eq!(page.rejected.len(), 1);
         assert_eq!(page.rejected[0].index, 1);
-        assert!(
-            Page::from_json(&json!({"count":"x"}))
-                .unwrap_err()
-                .contains("count")
+        let error = |body: &str| Page::from_slice(body.as_bytes()).unwrap_err();
+        assert_eq!(
+            error(r#"{"count":"x"}"#),
+            r#""count" is a string, not a number"#
         );
-        assert!(Page::from_json(&json!([])).unwrap_err().contains("array"));
+        assert_eq!(
+            error(r#"{"count":-1}"#),
+            r#""count" is not a non-negative integer: -1"#
+        );
+        assert_eq!(
+            error(r#"{"items":{}}"#),
+            r#""items" is an object, not an array"#
+        );
+        assert_eq!(error("[]"), "expected a JSON object, got an array");
+        assert_eq!(error("  "), "expected a JSON object, got nothing");
     }
 }

@@ -16,10 +16,12 @@
 
 pub mod records;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::cloud::model::SubJob;
 use crate::config::StateConfig;
 use crate::store::{Delivery, SharedStore, Store};
 use crate::watch::{Target, TargetSnapshot};
@@ -84,6 +86,18 @@ impl Storage {
         let target = target.clone();
         match self {
             Storage::Sqlite(s) => s.call(move |s| s.load_snapshot(&target)).await,
+        }
+    }
+
+    /// The whole stored sub-jobs of `target` with these ids.
+    pub async fn sub_jobs(
+        &self,
+        target: &Target,
+        ids: Vec<String>,
+    ) -> Result<BTreeMap<String, SubJob>, StoreError> {
+        let target = target.clone();
+        match self {
+            Storage::Sqlite(s) => s.call(move |s| s.sub_jobs(&target, &ids)).await,
         }
     }
 

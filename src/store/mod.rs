@@ -25,7 +25,8 @@ use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBeh
 use crate::cloud::model::{Status, SubJob};
 use crate::route::Grouping;
 use crate::storage::records::{Outcome, Owner};
-use crate::watch::{Change, DiffOutcome, Event, Target, TargetSnapshot, Tracked};
+use crate::watch::diff::keep_job_id;
+use crate::watch::{Change, DiffOutcome, Event, Target, TargetSnapshot, Tracked, fingerprint_json};
 
 /// How long a statement waits for another connection's lock (a `state`
 /// command beside the daemon) before failing.
@@ -249,36 +250,86 @@ impl Store {
         let Some((baselined, full_scan_at)) = row else {
             return Ok(TargetSnapshot::default());
         };
+        // What the in-memory snapshot keeps, from the columns; the begin
+        // time from the JSON by SQLite, and the JSON itself only hashed.
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT job_json, since, stuck_reported, missing_scans FROM snapshot
-                 WHERE project_id = ?1 AND job_type = ?2",
+                "SELECT sub_job_id, status, error_code, job_id,
+                        json_extract(job_json, '$.begin_time'),
+                        since, stuck_reported, missing_scans, job_json
+                 FROM snapshot WHERE project_id = ?1 AND job_type = ?2",
             )
             .map_err(sql(context))?;
-        let rows = stmt
-            .query_map(
-                params![target.project_id, target.job_type.as_str()],
-                |row| {
-                    Ok(Tracked {
-                        job: row.get::<_, JsonCol<SubJob>>(0)?.0,
-                        since: row.get::<_, DbTime>(1)?.0,
-                        stuck_reported: row.get(2)?,
-                        missing_scans: row.get(3)?,
-                    })
-                },
-            )
+        let mut rows = stmt
+            .query(params![target.project_id, target.job_type.as_str()])
             .map_err(sql(context))?;
-        let mut jobs = BTreeMap::new();
-        for tracked in rows {
-            let tracked = tracked.map_err(sql(context))?;
-            jobs.insert(tracked.job.id.clone(), tracked);
+        // Collected, then built at once: full nodes (see `TargetSnapshot::apply`).
+        let mut jobs = Vec::new();
+        while let Some(row) = rows.next().map_err(sql(context))? {
+            let read = || -> rusqlite::Result<(String, Tracked)> {
+                let text = |i: usize| -> rusqlite::Result<Option<Box<str>>> {
+                    Ok(row.get::<_, Option<String>>(i)?.map(String::into_boxed_str))
+                };
+                let begin = match row.get_ref(4)? {
+                    ValueRef::Text(t) => std::str::from_utf8(t)
+                        .ok()
+                        .and_then(crate::cloud::model::parse_api_time),
+                    _ => None,
+                };
+                let status = row.get::<_, Option<String>>(1)?.map(Status::from);
+                let job_id = keep_job_id(status.as_ref(), text(3)?.as_deref());
+                let tracked = Tracked {
+                    status,
+                    error_code: text(2)?,
+                    job_id,
+                    begin,
+                    since: row.get::<_, DbTime>(5)?.0,
+                    stuck_reported: row.get(6)?,
+                    missing_scans: row.get(7)?,
+                    fingerprint: fingerprint_json(row.get_ref(8)?.as_bytes()?),
+                };
+                Ok((row.get::<_, String>(0)?, tracked))
+            };
+            jobs.push(read().map_err(sql(context))?);
         }
+        let jobs = jobs.into_iter().collect();
         Ok(TargetSnapshot {
             baselined,
             jobs,
             full_scan_at: full_scan_at.map(|t| t.0),
         })
+    }
+
+    /// The whole stored sub-jobs of `target` with these ids (those it
+    /// tracks; an unknown id is left out).
+    pub fn sub_jobs(
+        &self,
+        target: &Target,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, SubJob>, StoreError> {
+        let context = "read sub-jobs";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT job_json FROM snapshot
+                 WHERE project_id = ?1 AND job_type = ?2 AND sub_job_id = ?3",
+            )
+            .map_err(sql(context))?;
+        let mut jobs = BTreeMap::new();
+        for id in ids {
+            let job = stmt
+                .query_row(
+                    params![target.project_id, target.job_type.as_str(), id],
+                    |row| Ok(row.get::<_, JsonCol<SubJob>>(0)?.0),
+                )
+                .optional()
+                .map_err(sql(context))?;
+            if let Some(job) = job {
+                jobs.insert(id.clone(), job);
+            }
+        }
+        Ok(jobs)
     }
 
     /// Persists one cycle of `target` in ONE transaction: the snapshot
@@ -643,6 +694,12 @@ fn write_cycle(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .map_err(sql("write snapshot"))?;
+    let mut missed = tx
+        .prepare_cached(
+            "UPDATE snapshot SET missing_scans = ?4
+             WHERE project_id = ?1 AND job_type = ?2 AND sub_job_id = ?3",
+        )
+        .map_err(sql("write snapshot"))?;
     let mut remove = tx
         .prepare_cached(
             "DELETE FROM snapshot WHERE project_id = ?1 AND job_type = ?2 AND sub_job_id = ?3",
@@ -650,20 +707,25 @@ fn write_cycle(
         .map_err(sql("write snapshot"))?;
     for change in &outcome.changes {
         match change {
-            Change::Upsert(t) => {
+            Change::Upsert(row) => {
                 upsert
                     .execute(params![
                         project,
                         job_type,
-                        t.sub_job_id(),
-                        t.job.job_id,
-                        t.status().map(Status::as_str),
-                        t.error_code(),
-                        DbTime(t.since),
-                        t.stuck_reported,
-                        t.missing_scans,
-                        JsonCol(&t.job),
+                        row.sub_job_id(),
+                        row.job.job_id,
+                        row.status().map(Status::as_str),
+                        row.error_code(),
+                        DbTime(row.since),
+                        row.stuck_reported,
+                        row.missing_scans,
+                        JsonCol(&row.job),
                     ])
+                    .map_err(sql("write snapshot"))?;
+            }
+            Change::Missed { id, missing_scans } => {
+                missed
+                    .execute(params![project, job_type, id, missing_scans])
                     .map_err(sql("write snapshot"))?;
             }
             Change::Remove(id) => {

@@ -36,10 +36,68 @@ use crate::cloud::model::{Status, SubJob};
 /// many consecutive misses it has vanished.
 pub const VANISH_AFTER_MISSES: u32 = 2;
 
-/// What the snapshot knows about one sub-job.
+/// What the snapshot keeps in memory of one sub-job, under its id: what the
+/// diff compares and the incremental strategy plans by, not the whole
+/// sub-job (at 100k tracked that would be hundreds of MB). The whole one
+/// is in the store ([`Row`]); a `vanished` event, the only one built from
+/// the snapshot rather than a scan, gets its details from there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tracked {
-    /// The sub-job as last seen: the fields events carry.
+    pub status: Option<Status>,
+    pub error_code: Option<Box<str>>,
+    /// The parent job, for re-checking it by `job_id`: kept only while the
+    /// status is not terminal (terminal statuses are final), which for a
+    /// long history is nearly never.
+    pub job_id: Option<Box<str>>,
+    /// The API's `begin_time`, parsed: where the sub-job sits in the list.
+    pub begin: Option<Timestamp>,
+    /// When the current status was first observed (see the module docs).
+    pub since: Timestamp,
+    /// `stuck` was already emitted for the current status.
+    pub stuck_reported: bool,
+    /// Consecutive complete scans that did not list it.
+    pub missing_scans: u32,
+    /// A hash of the stored sub-job ([`fingerprint`]): a change in a field
+    /// the snapshot does not keep (an end time, a message) still rewrites
+    /// the stored copy.
+    pub fingerprint: u64,
+}
+
+impl Tracked {
+    pub fn status(&self) -> Option<&Status> {
+        self.status.as_ref()
+    }
+
+    pub fn error_code(&self) -> Option<&str> {
+        self.error_code.as_deref()
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.status().is_some_and(Status::is_active)
+    }
+
+    /// A stand-in for the stored sub-job, from what the snapshot keeps.
+    pub fn brief(&self, id: &str) -> SubJob {
+        SubJob {
+            id: id.to_owned(),
+            job_type: None,
+            job_resource_info: None,
+            begin_time: None,
+            end_time: None,
+            status: self.status.clone(),
+            error_code: self.error_code.as_deref().map(str::to_owned),
+            error_message: None,
+            project_id: None,
+            job_id: self.job_id.as_deref().map(str::to_owned),
+            extra: Default::default(),
+        }
+    }
+}
+
+/// One snapshot row as the store writes it: the whole sub-job as last
+/// seen (the fields events carry) and how it is tracked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
     pub job: SubJob,
     /// When the current status was first observed (see the module docs).
     pub since: Timestamp,
@@ -49,10 +107,10 @@ pub struct Tracked {
     pub missing_scans: u32,
 }
 
-impl Tracked {
+impl Row {
     /// A sub-job first seen at `now`.
-    pub fn new(job: SubJob, now: Timestamp) -> Tracked {
-        Tracked {
+    pub fn new(job: SubJob, now: Timestamp) -> Row {
+        Row {
             job,
             since: now,
             stuck_reported: false,
@@ -75,6 +133,46 @@ impl Tracked {
     pub fn is_active(&self) -> bool {
         self.status().is_some_and(Status::is_active)
     }
+
+    /// What the snapshot keeps of it in memory.
+    pub fn tracked(&self) -> Tracked {
+        self.tracked_with(fingerprint(&self.job))
+    }
+
+    fn tracked_with(&self, fingerprint: u64) -> Tracked {
+        Tracked {
+            status: self.job.status.clone(),
+            error_code: self.job.error_code.as_deref().map(Box::from),
+            job_id: keep_job_id(self.job.status.as_ref(), self.job.job_id.as_deref()),
+            begin: self.job.begin_time.as_ref().and_then(|b| b.parsed),
+            since: self.since,
+            stuck_reported: self.stuck_reported,
+            missing_scans: self.missing_scans,
+            fingerprint,
+        }
+    }
+}
+
+/// [`Tracked::job_id`]: the parent job of a sub-job not (yet) final.
+pub fn keep_job_id(status: Option<&Status>, job_id: Option<&str>) -> Option<Box<str>> {
+    if status.is_some_and(Status::is_terminal) {
+        return None;
+    }
+    job_id.map(Box::from)
+}
+
+/// A hash of a sub-job as the store writes it (its JSON): equal for equal
+/// sub-jobs. Computed in this process only, never stored, so the hasher
+/// need not be stable across builds.
+pub fn fingerprint(job: &SubJob) -> u64 {
+    let json = serde_json::to_vec(job).unwrap_or_default();
+    fingerprint_json(&json)
+}
+
+/// [`fingerprint`] of a sub-job's stored JSON text, without decoding it.
+pub fn fingerprint_json(json: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(json)
 }
 
 /// The stored state of one target.
@@ -94,14 +192,32 @@ impl TargetSnapshot {
     /// Applies a diff's changes, as the store does in its transaction. The
     /// poller can keep its in-memory copy in step with this.
     pub fn apply(&mut self, outcome: &DiffOutcome) {
-        for change in &outcome.changes {
-            match change {
-                Change::Upsert(tracked) => {
-                    self.jobs
-                        .insert(tracked.sub_job_id().to_owned(), tracked.clone());
-                }
-                Change::Remove(id) => {
-                    self.jobs.remove(id);
+        if self.jobs.is_empty() {
+            // A first scan: the map built at once has full nodes, where
+            // inserting one by one leaves them about half empty. (On an
+            // empty map only upserts do anything.)
+            self.jobs = outcome
+                .changes
+                .iter()
+                .filter_map(|change| match change {
+                    Change::Upsert(row) => Some((row.sub_job_id().to_owned(), row.tracked())),
+                    Change::Missed { .. } | Change::Remove(_) => None,
+                })
+                .collect();
+        } else {
+            for change in &outcome.changes {
+                match change {
+                    Change::Upsert(row) => {
+                        self.jobs.insert(row.sub_job_id().to_owned(), row.tracked());
+                    }
+                    Change::Missed { id, missing_scans } => {
+                        if let Some(tracked) = self.jobs.get_mut(id.as_str()) {
+                            tracked.missing_scans = *missing_scans;
+                        }
+                    }
+                    Change::Remove(id) => {
+                        self.jobs.remove(id.as_str());
+                    }
                 }
             }
         }
@@ -183,8 +299,10 @@ impl Default for DiffSettings {
     reason = "nearly every change is an upsert; boxing would only add an allocation to each"
 )]
 pub enum Change {
-    /// Insert or replace the entry with this sub-job id.
-    Upsert(Tracked),
+    /// Insert or replace the row with this sub-job id.
+    Upsert(Row),
+    /// A complete scan did not list a known sub-job; nothing else changed.
+    Missed { id: String, missing_scans: u32 },
     /// Forget a sub-job (it vanished).
     Remove(String),
 }
@@ -192,8 +310,8 @@ pub enum Change {
 impl Change {
     pub fn sub_job_id(&self) -> &str {
         match self {
-            Change::Upsert(t) => t.sub_job_id(),
-            Change::Remove(id) => id,
+            Change::Upsert(row) => row.sub_job_id(),
+            Change::Missed { id, .. } | Change::Remove(id) => id,
         }
     }
 }
@@ -245,13 +363,13 @@ pub fn diff(
                 };
                 events.push(Event::new(target, job, t, now));
             }
-            changes.push(Change::Upsert(Tracked::new(job.clone(), now)));
+            changes.push(Change::Upsert(Row::new(job.clone(), now)));
             continue;
         };
 
         let status_changed = old.status() != job.status.as_ref();
         let code_changed = old.error_code() != job.error_code.as_deref();
-        let mut new = Tracked {
+        let mut new = Row {
             job: job.clone(),
             since: old.since,
             stuck_reported: old.stuck_reported,
@@ -282,7 +400,7 @@ pub fn diff(
             events.push(Event::new(target, job, t, now));
             new.stuck_reported = true;
         }
-        if new != *old {
+        if new.tracked() != *old {
             changes.push(Change::Upsert(new));
         }
     }
@@ -302,13 +420,14 @@ pub fn diff(
                     error_code: old.error_code(),
                     since: Some(old.since),
                 };
-                events.push(Event::new(target, &old.job, t, now));
+                // The details come from the store: see `Event::fill_from`.
+                events.push(Event::new(target, &old.brief(id), t, now));
                 changes.push(Change::Remove(id.clone()));
             } else {
-                changes.push(Change::Upsert(Tracked {
+                changes.push(Change::Missed {
+                    id: id.clone(),
                     missing_scans,
-                    ..old.clone()
-                }));
+                });
             }
         }
     }

@@ -157,6 +157,19 @@ impl Event {
             observed_at,
         }
     }
+
+    /// Takes the descriptive fields (parent job, resource, message, times)
+    /// from `job`, the whole stored sub-job: a `vanished` event is built
+    /// from what the in-memory snapshot keeps, which has none of them. The
+    /// id and the transition stay as they are.
+    pub fn fill_from(&mut self, job: &SubJob) {
+        self.job_id = job.job_id.clone();
+        self.resource_id = job.resource_id().map(str::to_owned);
+        self.resource_name = job.resource_name().map(str::to_owned);
+        self.error_message = job.error_message.clone();
+        self.begin_time = job.begin_time.as_ref().map(rfc3339);
+        self.end_time = job.end_time.as_ref().map(rfc3339);
+    }
 }
 
 /// Normalizes an API time to RFC 3339 UTC (`2022-03-07T10:40:43.858Z`); a

@@ -10,7 +10,10 @@ use std::fmt;
 
 use crate::cloud::model::JobType;
 
-pub use diff::{Change, DiffOutcome, DiffSettings, Scan, TargetSnapshot, Tracked, diff};
+pub use diff::{
+    Change, DiffOutcome, DiffSettings, Row, Scan, TargetSnapshot, Tracked, diff, fingerprint,
+    fingerprint_json,
+};
 pub use event::{Event, EventKind};
 
 /// What one poll loop watches: one project's sub-jobs of one type. The API

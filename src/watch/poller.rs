@@ -10,8 +10,8 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use super::Target;
-use super::diff::{DiffSettings, Scan, TargetSnapshot, diff};
-use super::event::Event;
+use super::diff::{DiffOutcome, DiffSettings, Scan, TargetSnapshot, diff};
+use super::event::{Event, EventKind};
 use super::strategy::{ReadKind, ScanPlan, Strategy};
 use crate::cloud::{Client, ClientError};
 use crate::metrics::{EventLabels, Metrics, PollLabels, TargetLabels};
@@ -100,14 +100,21 @@ pub async fn cycle(
 ) -> Result<CycleReport, CycleError> {
     let before = match state.snapshot.take() {
         Some(snapshot) => snapshot,
-        None => ctx
-            .store
-            .load_snapshot(target)
-            .await
-            .map_err(|source| CycleError::Store {
-                target: target.clone(),
-                source,
-            })?,
+        None => {
+            let loaded =
+                ctx.store
+                    .load_snapshot(target)
+                    .await
+                    .map_err(|source| CycleError::Store {
+                        target: target.clone(),
+                        source,
+                    })?;
+            // Loading a large one used about as much again, now free.
+            if loaded.jobs.len() >= RELEASE_AFTER_CHANGES {
+                release_freed_memory();
+            }
+            loaded
+        }
     };
     let started = std::time::Instant::now();
     let read = state.plan.read(&ctx.client, target, &before).await;
@@ -161,7 +168,8 @@ async fn apply(
     state: &mut TargetState,
 ) -> Result<CycleReport, CycleError> {
     let now = Timestamp::now();
-    let outcome = diff(target, &before, &scan, now, &ctx.diff);
+    let mut outcome = diff(target, &before, &scan, now, &ctx.diff);
+    fill_vanished(ctx, target, &mut outcome).await?;
     let routed: Vec<(usize, Routed)> = outcome
         .events
         .iter()
@@ -170,13 +178,23 @@ async fn apply(
         .collect();
     let mut after = before;
     after.apply(&outcome);
+    let changes = outcome.changes.len();
     let (tracked, active) = (after.jobs.len(), after.active_count());
     let commit = if ctx.dry_run {
         CycleCommit::default()
     } else {
+        // The write takes the changes (all of a baseline's rows); the
+        // report keeps the events.
+        let events = outcome.events.clone();
         let write = CycleWrite {
             target: target.clone(),
-            outcome: outcome.clone(),
+            outcome: std::mem::replace(
+                &mut outcome,
+                DiffOutcome {
+                    events,
+                    ..DiffOutcome::default()
+                },
+            ),
             routed,
             now,
             // SQLite: one daemon per file. Per-target leases come with a
@@ -192,7 +210,16 @@ async fn apply(
                 source,
             })?
     };
-    state.snapshot = Some(after);
+    let complete = scan.complete;
+    // After a large cycle (a baseline) this cycle's memory goes back to the
+    // OS and the snapshot is read back from the store next cycle: built
+    // afresh it sits compactly, not among the holes the scan left.
+    if changes >= RELEASE_AFTER_CHANGES && !ctx.dry_run {
+        drop((after, scan));
+        release_freed_memory();
+    } else {
+        state.snapshot = Some(after);
+    }
     let labels = TargetLabels {
         target: target.to_string(),
     };
@@ -214,12 +241,60 @@ async fn apply(
         target: target.clone(),
         events: outcome.events,
         commit,
-        complete: scan.complete,
+        complete,
         read,
         tracked,
         active,
         requests,
     })
+}
+
+/// A cycle that changed at least this many rows (a large baseline) hands
+/// the memory its scan and diff used back to the OS.
+const RELEASE_AFTER_CHANGES: usize = 10_000;
+
+/// glibc keeps what a large cycle freed (its pages, rows and JSON) for the
+/// process, which would then stay at the scan's peak for good; the
+/// snapshot it leaves is a fraction of that.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the OS; it
+    // touches no memory in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// A `vanished` event comes from the in-memory snapshot, which keeps only
+/// what the diff needs; its details come from the stored sub-job.
+async fn fill_vanished(
+    ctx: &CycleContext,
+    target: &Target,
+    outcome: &mut DiffOutcome,
+) -> Result<(), CycleError> {
+    let ids: Vec<String> = outcome
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Vanished)
+        .map(|e| e.sub_job_id.clone())
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let stored = ctx
+        .store
+        .sub_jobs(target, ids)
+        .await
+        .map_err(|source| CycleError::Store {
+            target: target.clone(),
+            source,
+        })?;
+    for event in &mut outcome.events {
+        if let Some(job) = stored.get(&event.sub_job_id) {
+            event.fill_from(job);
+        }
+    }
+    Ok(())
 }
 
 /// Pacing of the poll loop.

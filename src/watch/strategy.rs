@@ -335,12 +335,12 @@ async fn incremental(
     if !outside.is_empty() {
         let jobs: BTreeSet<String> = outside
             .iter()
-            .filter_map(|t| t.job.job_id.clone())
+            .filter_map(|t| t.job_id.as_deref().map(str::to_owned))
             .collect();
         let statuses: BTreeSet<Status> =
             outside.iter().filter_map(|t| t.status().cloned()).collect();
         let never = usize::MAX;
-        let by_job = if outside.iter().all(|t| t.job.job_id.is_some()) {
+        let by_job = if outside.iter().all(|t| t.job_id.is_some()) {
             jobs.len()
         } else {
             never
@@ -387,7 +387,7 @@ async fn incremental(
             let left: BTreeSet<String> = r
                 .outside()
                 .iter()
-                .filter_map(|t| t.job.job_id.clone())
+                .filter_map(|t| t.job_id.as_deref().map(str::to_owned))
                 .collect();
             for job in left {
                 r.recheck(Filter {
@@ -461,7 +461,7 @@ impl Reader<'_> {
             if broken.is_none() {
                 broken = self.order.see(&job);
             }
-            if self.snapshot.jobs.contains_key(&job.id) {
+            if self.snapshot.jobs.contains_key(job.id.as_str()) {
                 self.reached_known = true;
             } else if !self.seen.contains(&job.id) {
                 self.new_ids += 1;
@@ -480,10 +480,11 @@ impl Reader<'_> {
         let seen = &self.seen;
         self.snapshot
             .jobs
-            .values()
-            .filter(|t| {
-                !t.status().is_some_and(Status::is_terminal) && !seen.contains(t.sub_job_id())
+            .iter()
+            .filter(|(id, t)| {
+                !t.status().is_some_and(Status::is_terminal) && !seen.contains(id.as_str())
             })
+            .map(|(_, t)| t)
             .collect()
     }
 
@@ -491,7 +492,7 @@ impl Reader<'_> {
     /// from the snapshot: a sub-job's place is how many known ones began
     /// no earlier than it, plus the new ones above.
     fn pages_to_reach(&self, outside: &[&Tracked]) -> usize {
-        let begin = |t: &Tracked| t.job.begin_time.as_ref().and_then(|b| b.parsed);
+        let begin = |t: &Tracked| t.begin;
         let mut deepest = None;
         for t in outside {
             match begin(t) {

@@ -213,6 +213,11 @@ async fn a_deleted_sub_job_vanishes_at_the_second_complete_scan_across_a_restart
 
     let poller = Poller::open(&client, &state_file(&dir), DiffSettings::default());
     poller.cycle().await;
+    let listed = client
+        .list_page("demo", &JobType::from(CS), &Filter::default(), 0, 100)
+        .await
+        .unwrap();
+    let as_listed = listed.items.into_iter().find(|j| j.id == gone).unwrap();
     delete_job(&sim, &gone).await;
     let first_miss = poller.cycle().await;
     assert!(first_miss.complete);
@@ -225,6 +230,13 @@ async fn a_deleted_sub_job_vanishes_at_the_second_complete_scan_across_a_restart
     assert_eq!(kinds(&second_miss), [(EventKind::Vanished, gone.clone())]);
     assert_eq!(second_miss.events[0].from, Some(Status::Waiting));
     assert_eq!(second_miss.events[0].to, None);
+    // The in-memory snapshot keeps no details; they come from the store.
+    let event = &second_miss.events[0];
+    assert_eq!(
+        (event.job_id.as_ref(), event.resource_name.as_deref()),
+        (as_listed.job_id.as_ref(), as_listed.resource_name())
+    );
+    assert!(event.resource_name.is_some() && event.begin_time.is_some());
     let snapshot = poller.snapshot().await;
     assert!(
         !snapshot.jobs.contains_key(&gone),
@@ -320,9 +332,9 @@ async fn a_cycle_failing_on_page_two_of_three_commits_what_it_saw_and_nothing_mo
     assert!(snapshot.jobs.contains_key(&old));
     let counted: Vec<_> = snapshot
         .jobs
-        .values()
-        .filter(|t| t.missing_scans > 0)
-        .map(|t| t.sub_job_id().to_owned())
+        .iter()
+        .filter(|(_, t)| t.missing_scans > 0)
+        .map(|(id, _)| id.clone())
         .collect();
     assert_eq!(counted, Vec::<String>::new(), "unseen is not missing");
     let outbox: Vec<_> = poller

@@ -726,8 +726,12 @@ fn a_version_1_state_file_still_opens() {
     assert_eq!(f03.since, at("2026-01-05T10:20:00Z"));
     let odd = &snapshot.jobs["ff8080818a1b2c3d018a1c0a7e4f1104"];
     assert_eq!(odd.status(), Some(&Status::Other("MIGRATING".into())));
+    let odd_id = "ff8080818a1b2c3d018a1c0a7e4f1104".to_owned();
+    let stored = store
+        .sub_jobs(&story_target(), std::slice::from_ref(&odd_id))
+        .expect("reads");
     assert_eq!(
-        odd.job.extra["host_id"],
+        stored[&odd_id].extra["host_id"],
         "a-field-this-version-does-not-know"
     );
 

@@ -5,8 +5,9 @@
 //! `cargo bench --bench economy` (1k, 10k and 100k sub-jobs of history);
 //! `-- --quick` for a smoke run (1k only). Prints a Markdown table.
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,55 +22,24 @@ use jobwatch::watch::diff::DiffSettings;
 use jobwatch::watch::poller::{CycleContext, TargetState, cycle};
 use jobwatch::watch::strategy::Strategy;
 
+use common::{Proc, cpu, jobwatch, rss_mb, start_sim};
+
 /// Steady cycles measured per row; the figure is their median.
 const CYCLES: usize = 9;
 
 /// `jobwatch sim` with `history` sub-jobs of CREATE_SERVER, killed on drop.
 struct SimProcess {
-    child: Child,
+    _child: Proc,
     url: String,
 }
 
 impl SimProcess {
     fn start(history: u32) -> SimProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_jobwatch"))
-            .args(["sim", "--listen", "127.0.0.1:0", "--seed", "1"])
-            .args(["--history", &history.to_string()])
-            .args(["--history-job-type", "CREATE_SERVER"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start jobwatch sim");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the simulator's first line");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        SimProcess { child, url }
+        let history = history.to_string();
+        let (child, url) =
+            start_sim(&["--history", &history, "--history-job-type", "CREATE_SERVER"]);
+        SimProcess { _child: child, url }
     }
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// User + system CPU of this process so far.
-fn cpu() -> Duration {
-    // SAFETY: getrusage only writes the struct it is given.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 struct Row {
@@ -128,20 +98,6 @@ async fn measure(url: &str, strategy: Strategy) -> Row {
     }
 }
 
-/// `VmRSS` and `VmHWM` of a process, in MB.
-fn rss_mb(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// `jobwatch run` on one target of `sim`: its memory once the baseline is
 /// in and a few steady cycles have passed.
 fn daemon_rss(sim: &SimProcess, strategy: &str, tracked: u32) -> (f64, f64) {
@@ -159,7 +115,7 @@ fn daemon_rss(sim: &SimProcess, strategy: &str, tracked: u32) -> (f64, f64) {
         ),
     )
     .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jobwatch"))
+    let mut child = jobwatch()
         .args(["run", "-c"])
         .arg(&config)
         .stdout(Stdio::null())

@@ -7,10 +7,11 @@
 //! requests/min, `interval = 30s`, `active_interval = 5s`); `-- --quick`
 //! for a smoke run (4 targets, 200 sub-jobs, a few samples).
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
 use serde_json::{Value, json};
+
+use common::{Proc, jobwatch, start_sim};
 
 struct Plan {
     targets: usize,
@@ -27,41 +30,17 @@ struct Plan {
     every: Duration,
 }
 
-/// A child process, killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn jobwatch() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_jobwatch"))
-}
-
-fn start_sim(plan: &Plan) -> (Proc, String) {
+fn start_sim_for(plan: &Plan) -> (Proc, String) {
     let projects: Vec<String> = (0..plan.targets).map(|i| format!("p{i:02}")).collect();
-    let mut child = jobwatch()
-        .args(["sim", "--listen", "127.0.0.1:0", "--seed", "1"])
-        .args(["--projects", &projects.join(",")])
-        .args(["--history", &plan.history.to_string()])
-        .args(["--history-job-type", "CREATE_SERVER"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start jobwatch sim");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("the simulator's first line");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("listening on …")
-        .to_owned();
-    (Proc(child), url)
+    let history = plan.history.to_string();
+    start_sim(&[
+        "--projects",
+        &projects.join(","),
+        "--history",
+        &history,
+        "--history-job-type",
+        "CREATE_SERVER",
+    ])
 }
 
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
@@ -100,7 +79,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn run(plan: &Plan, strategy: &str) -> Vec<Duration> {
-    let (_sim, sim_url) = start_sim(plan);
+    let (_sim, sim_url) = start_sim_for(plan);
     let arrivals: Arrivals = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

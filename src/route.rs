@@ -8,7 +8,7 @@
 //! The store keeps the key and the time as data; the dispatcher and the
 //! message wording ask this module what they mean.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -235,30 +235,6 @@ impl Grouping {
     }
 }
 
-/// Splits due rows into what leaves as one message each: the rows of one
-/// group (same notifier and key, as `group_of` tells) together, in the
-/// order their first row came; a row of no group alone.
-pub fn batches<R>(rows: Vec<R>, group_of: impl Fn(&R) -> Option<(&str, &str)>) -> Vec<Vec<R>> {
-    let mut out: Vec<Vec<R>> = Vec::new();
-    let mut groups: HashMap<(String, String), usize> = HashMap::new();
-    for row in rows {
-        let at = match group_of(&row) {
-            Some((notifier, key)) => *groups
-                .entry((notifier.to_owned(), key.to_owned()))
-                .or_insert_with(|| {
-                    out.push(Vec::new());
-                    out.len() - 1
-                }),
-            None => {
-                out.push(Vec::new());
-                out.len() - 1
-            }
-        };
-        out[at].push(row);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,24 +297,5 @@ mod tests {
         );
         let open = now + Duration::from_secs(5);
         assert_eq!(grouping.not_before(now, Some(open)), open);
-    }
-
-    #[test]
-    fn batches_keep_groups_together_in_first_seen_order() {
-        let rows = [
-            ("a", Some("g")),
-            ("a", None),
-            ("b", Some("g")),
-            ("a", Some("g")),
-            ("a", None),
-        ];
-        let got = batches(rows.iter().enumerate().collect(), |(_, (n, k))| {
-            k.map(|k| (*n, k))
-        });
-        let ids: Vec<Vec<usize>> = got
-            .iter()
-            .map(|b| b.iter().map(|(i, _)| *i).collect())
-            .collect();
-        assert_eq!(ids, [vec![0, 3], vec![1], vec![2], vec![4]]);
     }
 }

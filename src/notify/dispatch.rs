@@ -1,14 +1,24 @@
 //! The dispatcher: reads due outbox rows and hands each to its notifier,
 //! with per-notifier concurrency and pacing, then records the outcome with
 //! the shared retry policy (SPEC §5).
+//!
+//! Built for a burst (a mass failure is thousands of events at once):
+//! - it reads where due rows go (id, notifier, group), not their payloads,
+//!   in batches after a cursor, into a queue per notifier;
+//! - a delivery is spawned only with its notifier's permit in hand, so
+//!   there are never more deliveries under way than permits; its rows are
+//!   claimed, and their payloads read, right before it sends;
+//! - outcomes are recorded in shared transactions: a delivery that ends
+//!   while another's outcome is being written has its own written with the
+//!   next one, all in one sync of the state file (group commit).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -18,14 +28,16 @@ use super::{GroupInfo, Message, Notifier};
 use crate::metrics::{DeliveryLabels, Metrics};
 use crate::ratelimit::RateLimiter;
 use crate::retry::{Backoff, Verdict};
-use crate::route;
-use crate::storage::{OutboxRow, Outcome, Owner, Storage};
+use crate::storage::{DueRef, OutboxRow, Outcome, Owner, Storage};
 
 /// How often the outbox is looked at when nothing wakes the dispatcher:
 /// retries come due without anyone telling us.
 const IDLE_POLL: Duration = Duration::from_millis(500);
-/// Rows read per look.
-const BATCH: usize = 200;
+/// Due rows' addresses read per look.
+const BATCH: usize = 500;
+/// The queue reads no more once it holds this many (rows of notifiers
+/// that are busy or paced wait in the store, not in memory).
+const QUEUE_CAP: usize = 10_000;
 /// How long a claim keeps other dispatchers off our rows when we neither
 /// record nor release them (we died). Our own claims hold until we do,
 /// however long a delivery waits for a permit or the rate; a replicated
@@ -37,7 +49,7 @@ const CLAIM_LEASE: Duration = Duration::from_secs(60);
 pub struct Slot {
     pub notifier: Notifier,
     pub limiter: RateLimiter,
-    pub concurrency: Semaphore,
+    pub concurrency: Arc<Semaphore>,
 }
 
 impl Slot {
@@ -50,7 +62,7 @@ impl Slot {
         Slot {
             notifier,
             limiter,
-            concurrency: Semaphore::new(max_concurrency.max(1)),
+            concurrency: Arc::new(Semaphore::new(max_concurrency.max(1))),
         }
     }
 }
@@ -73,10 +85,74 @@ pub struct Dispatcher {
     notifiers: RwLock<Arc<Notifiers>>,
     settings: RwLock<DispatchSettings>,
     wake: Notify,
-    /// Rows claimed and not yet settled (for `once` and the shutdown log;
+    /// Rows launched and not yet settled (for `once` and the shutdown log;
     /// the claims themselves are the storage's).
     in_flight: AtomicUsize,
+    queue: Mutex<Queue>,
+    recorder: Recorder,
     metrics: Arc<Metrics>,
+}
+
+/// Due rows read and not yet launched, by notifier, oldest first.
+#[derive(Debug, Default)]
+struct Queue {
+    by_notifier: HashMap<String, BTreeMap<i64, DueRef>>,
+    len: usize,
+    /// Reading goes on after this id; back to 0 once a read reaches the
+    /// end, so rows that came due behind it (retries, group windows that
+    /// closed) are found on the next pass.
+    cursor: i64,
+}
+
+impl Queue {
+    fn add(&mut self, row: DueRef) {
+        let rows = self.by_notifier.entry(row.notifier.clone()).or_default();
+        if rows.insert(row.id, row).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// The oldest queued row of `notifier` and, if it is grouped, every
+    /// queued row of its group: one message.
+    fn take_next(&mut self, notifier: &str) -> Vec<i64> {
+        let Some(rows) = self.by_notifier.get_mut(notifier) else {
+            return Vec::new();
+        };
+        let Some((_, first)) = rows.pop_first() else {
+            return Vec::new();
+        };
+        let mut ids = vec![first.id];
+        if let Some(key) = &first.group_key {
+            let mates: Vec<i64> = rows
+                .values()
+                .filter(|r| r.group_key.as_ref() == Some(key))
+                .map(|r| r.id)
+                .collect();
+            for id in &mates {
+                rows.remove(id);
+            }
+            ids.extend(mates);
+        }
+        if rows.is_empty() {
+            self.by_notifier.remove(notifier);
+        }
+        self.len -= ids.len();
+        ids
+    }
+}
+
+/// Outcomes waiting to be written, and the turn to write them.
+#[derive(Debug, Default)]
+struct Recorder {
+    waiting: Mutex<Vec<Waiting>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    ids: Vec<i64>,
+    outcome: Outcome,
+    written: oneshot::Sender<Result<(), String>>,
 }
 
 impl Dispatcher {
@@ -93,6 +169,8 @@ impl Dispatcher {
             settings: RwLock::new(settings),
             wake: Notify::new(),
             in_flight: AtomicUsize::new(0),
+            queue: Mutex::default(),
+            recorder: Recorder::default(),
             metrics,
         }
     }
@@ -129,85 +207,152 @@ impl Dispatcher {
         }
     }
 
-    /// Claims every due row not already under way and starts its delivery
-    /// — rows of one group (same notifier and group key) leave as one
-    /// message — and returns how many deliveries started.
+    /// Starts a delivery of due rows for every free permit — rows of one
+    /// group (same notifier and group key) leave as one message — reading
+    /// more due rows when a notifier with a free permit has none queued;
+    /// returns how many deliveries started.
     pub async fn launch_due(self: &Arc<Self>, tracker: &TaskTracker) -> usize {
-        let now = Timestamp::now();
-        let claimed = self
-            .store
-            .claim_due(&self.owner, now, CLAIM_LEASE, BATCH)
-            .await;
-        let rows = match claimed {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the outbox");
-                return 0;
-            }
-        };
-        self.in_flight.fetch_add(rows.len(), Ordering::SeqCst);
-        let batches = route::batches(rows, |row| {
-            row.group_key
-                .as_deref()
-                .map(|key| (row.notifier.as_str(), key))
-        });
-        let launched = batches.len();
-        for batch in batches {
-            let this = Arc::clone(self);
-            tracker.spawn(async move { this.deliver(batch).await });
+        let notifiers = Arc::clone(&self.notifiers.read().unwrap_or_else(|p| p.into_inner()));
+        let mut launched = self.launch_queued(&notifiers, tracker);
+        if self.wants_more(&notifiers) {
+            self.refill().await;
+            launched += self.launch_queued(&notifiers, tracker);
         }
         launched
     }
 
-    async fn deliver(self: Arc<Self>, rows: Vec<OutboxRow>) {
-        // The rows are current: claiming read them and claimed them in one
-        // step, so none was recorded since (a stale read once re-sent a
-        // delivered row; see crash.rs).
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        self.deliver_batch(rows).await;
-        // What was not recorded (a notifier replaced meanwhile) is owed
-        // still: anyone's at its time, ours included.
+    /// Whether a read could give a free permit work: one has nothing
+    /// queued, or nothing is queued at all, and the queue has room.
+    fn wants_more(&self, notifiers: &Notifiers) -> bool {
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.len == 0
+            || (queue.len < QUEUE_CAP
+                && notifiers.iter().any(|(name, slot)| {
+                    slot.concurrency.available_permits() > 0
+                        && !queue.by_notifier.contains_key(name)
+                }))
+    }
+
+    /// Reads the next due rows after the cursor into the queue.
+    async fn refill(&self) {
+        let cursor = self.queue.lock().unwrap_or_else(|p| p.into_inner()).cursor;
+        let read = self.store.due_refs(Timestamp::now(), cursor, BATCH).await;
+        let rows = match read {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox");
+                return;
+            }
+        };
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.cursor = match rows.last() {
+            Some(last) if rows.len() == BATCH => last.id,
+            _ => 0,
+        };
+        // A row under way may be read again: its claim is ours, so
+        // claiming it again hands nothing out.
+        for row in rows {
+            queue.add(row);
+        }
+    }
+
+    /// Launches what the queue holds for every free permit.
+    fn launch_queued(self: &Arc<Self>, notifiers: &Notifiers, tracker: &TaskTracker) -> usize {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let names: Vec<String> = queue.by_notifier.keys().cloned().collect();
+        let mut launched = 0;
+        for name in names {
+            let slot = notifiers.get(&name).cloned();
+            loop {
+                let permit = match &slot {
+                    // Gone from the config: settled as dead letters.
+                    None => None,
+                    Some(slot) => match Arc::clone(&slot.concurrency).try_acquire_owned() {
+                        Ok(permit) => Some(permit),
+                        Err(_) => break,
+                    },
+                };
+                let ids = queue.take_next(&name);
+                if ids.is_empty() {
+                    break;
+                }
+                self.in_flight.fetch_add(ids.len(), Ordering::SeqCst);
+                let this = Arc::clone(self);
+                let (name, slot) = (name.clone(), slot.clone());
+                tracker.spawn(async move { this.deliver(name, slot, permit, ids).await });
+                launched += 1;
+            }
+        }
+        launched
+    }
+
+    async fn deliver(
+        self: Arc<Self>,
+        notifier: String,
+        slot: Option<Arc<Slot>>,
+        permit: Option<OwnedSemaphorePermit>,
+        ids: Vec<i64>,
+    ) {
         let n = ids.len();
-        self.store.release(&self.owner, ids).await;
+        // Claiming reads the rows as they are now: one recorded since it
+        // was queued is not handed out (a stale read once re-sent a
+        // delivered row; see crash.rs).
+        let claimed = self
+            .store
+            .claim(&self.owner, ids, Timestamp::now(), CLAIM_LEASE)
+            .await;
+        match claimed {
+            Ok(rows) if rows.is_empty() => {}
+            Ok(rows) => {
+                let owed = match slot {
+                    Some(slot) => self.deliver_batch(&notifier, slot, permit, rows).await,
+                    None => {
+                        let reason = format!("notifier {notifier:?} is no longer configured");
+                        self.settle_dead(&rows, &reason).await;
+                        Vec::new()
+                    }
+                };
+                // What was not recorded (a notifier replaced meanwhile) is
+                // owed still: anyone's at its time, ours included.
+                if !owed.is_empty() {
+                    self.store.release(&self.owner, owed).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot claim outbox rows"),
+        }
         self.in_flight.fetch_sub(n, Ordering::SeqCst);
         // What this delivery freed (a permit, a pause) may let others go.
         self.wake();
     }
 
-    /// Delivers rows of one notifier as one message (one row, or a group).
-    async fn deliver_batch(&self, rows: Vec<OutboxRow>) {
-        let Some(first) = rows.first() else { return };
-        let notifier = first.notifier.clone();
-        let group_key = first.group_key.clone();
-        let slot = self
-            .notifiers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&notifier)
-            .cloned();
-        let Some(slot) = slot else {
-            let reason = format!("notifier {notifier:?} is no longer configured");
-            return self.settle_dead(&rows, &reason).await;
-        };
+    /// Delivers rows of one notifier as one message (one row, or a group);
+    /// returns the ids it recorded nothing for.
+    async fn deliver_batch(
+        &self,
+        notifier: &str,
+        slot: Arc<Slot>,
+        permit: Option<OwnedSemaphorePermit>,
+        rows: Vec<OutboxRow>,
+    ) -> Vec<i64> {
+        let group_key = rows.first().and_then(|r| r.group_key.clone());
         let mut events = Vec::with_capacity(rows.len());
         let mut sendable = Vec::with_capacity(rows.len());
+        let mut unreadable = Vec::new();
         for row in rows {
             match row.event() {
                 Ok(event) => {
                     events.push(event);
                     sendable.push(row);
                 }
-                Err(e) => {
-                    self.settle_dead(
-                        std::slice::from_ref(&row),
-                        &format!("unreadable event payload: {e}"),
-                    )
-                    .await
-                }
+                Err(e) => unreadable.push((row, e)),
             }
         }
+        for (row, e) in unreadable {
+            let reason = format!("unreadable event payload: {e}");
+            self.settle_dead(std::slice::from_ref(&row), &reason).await;
+        }
         if sendable.is_empty() {
-            return;
+            return Vec::new();
         }
         let message = match &group_key {
             None => Message {
@@ -228,37 +373,33 @@ impl Dispatcher {
                 }
             }
         };
-        // The semaphore is never closed, so acquiring cannot fail.
-        let _permit = slot
-            .concurrency
-            .acquire()
-            .await
-            .expect("notifier semaphore is never closed");
         slot.limiter.acquire().await;
         // A reload may have removed or replaced this notifier while we
-        // waited for a permit or the rate: send only with the one
-        // configured now. The rows stay pending; the next look settles
-        // them with what is configured then (a dead letter if nothing).
+        // waited for the rate: send only with the one configured now. The
+        // rows stay pending; the next look settles them with what is
+        // configured then (a dead letter if nothing).
         let configured = self
             .notifiers
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&notifier)
+            .get(notifier)
             .is_some_and(|now| Arc::ptr_eq(now, &slot));
         if !configured {
-            return;
+            return sendable.iter().map(|r| r.id).collect();
         }
         let attempt = slot.notifier.send(&message).await;
+        // Sent: the next delivery may go while this one's outcome is written.
+        drop(permit);
         let settings = *self.settings.read().unwrap_or_else(|p| p.into_inner());
         let rows = sendable;
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         match attempt.verdict {
             Verdict::Success => {
-                self.count(&notifier, "delivered", rows.len());
-                let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+                self.count(notifier, "delivered", rows.len());
                 let outcome = Outcome::Delivered {
                     at: Timestamp::now(),
                 };
-                if let Err(e) = self.store.record(&self.owner, ids, outcome).await {
+                if let Err(e) = self.record(ids, outcome).await {
                     tracing::error!(error = %e, "cannot record a delivery; it will be sent again");
                 }
             }
@@ -283,20 +424,66 @@ impl Dispatcher {
                         attempt.answer
                     );
                     tracing::warn!(notifier = %notifier, message_id = %message.id, %reason, "delivery expired");
-                    return self.settle_dead(&rows, &reason).await;
+                    self.settle_dead(&rows, &reason).await;
+                    return Vec::new();
                 }
                 tracing::info!(notifier = %notifier, message_id = %message.id, attempt = failures, wait_ms = wait.as_millis() as u64, answer = %attempt.answer, "delivery failed; will retry");
-                self.count(&notifier, "retry", rows.len());
-                let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+                self.count(notifier, "retry", rows.len());
                 let outcome = Outcome::Retry {
                     at: next,
                     error: attempt.answer,
                 };
-                if let Err(e) = self.store.record(&self.owner, ids, outcome).await {
+                if let Err(e) = self.record(ids, outcome).await {
                     tracing::error!(error = %e, "cannot record a retry");
                 }
             }
         }
+        Vec::new()
+    }
+
+    /// Records an outcome, in one transaction with whatever other outcomes
+    /// are waiting meanwhile: whoever gets the turn writes everything
+    /// waiting, so a burst costs one sync of the file per turn, not per
+    /// delivery. Returns once this outcome is written (or failed to be).
+    async fn record(&self, ids: Vec<i64>, outcome: Outcome) -> Result<(), String> {
+        let (written, result) = oneshot::channel();
+        self.recorder
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Waiting {
+                ids,
+                outcome,
+                written,
+            });
+        {
+            let _turn = self.recorder.turn.lock().await;
+            let waiting = std::mem::take(
+                &mut *self
+                    .recorder
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
+            // Empty when an earlier turn wrote ours with its own.
+            if !waiting.is_empty() {
+                let (outcomes, senders): (Vec<_>, Vec<_>) = waiting
+                    .into_iter()
+                    .map(|w| ((w.ids, w.outcome), w.written))
+                    .unzip();
+                let result = self
+                    .store
+                    .record_many(&self.owner, outcomes)
+                    .await
+                    .map_err(|e| e.to_string());
+                for sender in senders {
+                    let _ = sender.send(result.clone());
+                }
+            }
+        }
+        result
+            .await
+            .unwrap_or_else(|_| Err("the write of this outcome was abandoned".to_owned()))
     }
 
     async fn settle_dead(&self, rows: &[OutboxRow], reason: &str) {
@@ -311,7 +498,7 @@ impl Dispatcher {
             at: Timestamp::now(),
             reason: reason.to_owned(),
         };
-        if let Err(e) = self.store.record(&self.owner, vec![row.id], outcome).await {
+        if let Err(e) = self.record(vec![row.id], outcome).await {
             tracing::error!(error = %e, "cannot record a dead letter");
         }
     }
@@ -338,4 +525,42 @@ fn group_id<'a>(event_ids: impl Iterator<Item = &'a str>) -> String {
         hash.update(b"\n");
     }
     format!("grp_{}", &hex::encode(hash.finalize())[..32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group leaves whole, whatever lies between its rows; a row of no
+    /// group alone; each notifier's rows oldest first, apart from others'.
+    #[test]
+    fn the_queue_hands_out_groups_whole_and_rows_oldest_first() {
+        let mut queue = Queue::default();
+        for (id, notifier, key) in [
+            (1, "a", Some("g")),
+            (2, "a", None),
+            (3, "b", Some("g")),
+            (4, "a", Some("g")),
+            (5, "a", None),
+        ] {
+            queue.add(DueRef {
+                id,
+                notifier: notifier.into(),
+                group_key: key.map(str::to_owned),
+            });
+        }
+        queue.add(DueRef {
+            id: 2,
+            notifier: "a".into(),
+            group_key: None,
+        });
+        assert_eq!(queue.len, 5, "a row read twice is queued once");
+        let a: Vec<Vec<i64>> = std::iter::from_fn(|| Some(queue.take_next("a")))
+            .take_while(|ids| !ids.is_empty())
+            .collect();
+        assert_eq!(a, [vec![1, 4], vec![2], vec![5]]);
+        assert_eq!(queue.take_next("b"), [3]);
+        assert_eq!(queue.len, 0);
+        assert!(queue.by_notifier.is_empty());
+    }
 }

@@ -10,7 +10,7 @@
 //!   replicated backend's would be a per-target lease's fencing token,
 //!   checked in the commit's transaction;
 //! - the dispatcher claims due rows as an [`Owner`] for a lease
-//!   ([`Storage::claim_due`]) and records each outcome, so several replicas
+//!   ([`Storage::claim`]) and records each outcome, so several replicas
 //!   never send one row at once, and rows a dead replica held come back
 //!   once its lease runs out.
 
@@ -28,7 +28,7 @@ use crate::watch::{Target, TargetSnapshot};
 
 pub use crate::store::StoreError;
 pub use records::{
-    CycleCommit, CycleWrite, Fence, OutboxCounts, OutboxRow, OutboxState, Outcome, Owner,
+    CycleCommit, CycleWrite, DueRef, Fence, OutboxCounts, OutboxRow, OutboxState, Outcome, Owner,
     TargetSummary,
 };
 
@@ -130,40 +130,52 @@ impl Storage {
         }
     }
 
-    /// Claims for `owner` up to `limit` pending rows whose time has come,
-    /// oldest first, until `now + lease`. A row another owner holds is not
-    /// claimed before that owner's lease runs out; a row `owner` holds
-    /// stays its own until it records an outcome or releases it (its
-    /// delivery may wait long for a permit or the rate), so it is never
-    /// claimed twice by one owner. Claiming reads and claims at once: a
-    /// row recorded a moment ago is never handed out as still pending.
-    pub async fn claim_due(
+    /// Where the first `limit` due pending rows with an id above `after`
+    /// go, by id, without their payloads. Reading claims nothing.
+    pub async fn due_refs(
         &self,
-        owner: &Owner,
         now: Timestamp,
-        lease: Duration,
+        after: i64,
         limit: usize,
-    ) -> Result<Vec<OutboxRow>, StoreError> {
-        let owner = owner.clone();
+    ) -> Result<Vec<DueRef>, StoreError> {
         match self {
-            Storage::Sqlite(s) => {
-                s.call(move |s| s.claim_due(&owner, now, lease, limit))
-                    .await
-            }
+            Storage::Sqlite(s) => s.call(move |s| s.due_refs(now, after, limit)).await,
         }
     }
 
-    /// Records how the attempt at claimed rows `ids` ended (one attempt
-    /// each) and releases them. A row no longer pending is left alone.
-    pub async fn record(
+    /// Claims for `owner` until `now + lease` those of `ids` still pending
+    /// and due that nobody holds, and reads them whole (payloads are read
+    /// here, when they are about to be sent). A row another owner holds is
+    /// not claimed before that owner's lease runs out; a row `owner` holds
+    /// stays its own until it records an outcome or releases it (its
+    /// delivery may wait long for the rate), so it is never claimed twice
+    /// by one owner. Reading and claiming are one step: a row recorded a
+    /// moment ago is never handed out as still pending.
+    pub async fn claim(
         &self,
         owner: &Owner,
         ids: Vec<i64>,
-        outcome: Outcome,
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let owner = owner.clone();
+        match self {
+            Storage::Sqlite(s) => s.call(move |s| s.claim(&owner, &ids, now, lease)).await,
+        }
+    }
+
+    /// Records several attempts' outcomes (one attempt each of its rows)
+    /// in one transaction, and releases their claims; a row no longer
+    /// pending is left alone. On an error nothing is recorded and the rows
+    /// are due again at their time.
+    pub async fn record_many(
+        &self,
+        owner: &Owner,
+        outcomes: Vec<(Vec<i64>, Outcome)>,
     ) -> Result<(), StoreError> {
         let owner = owner.clone();
         match self {
-            Storage::Sqlite(s) => s.call(move |s| s.record(&owner, &ids, &outcome)).await,
+            Storage::Sqlite(s) => s.call(move |s| s.record_many(&owner, &outcomes)).await,
         }
     }
 

@@ -33,6 +33,17 @@ impl OutboxState {
     }
 }
 
+/// Where a due outbox row goes, without its payload: what the dispatcher
+/// plans deliveries by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueRef {
+    pub id: i64,
+    pub notifier: String,
+    /// The group's key as stored; rows sharing it (and the notifier) leave
+    /// as one message.
+    pub group_key: Option<String>,
+}
+
 /// One outbox row as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRow {

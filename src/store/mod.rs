@@ -24,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBeh
 
 use crate::cloud::model::{Status, SubJob};
 use crate::route::Grouping;
-use crate::storage::records::{Outcome, Owner};
+use crate::storage::records::{DueRef, Outcome, Owner};
 use crate::watch::diff::keep_job_id;
 use crate::watch::{Change, DiffOutcome, Event, Target, TargetSnapshot, Tracked, fingerprint_json};
 
@@ -366,11 +366,78 @@ impl Store {
         )
     }
 
-    /// [`Store::due`], claimed for `owner` until `now + lease`: a row
-    /// another owner holds is skipped until its lease runs out, one
-    /// `owner` holds until it records or releases it (see
-    /// [`crate::storage::Storage::claim_due`]). The claims live in this
+    /// The first `limit` due pending rows with an id above `after`, by id:
+    /// only where each goes, not its payload (that is read when it is
+    /// sent, [`Store::claim`]).
+    pub fn due_refs(
+        &self,
+        now: Timestamp,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<DueRef>, StoreError> {
+        let context = "due outbox rows";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, notifier, group_key FROM outbox
+                 WHERE state = 'pending' AND next_attempt_at <= ?1 AND id > ?2
+                 ORDER BY id LIMIT ?3",
+            )
+            .map_err(sql(context))?;
+        let rows = stmt
+            .query_map(params![DbTime(now), after, limit], |row| {
+                Ok(DueRef {
+                    id: row.get(0)?,
+                    notifier: row.get(1)?,
+                    group_key: row.get(2)?,
+                })
+            })
+            .map_err(sql(context))?;
+        rows.collect::<Result<_, _>>().map_err(sql(context))
+    }
+
+    /// Claims for `owner` until `now + lease` those of `ids` that are
+    /// still pending and due and that nobody holds, and reads them whole.
+    /// A row another owner holds is free once that owner's lease runs out;
+    /// one `owner` holds stays its own until it records or releases it, so
+    /// it is never handed to one owner twice. The claims live in this
     /// handle, so reading and claiming are one step under `&mut self`.
+    pub fn claim(
+        &mut self,
+        owner: &Owner,
+        ids: &[i64],
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let until = now + lease;
+        let mut claimed = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let free = self
+                .claims
+                .get(&id)
+                .is_none_or(|c| c.owner != *owner && c.until <= now);
+            if !free {
+                continue;
+            }
+            let row = self
+                .outbox_rows(
+                    "claim outbox row",
+                    "WHERE id = ?1 AND state = 'pending' AND next_attempt_at <= ?2",
+                    params![id, DbTime(now)],
+                )?
+                .pop();
+            if let Some(row) = row {
+                let owner = owner.clone();
+                self.claims.insert(id, Claim { owner, until });
+                claimed.push(row);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// The first `limit` due rows ([`Store::due`]) that `owner` can claim,
+    /// claimed ([`Store::claim`]).
     pub fn claim_due(
         &mut self,
         owner: &Owner,
@@ -378,41 +445,43 @@ impl Store {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = self.due(now, limit)?;
-        let until = now + lease;
-        let claims = &mut self.claims;
-        Ok(rows
-            .into_iter()
-            .filter(|row| {
-                let free = claims
-                    .get(&row.id)
-                    .is_none_or(|c| c.owner != *owner && c.until <= now);
-                if free {
-                    let owner = owner.clone();
-                    claims.insert(row.id, Claim { owner, until });
-                }
-                free
-            })
-            .collect())
+        let ids: Vec<i64> = self.due_refs(now, 0, limit)?.iter().map(|r| r.id).collect();
+        self.claim(owner, &ids, now, lease)
     }
 
-    /// Records how the attempt at `ids` ended, one `mark_*` each (stopping
-    /// at the first error), and releases `owner`'s claims on them.
+    /// Records how the attempt at `ids` ended and releases `owner`'s claims
+    /// on them ([`Store::record_many`] of one).
     pub fn record(
         &mut self,
         owner: &Owner,
         ids: &[i64],
         outcome: &Outcome,
     ) -> Result<(), StoreError> {
-        let result = ids.iter().try_for_each(|id| {
-            match outcome {
-                Outcome::Delivered { at } => self.mark_delivered(*id, *at),
-                Outcome::Retry { at, error } => self.mark_retry(*id, *at, error),
-                Outcome::Dead { at, reason } => self.mark_dead(*id, reason, *at),
+        self.record_many(owner, &[(ids.to_vec(), outcome.clone())])
+    }
+
+    /// Records several attempts' outcomes in ONE transaction (one sync of
+    /// the file for all of them), and releases `owner`'s claims on their
+    /// rows whatever happens: on an error nothing is recorded, and the rows
+    /// are due again at their time (sent again: at least once).
+    pub fn record_many(
+        &mut self,
+        owner: &Owner,
+        outcomes: &[(Vec<i64>, Outcome)],
+    ) -> Result<(), StoreError> {
+        let context = "record deliveries";
+        let result = (|| {
+            let tx = self.conn.transaction().map_err(sql(context))?;
+            for (ids, outcome) in outcomes {
+                for &id in ids {
+                    mark(&tx, id, outcome)?;
+                }
             }
-            .map(drop)
-        });
-        self.release(owner, ids);
+            tx.commit().map_err(sql(context))
+        })();
+        for (ids, _) in outcomes {
+            self.release(owner, ids);
+        }
         result
     }
 
@@ -444,16 +513,7 @@ impl Store {
     /// Records a successful delivery. Returns whether a pending row with
     /// this id existed.
     pub fn mark_delivered(&mut self, id: i64, now: Timestamp) -> Result<bool, StoreError> {
-        let n = self
-            .conn
-            .execute(
-                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,
-                     finished_at = ?2, last_error = NULL
-                 WHERE id = ?1 AND state = 'pending'",
-                params![id, DbTime(now)],
-            )
-            .map_err(sql("mark delivered"))?;
-        Ok(n > 0)
+        mark(&self.conn, id, &Outcome::Delivered { at: now })
     }
 
     /// Records a retryable failure: one more attempt, the next not before
@@ -465,31 +525,21 @@ impl Store {
         next_attempt_at: Timestamp,
         error: &str,
     ) -> Result<bool, StoreError> {
-        let n = self
-            .conn
-            .execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2,
-                     last_error = ?3
-                 WHERE id = ?1 AND state = 'pending'",
-                params![id, DbTime(next_attempt_at), error],
-            )
-            .map_err(sql("mark retry"))?;
-        Ok(n > 0)
+        let outcome = Outcome::Retry {
+            at: next_attempt_at,
+            error: error.to_owned(),
+        };
+        mark(&self.conn, id, &outcome)
     }
 
     /// Records a permanent failure (or `max_age` reached): a dead letter,
     /// with the receiver's message kept. Returns whether a pending row existed.
     pub fn mark_dead(&mut self, id: i64, error: &str, now: Timestamp) -> Result<bool, StoreError> {
-        let n = self
-            .conn
-            .execute(
-                "UPDATE outbox SET state = 'dead', attempts = attempts + 1,
-                     finished_at = ?2, last_error = ?3
-                 WHERE id = ?1 AND state = 'pending'",
-                params![id, DbTime(now), error],
-            )
-            .map_err(sql("mark dead"))?;
-        Ok(n > 0)
+        let outcome = Outcome::Dead {
+            at: now,
+            reason: error.to_owned(),
+        };
+        mark(&self.conn, id, &outcome)
     }
 
     /// Requeues dead letters (`ids`, or all of them when empty) for delivery
@@ -827,6 +877,38 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             .map_err(migrate_error)?;
     }
     tx.commit().map_err(open_error)
+}
+
+/// Records one outcome of the pending row `id`: delivered, retried later
+/// or dead, one more attempt each. Returns whether a pending row existed.
+fn mark(conn: &Connection, id: i64, outcome: &Outcome) -> Result<bool, StoreError> {
+    let n = match outcome {
+        Outcome::Delivered { at } => conn
+            .prepare_cached(
+                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,
+                     finished_at = ?2, last_error = NULL
+                 WHERE id = ?1 AND state = 'pending'",
+            )
+            .and_then(|mut stmt| stmt.execute(params![id, DbTime(*at)]))
+            .map_err(sql("mark delivered"))?,
+        Outcome::Retry { at, error } => conn
+            .prepare_cached(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2,
+                     last_error = ?3
+                 WHERE id = ?1 AND state = 'pending'",
+            )
+            .and_then(|mut stmt| stmt.execute(params![id, DbTime(*at), error]))
+            .map_err(sql("mark retry"))?,
+        Outcome::Dead { at, reason } => conn
+            .prepare_cached(
+                "UPDATE outbox SET state = 'dead', attempts = attempts + 1,
+                     finished_at = ?2, last_error = ?3
+                 WHERE id = ?1 AND state = 'pending'",
+            )
+            .and_then(|mut stmt| stmt.execute(params![id, DbTime(*at), reason]))
+            .map_err(sql("mark dead"))?,
+    };
+    Ok(n > 0)
 }
 
 /// A time column: fixed-width UTC text with nanoseconds, so string order is

@@ -442,3 +442,55 @@ async fn a_429_with_retry_after_as_an_http_date_pauses_the_whole_notifier() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_backlog_goes_through_the_permits_with_no_delivery_waiting_for_one() {
+    // A burst of 30 due rows for a notifier of 2 permits: 2 deliveries
+    // under way, not 30 tasks queued on its semaphore with their payloads
+    // read; then every row once.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path().join("state.db")).unwrap();
+    let mut queued: Vec<String> = (0..30)
+        .map(|i| commit_failure(&mut store, &format!("p{i:02}"), "s"))
+        .collect();
+    let store = SharedStore::new(store);
+    let receiver = crate::support::Recorder::start().await;
+    // A slow receiver: what is under way stays so while we look.
+    receiver.set_delay(Duration::from_secs(3));
+    let dispatcher = dispatcher(&store, &receiver.url);
+    let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
+    let run = tokio::spawn(dispatcher.clone().run(tracker.clone(), stop.clone()));
+    eventually(
+        Duration::from_secs(30),
+        "two requests at the receiver",
+        || {
+            let n = receiver.in_flight();
+            async move { (n == 2).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(dispatcher.in_flight(), 2, "rows under way");
+    assert_eq!(tracker.len(), 2, "deliveries spawned");
+    receiver.set_delay(Duration::ZERO);
+    eventually(Duration::from_secs(60), "every row delivered", || {
+        let store = store.clone();
+        async move {
+            let pending = store.call(|s| s.pending_count()).await.unwrap();
+            (pending == 0).then_some(())
+        }
+    })
+    .await;
+    stop.cancel();
+    run.await.unwrap();
+    let mut sent: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| {
+            let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            body["events"][0]["event_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    sent.sort();
+    queued.sort();
+    assert_eq!(sent, queued, "each event once");
+}

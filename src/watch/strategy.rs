@@ -43,6 +43,10 @@ pub enum Strategy {
     Incremental,
 }
 
+/// Why a full scan is owed after an incremental read that could not
+/// account for everything (see [`ScanPlan::read`]).
+const UNACCOUNTED: &str = "unaccounted";
+
 /// A first scan that cannot cover a busy list is taken as the baseline
 /// anyway at this attempt, so no target stays silent for good.
 pub const BASELINE_AFTER_ATTEMPTS: u32 = 3;
@@ -125,7 +129,8 @@ impl ScanPlan {
         }
     }
 
-    /// Whether this cycle reads the whole list, and why.
+    /// Whether this cycle reads the whole list, and why ([`UNACCOUNTED`],
+    /// "strategy", "baseline", "order", "reconcile").
     fn full_reason(&mut self, snapshot: &TargetSnapshot, now: Timestamp) -> Option<&'static str> {
         if self.strategy == Strategy::Full {
             return Some("strategy");
@@ -137,7 +142,7 @@ impl ScanPlan {
             return Some("order");
         }
         if std::mem::take(&mut self.full_next) {
-            return Some("unaccounted");
+            return Some(UNACCOUNTED);
         }
         let next = *self.next_full.get_or_insert_with(|| {
             let every = span(self.full_scan_every);
@@ -166,7 +171,12 @@ impl ScanPlan {
         let now = Timestamp::now();
         if let Some(why) = self.full_reason(snapshot, now) {
             tracing::debug!(%target, why, "full scan");
-            return self.full(client, target, snapshot, 0).await;
+            let read = self.full(client, target, snapshot, 0).await;
+            // What was unaccounted for still is: the next cycle tries again.
+            if read.is_err() && why == UNACCOUNTED {
+                self.full_next = true;
+            }
+            return read;
         }
         let reference = self.last_count.unwrap_or(snapshot.jobs.len() as u64);
         let read = incremental(client, target, snapshot, reference).await?;

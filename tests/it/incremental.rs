@@ -185,6 +185,28 @@ async fn many_active_parent_jobs_far_down_are_rechecked_by_status() {
 }
 
 #[tokio::test]
+async fn a_full_scan_owed_for_something_unaccounted_is_owed_still_after_it_fails() {
+    let sim = Sim::start(history(150)).await;
+    let mut poll = PollLoop::new(&sim, Strategy::Incremental);
+    poll.cycle().await;
+    let active = sim.create_waiting(CS, 1).await.remove(0);
+    poll.cycle().await;
+    // An active sub-job gone from every list the incremental read tries:
+    // unaccounted for, so a full scan comes next.
+    sim.control(Method::DELETE, &format!("/sim/jobs/{active}"), json!(null))
+        .await;
+    let unaccounted = poll.cycle().await;
+    assert_eq!(unaccounted.read, ReadKind::Incremental);
+    sim.fault(json!({"fault":"status","status":400,"times":1}))
+        .await;
+    let target = jobwatch::watch::Target::new("demo", CS);
+    let failed = jobwatch::watch::poller::cycle(&poll.ctx, &target, &mut poll.state).await;
+    assert!(failed.is_err(), "the full scan met the fault");
+    assert_eq!(poll.cycle().await.read, ReadKind::Full, "still owed");
+    assert_eq!(poll.cycle().await.read, ReadKind::Incremental);
+}
+
+#[tokio::test]
 async fn only_a_full_scan_says_vanished() {
     let sim = Sim::start(history(150)).await;
     let mut poll = PollLoop::new(&sim, Strategy::Incremental);

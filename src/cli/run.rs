@@ -10,7 +10,7 @@ use super::Cli;
 use crate::daemon::{self, ReloadSource};
 
 pub async fn run(cli: &Cli) -> anyhow::Result<()> {
-    let loaded = super::load_config(cli, true)?;
+    let loaded = super::load_config(cli, true)?.require_targets()?;
     super::logging::init(&loaded.config.log);
     for warning in &loaded.warnings {
         tracing::warn!("config: {warning}");

@@ -20,7 +20,7 @@ use url::Url;
 
 use super::dur::human;
 use super::env::METADATA_NAME;
-use super::key::{KeyPath, Seg};
+use super::key::{KeyPath, Seg, is_secret_leaf};
 use super::raw::RawDuration;
 use crate::secret::Secret;
 
@@ -123,6 +123,15 @@ pub fn figment_error(f: &Figment, error: figment::Error) -> ConfigError {
                         path.push(field.to_string());
                     }
                     "missing".to_owned()
+                }
+                // figment's words echo the value: not for a secret.
+                figment::error::Kind::InvalidType(_, expected)
+                    if path.last().is_some_and(|leaf| is_secret_leaf(leaf)) =>
+                {
+                    format!("expected {expected}; the value is not shown (a secret; quote it)")
+                }
+                _ if path.last().is_some_and(|leaf| is_secret_leaf(leaf)) => {
+                    "invalid; the value is not shown (a secret)".to_owned()
                 }
                 kind => kind.to_string(),
             };

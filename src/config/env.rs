@@ -82,7 +82,15 @@ impl EnvVars {
 /// a list), except that scalars stay strings: lossy extraction turns
 /// `"100"` or `"true"` into a number or bool where one is wanted, and an
 /// access key that happens to be all digits stays a string.
-fn parse_value(raw: &str) -> Value {
+fn parse_value(key: &str, raw: &str) -> Value {
+    // A secret is a string whatever it looks like: a token may begin `[`.
+    if key
+        .rsplit('.')
+        .next()
+        .is_some_and(super::key::is_secret_leaf)
+    {
+        return Value::from(raw.to_owned());
+    }
     // figment's parser is infallible; the Err arm only satisfies the type.
     match raw.parse::<Value>() {
         Ok(v @ (Value::Array(..) | Value::Dict(..))) => v,
@@ -120,7 +128,7 @@ impl Provider for EnvVars {
             if SDK_VARS.contains(&name.as_str()) {
                 sdk.insert(name.to_ascii_lowercase(), Value::from(value.clone()));
             } else if let Some(key) = EnvVars::key_of(name) {
-                let nested = figment::util::nest(&key, parse_value(value));
+                let nested = figment::util::nest(&key, parse_value(&key, value));
                 // `nest` of a non-empty key always yields a dict.
                 if let Some(dict) = nested.into_dict() {
                     merge_into(&mut own, dict);
@@ -155,7 +163,19 @@ mod tests {
 
     #[test]
     fn scalars_stay_strings_lists_parse() {
-        assert_eq!(parse_value("0123"), Value::from("0123".to_owned()));
-        assert!(matches!(parse_value("[a, b]"), Value::Array(..)));
+        assert_eq!(
+            parse_value("auth.ak", "0123"),
+            Value::from("0123".to_owned())
+        );
+        assert!(matches!(parse_value("targets", "[a, b]"), Value::Array(..)));
+        assert_eq!(
+            parse_value("auth.token", "[abc"),
+            Value::from("[abc".to_owned()),
+            "a secret is a string whatever it looks like"
+        );
+        assert_eq!(
+            parse_value("notifiers.hook.secret", "[a, b]"),
+            Value::from("[a, b]".to_owned())
+        );
     }
 }

@@ -3,6 +3,23 @@
 
 use std::fmt;
 
+/// The keys whose values are secrets wherever they appear (a webhook URL
+/// holds its token): never echoed in an error, always strings.
+pub const SECRET_LEAVES: [&str; 7] = [
+    "ak",
+    "sk",
+    "security_token",
+    "token",
+    "password",
+    "secret",
+    "url",
+];
+
+/// Whether a key named `leaf` holds a secret ([`SECRET_LEAVES`]).
+pub fn is_secret_leaf(leaf: &str) -> bool {
+    SECRET_LEAVES.contains(&leaf)
+}
+
 /// A key path, e.g. `notifiers.chat.url` or `routes[2].to[0]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KeyPath(Vec<Seg>);

@@ -63,6 +63,21 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
+impl Loaded {
+    /// For what watches (`run`, `once`, `check`): a config without
+    /// `[[targets]]` is an error there, not the warning other commands
+    /// (`notify-test`, `state`) give.
+    pub fn require_targets(self) -> Result<Loaded, ConfigError> {
+        if self.config.targets.is_empty() {
+            return Err(ConfigError::new(
+                "targets",
+                "none: add a [[targets]] table (project_id, job_types); without one nothing is watched",
+            ));
+        }
+        Ok(self)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ApiConfig {
     pub region: String,

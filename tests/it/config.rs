@@ -983,3 +983,37 @@ fn check_passes_on_the_example_with_env_credentials() {
         .assert()
         .success();
 }
+
+#[test]
+fn an_empty_state_path_is_an_error_naming_the_key() {
+    check_bad("[state]\npath = \"\"\n", "state.path: empty");
+}
+
+#[test]
+fn a_secret_of_the_wrong_type_is_not_echoed() {
+    let e = load_with(
+        "[auth]\nmethod = \"aksk\"\nak = \"AKX\"\nsk = 987654321\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("auth.sk"), "{e}");
+    assert!(!e.contains("987654321"), "the value is echoed:\n{e}");
+    assert!(e.contains("not shown"), "{e}");
+}
+
+#[test]
+fn a_secret_from_the_environment_is_a_string_whatever_it_looks_like() {
+    let env = [
+        ("JOBWATCH_AUTH__METHOD", "token"),
+        ("JOBWATCH_AUTH__TOKEN", "[abc]"),
+    ];
+    let c = load_with("", &env).unwrap().config;
+    let AuthConfig::Token(t) = &c.auth else {
+        panic!("expected token auth, got {:?}", c.auth)
+    };
+    let jobwatch::cloud::auth::TokenSource::Inline(token) = &t.source else {
+        panic!("expected an inline token")
+    };
+    assert_eq!(token.expose(), "[abc]");
+}

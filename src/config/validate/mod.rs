@@ -86,6 +86,12 @@ fn run(mut ck: Checker<'_>, raw: RawConfig, sdk: SdkEnv) -> Result<Loaded, Confi
             .map(|p| p.relative())
             .unwrap_or_else(|| PathBuf::from("/var/lib/jobwatch/state.db")),
     };
+    if state.path.as_os_str().is_empty() {
+        ck.err(
+            &root.f("state").f("path"),
+            "empty; give the state file's path (default /var/lib/jobwatch/state.db)",
+        );
+    }
     let poll = sections::poll(&mut ck, &root.f("poll"), raw.poll);
     let delivery = sections::delivery(&mut ck, &root.f("delivery"), raw.delivery);
     let log = sections::log(&mut ck, &root.f("log"), raw.log);

@@ -32,7 +32,7 @@ pub struct OnceArgs {
 }
 
 pub async fn run(cli: &Cli, args: &OnceArgs) -> anyhow::Result<()> {
-    let loaded = super::load_config(cli, true)?;
+    let loaded = super::load_config(cli, true)?.require_targets()?;
     let config = loaded.config;
     super::logging::init(&config.log);
     for warning in &loaded.warnings {
@@ -43,7 +43,7 @@ pub async fn run(cli: &Cli, args: &OnceArgs) -> anyhow::Result<()> {
     let mode = if dry_run {
         OpenMode::DryRun
     } else {
-        OpenMode::ReadWrite
+        OpenMode::Exclusive
     };
     let store = Storage::open(&config.state, mode).await?;
     let metrics = Arc::new(Metrics::new());

@@ -42,7 +42,12 @@ pub async fn run(cli: &Cli, args: &StateArgs) -> anyhow::Result<()> {
         );
     }
     let command = args.command.as_ref().unwrap_or(&StateCommand::Show);
-    let store = Storage::open(&loaded.config.state, OpenMode::ReadWrite)
+    // Looking needs no write access: it works on a read-only file.
+    let mode = match command {
+        StateCommand::Show | StateCommand::Dead => OpenMode::ReadOnly,
+        StateCommand::Retry { .. } | StateCommand::ForgetTarget { .. } => OpenMode::ReadWrite,
+    };
+    let store = Storage::open(&loaded.config.state, mode)
         .await
         .with_context(|| format!("opening {}", path.display()))?;
     let mut out = std::io::stdout().lock();

@@ -12,7 +12,7 @@ use url::Url;
 use super::auth::{
     Credentials, IamToken, TokenCache, TokenSource, password_token_request, read_token_file,
 };
-use super::error::{ApiError, ClientError};
+use super::error::{ApiError, ClientError, MAX_ANSWER_BYTES};
 use super::model::{JobType, Page, Status, json_kind};
 use super::signer;
 use crate::metrics::{ApiLabels, Metrics};
@@ -106,6 +106,8 @@ impl Client {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.timeout)
             .user_agent(USER_AGENT)
+            // A redirect would carry our signature or token elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::Invalid(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client {
@@ -279,13 +281,36 @@ impl Client {
                 .get_or_create(&ApiLabels { status })
                 .inc();
         }
-        let response = response?;
+        let mut response = response?;
         let status = response.status().as_u16();
+        if response.status().is_redirection() {
+            return Err(ClientError::Redirect {
+                url: url.to_owned(),
+                status,
+                location: header(response.headers(), "location"),
+            });
+        }
+        let too_large = || ClientError::TooLarge {
+            url: url.to_owned(),
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+        {
+            return Err(too_large());
+        }
         let request_id = header(response.headers(), "x-request-id");
         let retry_after = header(response.headers(), "retry-after")
             .and_then(|v| parse_retry_after(&v, SystemTime::now()));
         let subject_token = header(response.headers(), "x-subject-token").map(Secret::new);
-        let body = response.bytes().await.map_err(transport)?.to_vec();
+        // Read in chunks, so a body without a length is bounded too.
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
         Ok(Reply {
             status,
             request_id,

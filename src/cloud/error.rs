@@ -47,6 +47,11 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// The largest answer read from the API. A page of 100 sub-jobs is some
+/// 50 KB; this leaves room for long messages and is still far from what
+/// would hurt the daemon's memory.
+pub const MAX_ANSWER_BYTES: usize = 8 << 20;
+
 /// Everything a cloud call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -65,6 +70,17 @@ pub enum ClientError {
         reason: String,
         snippet: String,
     },
+    /// A 3xx: the client follows no redirect, so the credentials it signs
+    /// or sends never reach another origin.
+    #[error("{url} answered HTTP {status}, a redirect to {}; jobwatch follows no redirects from the API (credentials go to the configured endpoint only)", location.as_deref().unwrap_or("nowhere (no Location header)"))]
+    Redirect {
+        url: String,
+        status: u16,
+        location: Option<String>,
+    },
+    /// An answer beyond [`MAX_ANSWER_BYTES`]: no API page is that large.
+    #[error("the answer from {url} is larger than {} MiB; nothing of it was used", MAX_ANSWER_BYTES >> 20)]
+    TooLarge { url: String },
     #[error("authentication failed: {0}")]
     Auth(String),
     #[error("invalid request: {0}")]
@@ -89,7 +105,10 @@ impl ClientError {
             ClientError::Transport { .. }
             | ClientError::Timeout { .. }
             | ClientError::Decode { .. } => Verdict::Retry(Retryable::new(self.to_string())),
-            ClientError::Auth(_) | ClientError::Invalid(_) => Verdict::DontRetry(self.to_string()),
+            ClientError::Auth(_)
+            | ClientError::Invalid(_)
+            | ClientError::Redirect { .. }
+            | ClientError::TooLarge { .. } => Verdict::DontRetry(self.to_string()),
         }
     }
 

@@ -291,7 +291,80 @@ pub struct SubJob {
     pub extra: Map<String, Value>,
 }
 
+/// The largest `count` believed: a scan reads `count / limit` pages, so a
+/// lying count would otherwise be an endless scan. A million sub-jobs is
+/// far beyond what a project keeps.
+pub const MAX_COUNT: u64 = 1_000_000;
+
+/// The longest value kept of a sub-job's short fields (status, job type,
+/// error code, parent job): no documented one comes near it.
+pub const MAX_SHORT_FIELD: usize = 128;
+/// The longest value kept of its text fields (names, messages, times).
+pub const MAX_TEXT_FIELD: usize = 2048;
+
 impl SubJob {
+    /// Bounds what the API can make us store and send. An over-long status
+    /// or job type is no usable value (the sub-job keeps its last known
+    /// status); other fields are cut. Returns the names of the fields it
+    /// touched, for a log line; an over-long id is the caller's to reject.
+    pub fn bound(&mut self) -> Vec<&'static str> {
+        let mut touched = Vec::new();
+        if self
+            .status
+            .as_ref()
+            .is_some_and(|s| s.as_str().len() > MAX_SHORT_FIELD)
+        {
+            self.status = None;
+            touched.push("status");
+        }
+        if self
+            .job_type
+            .as_ref()
+            .is_some_and(|t| t.as_str().len() > MAX_SHORT_FIELD)
+        {
+            self.job_type = None;
+            touched.push("job_type");
+        }
+        let mut cut = |field: &mut Option<String>, max: usize, name: &'static str| {
+            if let Some(value) = field
+                && value.len() > max
+            {
+                let mut at = max;
+                while !value.is_char_boundary(at) {
+                    at -= 1;
+                }
+                value.truncate(at);
+                value.push('…');
+                touched.push(name);
+            }
+        };
+        cut(&mut self.error_code, MAX_SHORT_FIELD, "error_code");
+        cut(&mut self.job_id, MAX_SHORT_FIELD, "job_id");
+        cut(&mut self.project_id, MAX_SHORT_FIELD, "project_id");
+        cut(&mut self.error_message, MAX_TEXT_FIELD, "error_message");
+        if let Some(info) = &mut self.job_resource_info {
+            cut(&mut info.resource_id, MAX_TEXT_FIELD, "resource_id");
+            cut(&mut info.resource_name, MAX_TEXT_FIELD, "resource_name");
+        }
+        for (time, name) in [
+            (&mut self.begin_time, "begin_time"),
+            (&mut self.end_time, "end_time"),
+        ] {
+            if time.as_ref().is_some_and(|t| t.raw.len() > MAX_SHORT_FIELD) {
+                *time = None;
+                touched.push(name);
+            }
+        }
+        // Fields this version does not know are kept for a round trip,
+        // but not a huge one.
+        let extra = serde_json::to_string(&self.extra).map_or(0, |t| t.len());
+        if extra > MAX_TEXT_FIELD {
+            self.extra.clear();
+            touched.push("(unknown fields)");
+        }
+        touched
+    }
+
     pub fn resource_id(&self) -> Option<&str> {
         self.job_resource_info.as_ref()?.resource_id.as_deref()
     }
@@ -328,30 +401,49 @@ struct Envelope<'a> {
     count: Option<&'a RawValue>,
     #[serde(default, borrow)]
     items: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    error_code: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    error_msg: Option<&'a RawValue>,
 }
 
 impl Page {
-    /// Reads a page body straight into the model. The envelope (`count`,
-    /// `items`) must be right; a bad item is kept in `rejected` so the rest
-    /// of the page still counts.
+    /// Reads a page body straight into the model. The envelope must be
+    /// right: an integer `count` and an `items` array, no error body; a bad
+    /// item is kept in `rejected` so the rest of the page still counts.
     pub fn from_slice(body: &[u8]) -> Result<Page, String> {
         let start = body.trim_ascii_start();
         if !start.starts_with(b"{") {
             return Err(format!("expected a JSON object, got {}", kind_of(start)));
         }
         let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        // An error body under HTTP 200 is an error, not an empty page.
+        if let Some(code) = envelope.error_code.or(envelope.error_msg) {
+            let msg = envelope.error_msg.map_or("none", RawValue::get);
+            return Err(format!(
+                "an error answer under HTTP 200: error_code {}, error_msg {msg}",
+                code.get()
+            ));
+        }
+        // Without both a page says nothing: taking it as empty would make
+        // the whole history vanish.
         let count = match envelope.count.map(RawValue::get) {
-            None | Some("null") => None,
-            Some(raw) => Some(
-                raw.parse::<u64>()
-                    .map_err(|_| match kind_of(raw.as_bytes()) {
-                        "a number" => format!("\"count\" is not a non-negative integer: {raw}"),
-                        kind => format!("\"count\" is {kind}, not a number"),
-                    })?,
-            ),
+            // serde reads a `null` as absent.
+            None => return Err("\"count\" is missing or null".to_owned()),
+            Some(raw) => raw
+                .parse::<u64>()
+                .map_err(|_| match kind_of(raw.as_bytes()) {
+                    "a number" => format!("\"count\" is not a non-negative integer: {raw}"),
+                    kind => format!("\"count\" is {kind}, not a number"),
+                })?,
         };
+        if count > MAX_COUNT {
+            return Err(format!(
+                "\"count\" is {count}, beyond any target's history (at most {MAX_COUNT} sub-jobs); the answer is not believed"
+            ));
+        }
         let raw_items: Vec<&RawValue> = match envelope.items.map(RawValue::get) {
-            None | Some("null") => Vec::new(),
+            None => return Err("\"items\" is missing or null".to_owned()),
             Some(raw) if raw.starts_with('[') => {
                 serde_json::from_str(raw).map_err(|e| format!("\"items\": {e}"))?
             }
@@ -362,9 +454,23 @@ impl Page {
         };
         let mut items = Vec::with_capacity(raw_items.len());
         let mut rejected = Vec::new();
+        let mut bounded = 0;
+        let mut fields: Vec<&'static str> = Vec::new();
         for (index, raw) in raw_items.into_iter().enumerate() {
             match serde_json::from_str::<SubJob>(raw.get()) {
-                Ok(job) => items.push(job),
+                Ok(job) if job.id.len() > MAX_SHORT_FIELD => rejected.push(RejectedItem {
+                    index,
+                    reason: format!("\"id\" is {} bytes long, beyond any real id", job.id.len()),
+                    raw: Value::Null,
+                }),
+                Ok(mut job) => {
+                    let touched = job.bound();
+                    if !touched.is_empty() {
+                        bounded += 1;
+                        fields.extend(touched);
+                    }
+                    items.push(job);
+                }
                 Err(e) => rejected.push(RejectedItem {
                     index,
                     reason: e.to_string(),
@@ -372,8 +478,15 @@ impl Page {
                 }),
             }
         }
-        // A page without `count` still tells how many it holds.
-        let count = count.unwrap_or((items.len() + rejected.len()) as u64);
+        if bounded > 0 {
+            fields.sort_unstable();
+            fields.dedup();
+            tracing::warn!(
+                sub_jobs = bounded,
+                fields = %fields.join(", "),
+                "the API sent over-long values; they were cut (an over-long status counts as none)"
+            );
+        }
         Ok(Page {
             count,
             items,
@@ -509,10 +622,24 @@ mod tests {
             r#""count" is not a non-negative integer: -1"#
         );
         assert_eq!(
-            error(r#"{"items":{}}"#),
+            error(r#"{"count":1,"items":{}}"#),
             r#""items" is an object, not an array"#
         );
         assert_eq!(error("[]"), "expected a JSON object, got an array");
+        assert_eq!(error("{}"), r#""count" is missing or null"#);
+        assert_eq!(
+            error(r#"{"count":null,"items":null}"#),
+            r#""count" is missing or null"#
+        );
+        assert_eq!(error(r#"{"count":3}"#), r#""items" is missing or null"#);
+        assert_eq!(
+            error(r#"{"count":3,"items":null}"#),
+            r#""items" is missing or null"#
+        );
+        assert_eq!(
+            error(r#"{"error_code":"WKS.0001","error_msg":"internal error"}"#),
+            r#"an error answer under HTTP 200: error_code "WKS.0001", error_msg "internal error""#
+        );
         assert_eq!(error("  "), "expected a JSON object, got nothing");
     }
 }

@@ -53,7 +53,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    let store = Storage::open(&config.state, OpenMode::ReadWrite).await?;
+    let store = Storage::open(&config.state, OpenMode::Exclusive).await?;
 
     let stop_all = CancellationToken::new();
     // The probe server outlives the drain: while deliveries finish,
@@ -184,7 +184,7 @@ pub async fn run(
 }
 
 fn reload_config(source: &ReloadSource) -> anyhow::Result<Config> {
-    let loaded = Config::load_optional(&source.path, source.must_exist)?;
+    let loaded = Config::load_optional(&source.path, source.must_exist)?.require_targets()?;
     for warning in &loaded.warnings {
         tracing::warn!("config: {warning}");
     }

@@ -18,6 +18,9 @@ pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .user_agent(concat!("jobwatch/", env!("CARGO_PKG_VERSION")))
+        // A redirect would re-send the message, signed, wherever a 3xx
+        // points; it is a failure naming where (see `HttpAnswer::describe`).
+        .redirect(reqwest::redirect::Policy::none())
         .build()
 }
 
@@ -26,6 +29,8 @@ pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
 pub struct HttpAnswer {
     pub status: u16,
     pub retry_after: Option<Duration>,
+    /// Where a 3xx points: its origin (see `redirect_target`).
+    pub redirected_to: Option<String>,
     pub body: String,
 }
 
@@ -36,6 +41,10 @@ impl HttpAnswer {
     pub async fn read(response: reqwest::Response) -> HttpAnswer {
         let status = response.status().as_u16();
         let retry_after = retry_after(response.headers());
+        let redirected_to = response
+            .status()
+            .is_redirection()
+            .then(|| redirect_target(response.url(), response.headers()));
         let mut body = response
             .text()
             .await
@@ -50,12 +59,19 @@ impl HttpAnswer {
         HttpAnswer {
             status,
             retry_after,
+            redirected_to,
             body,
         }
     }
 
     /// `HTTP 400: {"error":"…"}`, shortened for logs and dead letters.
     pub fn describe(&self) -> String {
+        if let Some(to) = &self.redirected_to {
+            return format!(
+                "HTTP {}: redirected to {to}; jobwatch follows no redirects (set the notifier's URL to where it points)",
+                self.status
+            );
+        }
         let body = self.body.trim();
         if body.is_empty() {
             format!("HTTP {}", self.status)
@@ -63,6 +79,22 @@ impl HttpAnswer {
             let short: String = body.chars().take(500).collect();
             format!("HTTP {}: {short}", self.status)
         }
+    }
+}
+
+/// A redirect's target as it may be shown: its origin only. The path can
+/// be a credential (a redirect from http to https keeps Slack's token in
+/// it), and the query too.
+fn redirect_target(from: &Url, headers: &HeaderMap) -> String {
+    let Some(location) = headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return "nowhere (no Location header)".to_owned();
+    };
+    match from.join(location) {
+        Ok(to) => format!("{}/…", to.origin().ascii_serialization()),
+        Err(_) => "a Location that is not a URL".to_owned(),
     }
 }
 
@@ -121,8 +153,13 @@ pub async fn send(
             let mut answer = HttpAnswer::read(response).await;
             // An unreadable body's error text names the URL.
             answer.body = scrub(&answer.body, url);
+            // A redirect is no kind's to read as success or a retry.
+            let verdict = match &answer.redirected_to {
+                Some(_) => Verdict::DontRetry(answer.describe()),
+                None => classify(&answer),
+            };
             Attempt {
-                verdict: classify(&answer),
+                verdict,
                 answer: answer.describe(),
             }
         }
@@ -172,6 +209,7 @@ mod tests {
         HttpAnswer {
             status,
             retry_after: None,
+            redirected_to: None,
             body: "nope".into(),
         }
     }

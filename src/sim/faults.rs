@@ -46,6 +46,18 @@ pub enum FaultKind {
     /// Answer a list request normally, then add a new sub-job to its
     /// project and job type, so the next page read is shifted by one.
     Shift,
+    /// 200 with exactly this body, e.g. `{}` or `{"count":0,"items":[]}`:
+    /// an answer that only looks like a page.
+    Body { body: String },
+    /// Answer normally, then set these fields on the page (`page`, e.g. a
+    /// lying `count`) and on each of its items (`items`, e.g. a `null`
+    /// status).
+    Patch {
+        #[serde(default)]
+        page: serde_json::Map<String, serde_json::Value>,
+        #[serde(default)]
+        items: serde_json::Map<String, serde_json::Value>,
+    },
     /// Answer a list request normally, then delete the newest sub-job of
     /// its project and job type, so the next page read is shifted back by
     /// one.

@@ -98,6 +98,17 @@ async fn cloud_gate(sim: &Arc<Shared>, request: Request, next: Next) -> Response
             );
             response
         }
+        Some(FaultKind::Body { body }) => {
+            let mut response = (StatusCode::OK, body).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json;charset=UTF-8"),
+            );
+            response
+        }
+        Some(FaultKind::Patch { page, items }) => {
+            patch(next.run(request).await, &page, &items).await
+        }
         Some(FaultKind::Truncated) => truncate(next.run(request).await).await,
         Some(FaultKind::Reset) => {
             sim.store().stats.record(&template, "reset");
@@ -140,6 +151,30 @@ async fn cloud_gate(sim: &Arc<Shared>, request: Request, next: Next) -> Response
         .stats
         .record(&template, response.status().as_str());
     response
+}
+
+/// Sets `page`'s fields on a JSON answer and `items`' on each of its items.
+async fn patch(
+    response: Response,
+    page: &serde_json::Map<String, serde_json::Value>,
+    items: &serde_json::Map<String, serde_json::Value>,
+) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_BODY * 16)
+        .await
+        .unwrap_or_default();
+    let Ok(serde_json::Value::Object(mut answer)) = serde_json::from_slice(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    if let Some(serde_json::Value::Array(list)) = answer.get_mut("items") {
+        for item in list.iter_mut().filter_map(serde_json::Value::as_object_mut) {
+            item.extend(items.clone());
+        }
+    }
+    answer.extend(page.clone());
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = serde_json::to_vec(&answer).unwrap_or_default();
+    Response::from_parts(parts, Body::from(body))
 }
 
 /// Cuts a body in half and frames what is left correctly, so the client

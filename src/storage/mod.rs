@@ -35,10 +35,14 @@ pub use records::{
 /// How to open the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
-    /// Create it if needed and bring its schema up to date.
+    /// `run` and `once`: [`OpenMode::ReadWrite`], as the one process that
+    /// polls and delivers with this state; a second is refused.
+    Exclusive,
+    /// Create it if needed and bring its schema up to date (`state retry`,
+    /// `state forget-target`: they may run beside a daemon).
     ReadWrite,
-    /// `once --dry-run`: read what exists, create nothing (a missing state
-    /// file is an empty store in memory).
+    /// `once --dry-run`: read what exists, create and write nothing (a
+    /// missing state file is an empty store in memory).
     DryRun,
     /// `check`: read an existing file as it is; write nothing, ever.
     ReadOnly,
@@ -69,8 +73,9 @@ impl Storage {
         let path = state.path.clone();
         let store = tokio::task::spawn_blocking(move || match mode {
             OpenMode::DryRun if !path.exists() => Store::open_in_memory(),
-            OpenMode::DryRun | OpenMode::ReadWrite => Store::open(&path),
-            OpenMode::ReadOnly => Store::open_read_only(&path),
+            OpenMode::Exclusive => Store::open_exclusive(&path),
+            OpenMode::ReadWrite => Store::open(&path),
+            OpenMode::DryRun | OpenMode::ReadOnly => Store::open_read_only(&path),
         })
         .await;
         match store {

@@ -71,17 +71,40 @@ pub enum StoreError {
         found: u32,
         supported: u32,
     },
-    #[error("state store: {context}")]
+    #[error(
+        "state file {path} is in use by another jobwatch{}; one daemon (or `once`) per state \
+         file: stop it, or point state.path at another file",
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    Locked { path: PathBuf, holder: Option<u32> },
+    /// SQLite's own words are part of the message (not only its source):
+    /// a log line must say "database or disk is full", not just what we
+    /// were doing.
+    #[error("state store: {context}: {error}")]
     Sql {
         context: &'static str,
-        #[source]
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
+}
+
+/// Creates the directory of a state file, private to the user (0700).
+fn make_parent(path: &Path) -> Result<(), StoreError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let mut dir = DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+        dir.create(parent).map_err(|source| StoreError::Create {
+            path: parent.to_owned(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Wraps a rusqlite error with what we were doing.
 fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Sql { context, source }
+    move |error| StoreError::Sql { context, error }
 }
 
 /// One outbox row to write: an event routed to a notifier.
@@ -105,6 +128,52 @@ pub struct Store {
     /// state file belongs to one daemon, and a claim must not outlive its
     /// process (after a crash its rows are owed at once, not after a lease).
     claims: HashMap<i64, Claim>,
+    /// Held by the one process that polls and delivers with this file.
+    _lock: Option<StateLock>,
+}
+
+/// The lock of the one writer of a state file: `PATH.lock`, locked with
+/// `flock` for the life of the process (the kernel drops it when the
+/// process dies, however it dies), our pid written in it for the next one
+/// to name.
+#[derive(Debug)]
+struct StateLock {
+    _file: std::fs::File,
+}
+
+impl StateLock {
+    fn take(path: &Path) -> Result<StateLock, StoreError> {
+        use std::io::{Read, Seek, Write};
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock_path = PathBuf::from(lock_path);
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let create = |source| StoreError::Create {
+            path: lock_path.clone(),
+            source,
+        };
+        let mut file = options.open(&lock_path).map_err(create)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(StoreError::Locked {
+                    path: path.to_owned(),
+                    holder: text.trim().parse().ok(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(create(e)),
+        }
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(create)?;
+        Ok(StateLock { _file: file })
+    }
 }
 
 #[derive(Debug)]
@@ -122,16 +191,7 @@ impl Store {
     /// user (0600, 0700); a file of a newer schema is refused.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref();
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            let mut dir = DirBuilder::new();
-            dir.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
-            dir.create(parent).map_err(|source| StoreError::Create {
-                path: parent.to_owned(),
-                source,
-            })?;
-        }
+        make_parent(path)?;
         // Create the file ourselves so it is never, even briefly, readable
         // by others; SQLite gives its -wal and -shm files the same mode. An
         // existing file keeps the mode its owner chose.
@@ -149,6 +209,19 @@ impl Store {
             source,
         })?;
         Store::setup(conn, path.to_owned())
+    }
+
+    /// [`Store::open`] for the one process that polls and delivers with
+    /// this file (`run`, `once`): a second one, while this one lives, is
+    /// refused with [`StoreError::Locked`] naming the holder's pid.
+    pub fn open_exclusive(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let path = path.as_ref();
+        // Before anything is read or migrated.
+        make_parent(path)?;
+        let lock = StateLock::take(path)?;
+        let mut store = Store::open(path)?;
+        store._lock = Some(lock);
+        Ok(store)
     }
 
     /// Opens an existing state file only to read it: nothing is created,
@@ -186,6 +259,7 @@ impl Store {
             conn,
             path,
             claims: HashMap::new(),
+            _lock: None,
         })
     }
 
@@ -221,6 +295,7 @@ impl Store {
             conn,
             path,
             claims: HashMap::new(),
+            _lock: None,
         })
     }
 

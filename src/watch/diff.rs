@@ -11,7 +11,8 @@
 //!   sub-job as missing: `vanished` after two consecutive complete
 //!   scans without it. An incomplete scan still updates what it saw.
 //! - A status or error-code difference is `changed`; unknown statuses are
-//!   ordinary values.
+//!   ordinary values. An item without a usable status (missing, `null`,
+//!   not a string, over-long) keeps the status last seen: no event.
 //! - `stuck` once per status: an active sub-job whose status was first
 //!   observed at least `stuck_after` ago.
 //!
@@ -367,6 +368,18 @@ pub fn diff(
             continue;
         };
 
+        // No usable status (missing, null, not a string, over-long) says
+        // nothing about the sub-job: it keeps the one last seen.
+        let kept;
+        let job = if job.status.is_none() && old.status.is_some() {
+            kept = SubJob {
+                status: old.status.clone(),
+                ..job.clone()
+            };
+            &kept
+        } else {
+            job
+        };
         let status_changed = old.status() != job.status.as_ref();
         let code_changed = old.error_code() != job.error_code.as_deref();
         let mut new = Row {

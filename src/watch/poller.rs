@@ -398,6 +398,8 @@ fn problem_key(error: &CycleError) -> String {
             ClientError::Decode { .. } => "decode".into(),
             ClientError::Auth(_) => "auth".into(),
             ClientError::Invalid(_) => "invalid".into(),
+            ClientError::Redirect { .. } => "redirect".into(),
+            ClientError::TooLarge { .. } => "too large".into(),
         },
         CycleError::Store { .. } => "store".into(),
     }

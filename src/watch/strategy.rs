@@ -17,7 +17,7 @@
 //! descending). It checks that on every page it reads; a list that breaks
 //! it switches the target to full scans for good, with one log line.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -28,7 +28,7 @@ use super::Target;
 use super::diff::{Scan, TargetSnapshot, Tracked};
 use crate::cloud::client::MAX_LIMIT;
 use crate::cloud::model::{Status, SubJob};
-use crate::cloud::scan::{OrderCheck, ScanFailed, Unique};
+use crate::cloud::scan::{FullScan, OrderCheck, ScanFailed, Unique};
 use crate::cloud::{Client, ClientError, Filter};
 use crate::ratelimit::{Lane, ScanKind};
 
@@ -230,18 +230,66 @@ impl ScanPlan {
             kind,
             pages(self.last_count.unwrap_or(snapshot.jobs.len() as u64)),
         );
-        let full = lane
-            .run(client.scan(
-                &target.project_id,
-                &target.job_type,
-                &Filter::default(),
-                |p| lane.set_pages_left(pages(p.total.saturating_sub(p.fetched))),
-            ))
-            .await
-            .map_err(|f| ReadFailed {
-                requests: f.requests + requests_before,
-                ..ReadFailed::from(f)
-            })?;
+        let all = Filter::default();
+        let scan = || {
+            lane.run(
+                client.scan(&target.project_id, &target.job_type, &all, |p| {
+                    lane.set_pages_left(pages(p.total.saturating_sub(p.fetched)))
+                }),
+            )
+        };
+        let mut full = scan().await.map_err(|f| ReadFailed {
+            requests: f.requests + requests_before,
+            ..ReadFailed::from(f)
+        })?;
+        let missing = |full: &FullScan| missing_from(snapshot, full);
+        if snapshot.baselined && full.complete && is_mass_disappearance(snapshot, missing(&full)) {
+            let tracked = snapshot.jobs.len();
+            tracing::warn!(
+                %target,
+                missing = missing(&full),
+                tracked,
+                count = full.count,
+                "a complete scan would take away more than half of the tracked sub-jobs; confirming with the count endpoint and a second scan"
+            );
+            let count = lane
+                .run(client.count(&target.project_id, &target.job_type, &all))
+                .await;
+            let second = scan().await;
+            let requests =
+                full.requests + 1 + second.as_ref().map_or_else(|f| f.requests, |s| s.requests);
+            match (count, second) {
+                (Ok(count), Ok(second))
+                    if second.complete
+                        && count == second.count
+                        && is_mass_disappearance(snapshot, missing(&second)) =>
+                {
+                    tracing::warn!(%target, count, "confirmed: the sub-jobs are gone from the API");
+                    full = second;
+                    full.requests = requests;
+                }
+                (count, second) => {
+                    let reason = format!(
+                        "a complete scan would take away {} of {tracked} tracked sub-jobs, and the count endpoint ({}) and a second scan ({}) did not confirm it; nothing is inferred from what it did not list",
+                        missing(&full),
+                        count.map_or_else(|e| format!("failed: {e}"), |c| format!("count {c}")),
+                        match &second {
+                            Ok(s) => format!("count {}, {} listed", s.count, s.items.len()),
+                            Err(e) => format!("failed: {e}"),
+                        },
+                    );
+                    tracing::warn!(%target, %reason, "not confirmed; no sub-job counts as missing");
+                    if let Ok(second) = second
+                        && second.items.len() > full.items.len()
+                    {
+                        full = second;
+                    }
+                    full.complete = false;
+                    full.requests = requests;
+                    full.incomplete_reason = Some(reason);
+                }
+            }
+        }
         self.last_count = Some(full.count);
         let jitter = rand::rng().random_range(0.9..1.1);
         self.next_full = Some(Timestamp::now() + span(self.full_scan_every.mul_f64(jitter)));
@@ -277,6 +325,25 @@ impl ScanPlan {
             incomplete_reason: full.incomplete_reason,
         })
     }
+}
+
+/// Tracked sub-jobs a full scan did not list.
+fn missing_from(snapshot: &TargetSnapshot, full: &FullScan) -> usize {
+    let listed: HashSet<&str> = full.items.iter().map(|j| j.id.as_str()).collect();
+    snapshot
+        .jobs
+        .keys()
+        .filter(|id| !listed.contains(id.as_str()))
+        .count()
+}
+
+/// A complete scan that would take away more than half of the tracked
+/// sub-jobs (two at least) is suspect: an answer that only looks empty (a
+/// gateway's `{"count":0,"items":[]}` for a few seconds) must not become
+/// a storm of `vanished`. It is confirmed before any sub-job counts as
+/// missing (see [`ScanPlan::read`]).
+pub fn is_mass_disappearance(snapshot: &TargetSnapshot, missing: usize) -> bool {
+    missing >= 2 && missing * 2 > snapshot.jobs.len()
 }
 
 fn span(d: Duration) -> SignedDuration {

@@ -494,3 +494,63 @@ async fn password_auth_fetches_caches_and_refreshes_once_on_401() {
         "the password leaked: {err}"
     );
 }
+
+#[tokio::test]
+async fn a_redirect_is_an_error_naming_where_and_no_credential_follows_it() {
+    let elsewhere = crate::support::Recorder::start().await;
+    let target = format!(
+        "{}/v1/demo/app-server-sub-jobs?job_type=CREATE_SERVER",
+        elsewhere.url
+    );
+    for credentials in [
+        aksk("AKREDIRECT", "SKREDIRECT"),
+        Credentials::AkSk {
+            ak: "AKREDIRECT".into(),
+            sk: Secret::new("SKREDIRECT"),
+            security_token: Some(Secret::new("STREDIRECT")),
+        },
+        Credentials::Token(TokenSource::Inline(Secret::new("TOKREDIRECT"))),
+    ] {
+        let gateway = crate::support::Receiver::start(vec![(
+            307,
+            vec![("location", target.clone())],
+            String::new(),
+        )])
+        .await;
+        let client = client_for(&gateway.url, credentials, Duration::from_secs(10));
+        let err = client
+            .list_page("demo", &CS, &Filter::default(), 0, 100)
+            .await
+            .expect_err("a redirect is no page");
+        assert!(
+            matches!(err, ClientError::Redirect { status: 307, .. }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(&target) && text.contains("follows no redirects"),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        elsewhere.received().len(),
+        0,
+        "nothing reached the other origin"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_beyond_the_cap_is_refused_unread() {
+    let big = format!(
+        r#"{{"count":1,"items":[{{"id":"a","status":"SUCCESS","error_message":"{}"}}]}}"#,
+        "x".repeat(jobwatch::cloud::error::MAX_ANSWER_BYTES)
+    );
+    let api = crate::support::Receiver::start(vec![(200, vec![], big)]).await;
+    let client = client_for(&api.url, Credentials::None, Duration::from_secs(10));
+    let err = client
+        .list_page("demo", &CS, &Filter::default(), 0, 100)
+        .await
+        .expect_err("too large");
+    assert!(matches!(err, ClientError::TooLarge { .. }), "{err:?}");
+    assert!(err.to_string().contains("larger than 8 MiB"), "{err}");
+}

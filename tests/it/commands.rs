@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use crate::support::{Daemon, Receiver, Sim, eventually, jobwatch};
+use crate::support::{
+    Daemon, Receiver, Sim, eventually, jobwatch, jobwatch_as_reader, make_read_only,
+};
 use jobwatch::sim::SimOptions;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -54,6 +56,38 @@ url = "{}/in"
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let out = jobwatch(&config, &["notify-test", "nope"]).await;
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn a_receiver_that_redirects_gets_nothing_sent_on_and_the_failure_names_where() {
+    let elsewhere = crate::support::Recorder::start().await;
+    let redirecting = Receiver::start(vec![(
+        307,
+        vec![("location", format!("{}/stolen?key=abc", elsewhere.url))],
+        String::new(),
+    )])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[auth]\nmethod = \"none\"\n[notifiers.hook]\nkind = \"webhook\"\nurl = \"{}/in\"\nsecret = \"whsec_c2VjcmV0\"\n",
+            redirecting.url
+        ),
+    );
+    let out = jobwatch(&config, &["notify-test"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let origin = elsewhere.url.trim_end_matches('/');
+    assert!(
+        text.contains(&format!("hook: FAILED: HTTP 307: redirected to {origin}/…")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("key=abc"),
+        "the target's query is not shown: {text}"
+    );
+    assert_eq!(elsewhere.received().len(), 0, "nothing was re-sent there");
 }
 
 #[tokio::test]
@@ -304,6 +338,22 @@ notify = ["hook"]
     assert_eq!(again.json()["events"][0]["to"], "FAILED");
     let show = stdout(&jobwatch(&config, &["state", "show"]).await);
     assert!(show.contains("0 pending, 0 dead"), "{show}");
+
+    // Looking needs no write access: a state file and directory that may
+    // not be written still show, list dead letters and dry-run.
+    make_read_only(dir.path());
+    for args in [
+        &["state", "show"][..],
+        &["state", "dead"],
+        &["once", "--dry-run"],
+    ] {
+        let out = jobwatch_as_reader(&config, args).await;
+        assert!(
+            out.status.success(),
+            "{args:?} on a read-only state: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// A config for the simulator at `api`: project `demo` watched for

@@ -1007,3 +1007,40 @@ async fn the_watchdog_is_fed_sigint_drains_like_sigterm_and_readyz_fails_while_s
         "the delivery under way finished and was recorded"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_or_once_on_the_same_state_file_is_refused_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimOptions::default()).await;
+    let receiver = Receiver::start(vec![]).await;
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("jobwatch.toml");
+    let hook = format!("{}/hook", receiver.url);
+    std::fs::write(
+        &config,
+        daemon_config(&sim.url(), &hook, &state, &["CREATE_SERVER"]),
+    )
+    .unwrap();
+    let mut first = Daemon::spawn(&config, None, &dir.path().join("first.log"));
+    wait_baselined(&state, "CREATE_SERVER", WITHIN).await;
+
+    let mut second = Daemon::spawn(&config, None, &dir.path().join("second.log"));
+    let status = second.exit_status(WITHIN).await;
+    assert_eq!(status.code(), Some(1), "{}", second.log());
+    let holder = format!("in use by another jobwatch (pid {})", first.pid());
+    assert!(second.log().contains(&holder), "{}", second.log());
+    let once = crate::support::jobwatch(&config, &["once"]).await;
+    assert_eq!(once.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&once.stderr);
+    assert!(text.contains(&holder), "{text}");
+    assert!(first.exited().is_none(), "the first keeps running");
+
+    // Its lock dies with it, however it dies.
+    first.kill9();
+    let once = crate::support::jobwatch(&config, &["once"]).await;
+    assert!(
+        once.status.success(),
+        "{}",
+        String::from_utf8_lossy(&once.stderr)
+    );
+}

@@ -12,6 +12,7 @@ mod delivery;
 mod diff;
 mod email;
 mod grouping;
+mod hostile;
 mod incremental;
 mod lifecycles;
 mod poller;

@@ -743,6 +743,20 @@ impl PollLoop {
             .unwrap_or_else(|e| panic!("cycle failed: {e}"))
     }
 
+    /// [`PollLoop::reconcile`] that may fail.
+    pub async fn reconcile_may_fail(
+        &mut self,
+    ) -> Result<jobwatch::watch::poller::CycleReport, jobwatch::watch::poller::CycleError> {
+        let plan = std::mem::replace(
+            &mut self.state.plan,
+            jobwatch::watch::strategy::ScanPlan::new(self.ctx.strategy, Duration::ZERO),
+        );
+        let target = jobwatch::watch::Target::new("demo", "CREATE_SERVER");
+        let result = jobwatch::watch::poller::cycle(&self.ctx, &target, &mut self.state).await;
+        self.state.plan = plan;
+        result
+    }
+
     /// A cycle that reconciles at once (a full scan), as after
     /// `full_scan_every`; the plan is as before afterwards.
     pub async fn reconcile(&mut self) -> jobwatch::watch::poller::CycleReport {
@@ -754,4 +768,40 @@ impl PollLoop {
         self.state.plan = plan;
         report
     }
+}
+
+/// Makes `dir` and the files in it read-only (0555, 0444) for whoever is
+/// not root; [`jobwatch_as_reader`] runs a command as such a user.
+pub fn make_read_only(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir).expect("list dir") {
+        let path = entry.expect("entry").path();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+}
+
+/// [`jobwatch`] as a user who cannot write what [`make_read_only`] made
+/// read-only: as root (who writes anything) the command runs as `nobody`
+/// through util-linux's `setpriv`; otherwise as ourselves.
+pub async fn jobwatch_as_reader(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    // SAFETY: geteuid only reads the process's credentials.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut command = if root {
+        let mut c = tokio::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_jobwatch"));
+        c
+    } else {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"))
+    };
+    command
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env("NO_COLOR", "1");
+    for name in inherited_settings() {
+        command.env_remove(name);
+    }
+    command.output().await.expect("run jobwatch")
 }

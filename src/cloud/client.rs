@@ -56,6 +56,9 @@ pub struct Client {
     timeout: Duration,
     credentials: Credentials,
     tokens: Mutex<TokenCache>,
+    /// Until when the gateway's throttle holds us, while it does: its
+    /// start and its end are logged once each.
+    throttled_until: std::sync::Mutex<Option<tokio::time::Instant>>,
     budget: Arc<RateLimiter>,
     backoff: Backoff,
     metrics: Option<Arc<Metrics>>,
@@ -116,6 +119,7 @@ impl Client {
             timeout: settings.timeout,
             credentials,
             tokens: Mutex::new(TokenCache::default()),
+            throttled_until: std::sync::Mutex::new(None),
             budget,
             backoff: settings.backoff,
             metrics: None,
@@ -230,6 +234,7 @@ impl Client {
         self.authenticate(project_id, path, query, &mut headers)
             .await?;
         self.budget.acquire().await;
+        self.note_throttle_over();
         let request = self
             .http
             .get(&url)
@@ -241,7 +246,20 @@ impl Client {
             if api.is_throttle() {
                 // The gateway limits the whole account: everyone waits.
                 let wait = api.retry_after.unwrap_or(THROTTLE_WAIT_MIN);
-                self.budget.pause_until(tokio::time::Instant::now() + wait);
+                let until = tokio::time::Instant::now() + wait;
+                self.budget.pause_until(until);
+                let mut throttled = self
+                    .throttled_until
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if throttled.is_none() {
+                    tracing::warn!(
+                        wait_s = wait.as_secs(),
+                        answer = %api,
+                        "the API gateway throttles this account; every request to it waits"
+                    );
+                }
+                *throttled = Some(throttled.map_or(until, |t| t.max(until)));
             }
             return Err(ClientError::Api(api));
         }
@@ -249,6 +267,21 @@ impl Client {
             body: reply.body,
             request_id: reply.request_id,
         })
+    }
+
+    /// Logs, once, that a throttle pause has ended (at the first request
+    /// after it).
+    fn note_throttle_over(&self) {
+        let mut throttled = self
+            .throttled_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if throttled.is_some_and(|until| until <= tokio::time::Instant::now()) {
+            *throttled = None;
+            tracing::info!(
+                "the API throttle pause is over; requests go at the budget's pace again"
+            );
+        }
     }
 
     /// Sends a request and reads the whole answer.

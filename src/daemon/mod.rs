@@ -94,6 +94,7 @@ pub async fn run(
         metrics: metrics.clone(),
         dispatcher: dispatcher.clone(),
         liveness: liveness.clone(),
+        health: health.clone(),
         services: services.clone(),
     };
     let mut pollers = Pollers::start(&config, &parts)?;
@@ -197,6 +198,7 @@ struct Parts {
     metrics: Arc<Metrics>,
     dispatcher: Arc<Dispatcher>,
     liveness: Arc<Liveness>,
+    health: Arc<Health>,
     /// Heartbeat pings run here, so shutdown waits for them.
     services: TaskTracker,
 }
@@ -259,6 +261,7 @@ impl Prepared {
         let Parts {
             dispatcher,
             liveness,
+            health,
             services,
             ..
         } = parts;
@@ -272,6 +275,7 @@ impl Prepared {
         let tracker = TaskTracker::new();
         let count = targets.len();
         liveness.reset();
+        health.reset_targets();
         for target in targets {
             let (ctx, stop, dispatcher, liveness) = (
                 ctx.clone(),
@@ -279,14 +283,16 @@ impl Prepared {
                 dispatcher.clone(),
                 liveness.clone(),
             );
-            let (heartbeat, services) = (heartbeat.clone(), services.clone());
+            let (heartbeat, services, health) =
+                (heartbeat.clone(), services.clone(), health.clone());
             liveness.idle(&target);
             tracker.spawn(async move {
                 let live = liveness.clone();
                 poll_loop(ctx, target, pace, stop, move |target, beat| match beat {
                     Beat::CycleStarted => live.busy(target),
-                    Beat::CycleFinished { ok } => {
+                    Beat::CycleFinished { ok, store_failed } => {
                         live.idle(target);
+                        health.record(target, ok, store_failed);
                         dispatcher.wake();
                         if let Some(hb) = &heartbeat
                             && hb.record(target, ok)

@@ -310,7 +310,11 @@ pub struct Pace {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Beat {
     CycleStarted,
-    CycleFinished { ok: bool },
+    /// `store_failed`: the cycle could not read or commit the state.
+    CycleFinished {
+        ok: bool,
+        store_failed: bool,
+    },
 }
 
 /// Polls one target until `shutdown`; `beat` hears when each cycle starts
@@ -378,7 +382,14 @@ pub async fn poll_loop(
                 backoff.delay(failures).max(pace.active_interval)
             }
         };
-        beat(&target, Beat::CycleFinished { ok: result.is_ok() });
+        let store_failed = matches!(result, Err(CycleError::Store { .. }));
+        beat(
+            &target,
+            Beat::CycleFinished {
+                ok: result.is_ok(),
+                store_failed,
+            },
+        );
         if sleep_or_stop(with_jitter(next), &shutdown).await {
             return;
         }

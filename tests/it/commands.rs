@@ -263,11 +263,58 @@ listen = "127.0.0.1:0"
     )
     .await;
     assert!(pings.rx.try_recv().is_err(), "a ping while polling failed");
+    // Not ready while every target fails; still healthy (it can commit).
+    let probe = |path: &'static str| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .get(format!("http://{metrics_addr}{path}"))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, text) = probe("/readyz").await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("every target's last poll failed"), "{text}");
+    assert_eq!(probe("/healthz").await.0, 200);
 
-    // Recovery brings the pings back.
+    // Recovery brings the pings back, and readiness.
     sim.control(Method::DELETE, "/sim/faults", json!(null))
         .await;
     pings.next(Duration::from_secs(30)).await;
+    eventually(Duration::from_secs(30), "ready again", || async {
+        (probe("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+
+    // A state file that refuses every commit: unhealthy, with SQLite's
+    // own words in the log; healthy again once commits go through.
+    let db = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_insert BEFORE INSERT ON targets
+           BEGIN SELECT RAISE(ABORT, 'simulated: database or disk is full'); END;
+         CREATE TRIGGER refuse_update BEFORE UPDATE ON targets
+           BEGIN SELECT RAISE(ABORT, 'simulated: database or disk is full'); END;",
+    )
+    .unwrap();
+    eventually(Duration::from_secs(30), "/healthz to fail", || async {
+        (probe("/healthz").await.0 == 503).then_some(())
+    })
+    .await;
+    assert_eq!(probe("/readyz").await.0, 503);
+    assert!(
+        daemon.log().contains("simulated: database or disk is full"),
+        "{}",
+        daemon.log()
+    );
+    db.execute_batch("DROP TRIGGER refuse_insert; DROP TRIGGER refuse_update;")
+        .unwrap();
+    eventually(Duration::from_secs(30), "/healthz to recover", || async {
+        (probe("/healthz").await.0 == 200).then_some(())
+    })
+    .await;
     daemon.signal("TERM");
     let status = daemon.exit_status(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0), "{status:?}");

@@ -1044,3 +1044,43 @@ async fn a_second_daemon_or_once_on_the_same_state_file_is_refused_naming_the_fi
         String::from_utf8_lossy(&once.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_throttle_is_logged_when_it_starts_and_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimOptions::default()).await;
+    let receiver = Receiver::start(vec![]).await;
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("jobwatch.toml");
+    let hook = format!("{}/hook", receiver.url);
+    std::fs::write(
+        &config,
+        daemon_config(&sim.url(), &hook, &state, &["CREATE_SERVER"]),
+    )
+    .unwrap();
+    let mut daemon = Daemon::spawn(&config, None, &dir.path().join("jobwatch.log"));
+    wait_baselined(&state, "CREATE_SERVER", WITHIN).await;
+    sim.fault(
+        json!({"fault":"status","status":429,"times":1,"retry_after":2,
+        "error_code":"APIG.0308","error_msg":jobwatch::sim::THROTTLE_MSG}),
+    )
+    .await;
+    eventually(WITHIN, "the pause's start and end in the log", || {
+        let log = daemon.log();
+        async move {
+            let started = log.find("the API gateway throttles this account")?;
+            let over = log.find("the API throttle pause is over")?;
+            (started < over).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        daemon
+            .log()
+            .matches("the API gateway throttles this account")
+            .count(),
+        1,
+        "once"
+    );
+    assert!(daemon.exited().is_none());
+}

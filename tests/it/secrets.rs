@@ -414,3 +414,35 @@ kind = "log"
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_test_and_once_at_trace_hold_no_secret() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let receivers = Receivers::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("jobwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[api]\nendpoint = \"{}\"\n[auth]\nmethod = \"token\"\ntoken = \"{STATIC_TOKEN}\"\n\
+             [state]\npath = {:?}\n[log]\nlevel = \"trace\"\n\
+             [[targets]]\nproject_id = \"demo\"\njob_types = [\"CREATE_SERVER\"]\n{}",
+            sim.url(),
+            dir.path().join("state.db"),
+            receivers.config()
+        ),
+    )
+    .expect("write config");
+    for args in [&["notify-test"][..], &["once"]] {
+        let out = crate::support::jobwatch(&config, args).await;
+        let log = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        if args == ["notify-test"] {
+            assert!(
+                log.contains("mail: ok"),
+                "the mail went through AUTH:\n{log}"
+            );
+        }
+        assert_no_secret(&log, &[]);
+    }
+}

@@ -787,3 +787,22 @@ async fn check_counts_each_targets_pages_from_the_state_file_without_writing_it(
     assert!(err.contains("need about 13 requests/minute idle"), "{err}");
     assert!(!err.contains("warning: 1 targets"), "{err}");
 }
+
+#[tokio::test]
+async fn check_run_and_once_refuse_a_config_that_watches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[auth]\nmethod = \"none\"\n[state]\npath = {:?}\n",
+            dir.path().join("state.db")
+        ),
+    );
+    for args in [&["check"][..], &["run"], &["once"]] {
+        let out = jobwatch(&config, args).await;
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+        assert!(text.contains("targets: none"), "{args:?}: {text}");
+    }
+    assert!(!dir.path().join("state.db").exists(), "nothing was started");
+}

@@ -105,6 +105,9 @@ pub struct ScanPlan {
     order_broken: bool,
     /// Full scans of a target not yet baselined that did not cover it.
     uncovered_attempts: u32,
+    /// Since when a confirmed mass disappearance has held (see
+    /// [`MASS_HOLD`]).
+    mass_since: Option<Timestamp>,
 }
 
 impl ScanPlan {
@@ -118,6 +121,7 @@ impl ScanPlan {
             full_next: false,
             order_broken: false,
             uncovered_attempts: 0,
+            mass_since: None,
         }
     }
 
@@ -243,7 +247,12 @@ impl ScanPlan {
             ..ReadFailed::from(f)
         })?;
         let missing = |full: &FullScan| missing_from(snapshot, full);
-        if snapshot.baselined && full.complete && is_mass_disappearance(snapshot, missing(&full)) {
+        let suspect =
+            snapshot.baselined && full.complete && is_mass_disappearance(snapshot, missing(&full));
+        if !suspect && full.complete {
+            self.mass_since = None;
+        }
+        if suspect {
             let tracked = snapshot.jobs.len();
             tracing::warn!(
                 %target,
@@ -264,9 +273,22 @@ impl ScanPlan {
                         && count == second.count
                         && is_mass_disappearance(snapshot, missing(&second)) =>
                 {
-                    tracing::warn!(%target, count, "confirmed: the sub-jobs are gone from the API");
+                    let now = Timestamp::now();
+                    let since = *self.mass_since.get_or_insert(now);
                     full = second;
                     full.requests = requests;
+                    if now.duration_since(since) < span(MASS_HOLD) {
+                        let reason = format!(
+                            "the count endpoint and a second scan agree that {} of {tracked} tracked sub-jobs are gone; held until that has lasted {}s before any counts as missing",
+                            missing(&full),
+                            MASS_HOLD.as_secs()
+                        );
+                        tracing::warn!(%target, %reason, "mass disappearance held");
+                        full.complete = false;
+                        full.incomplete_reason = Some(reason);
+                    } else {
+                        tracing::warn!(%target, count, "confirmed and lasting: the sub-jobs are gone from the API");
+                    }
                 }
                 (count, second) => {
                     let reason = format!(
@@ -279,6 +301,7 @@ impl ScanPlan {
                         },
                     );
                     tracing::warn!(%target, %reason, "not confirmed; no sub-job counts as missing");
+                    self.mass_since = None;
                     if let Ok(second) = second
                         && second.items.len() > full.items.len()
                     {
@@ -326,6 +349,11 @@ impl ScanPlan {
         })
     }
 }
+
+/// How long a confirmed mass disappearance must last before any of its
+/// sub-jobs counts as missing: an API that lies consistently for a few
+/// seconds (the count endpoint too) must not make a history vanish.
+pub const MASS_HOLD: Duration = Duration::from_secs(300);
 
 /// Tracked sub-jobs a full scan did not list.
 fn missing_from(snapshot: &TargetSnapshot, full: &FullScan) -> usize {

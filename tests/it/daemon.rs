@@ -1084,3 +1084,93 @@ async fn a_gateway_throttle_is_logged_when_it_starts_and_when_it_ends() {
     );
     assert!(daemon.exited().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_fed_hostile_answers_sends_nothing_false_and_says_why() {
+    // The hostile answers of tests/it/hostile.rs, to a running daemon that
+    // routes every kind: between true answers, each lie is told for 8
+    // attempts; the receiver gets nothing, the log names each lie, and
+    // the polls count as failed.
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimOptions {
+        history: 150,
+        history_job_types: vec!["CREATE_SERVER".into()],
+        ..SimOptions::default()
+    })
+    .await;
+    let receiver = Recorder::start().await;
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("jobwatch.toml");
+    let hook = format!("{}/hook", receiver.url);
+    let text = daemon_config(&sim.url(), &hook, &state, &["CREATE_SERVER"])
+        .replace("kinds = [\"appeared\", \"changed\"]\n", "")
+        + "\n[server]\nlisten = \"127.0.0.1:0\"\n";
+    assert!(!text.contains("kinds ="), "every kind is routed");
+    std::fs::write(&config, text).unwrap();
+    // Back to the truth at once after failed polls.
+    let mut daemon = Daemon::spawn_with_env(
+        &config,
+        None,
+        &dir.path().join("jobwatch.log"),
+        // Full scans: every lie reaches the part that could believe it.
+        &[
+            ("JOBWATCH_POLL__MAX_BACKOFF", "1s"),
+            ("JOBWATCH_POLL__STRATEGY", "full"),
+        ],
+    );
+    let addr = daemon.served_addr(WITHIN).await;
+    wait_baselined(&state, "CREATE_SERVER", WITHIN).await;
+    let lies = [
+        (
+            json!({"fault": "body", "body": "{}"}),
+            r#""count" is missing or null"#,
+        ),
+        (
+            json!({"fault": "body", "body": r#"{"error_code":"WKS.0001","error_msg":"internal error"}"#}),
+            "an error answer under HTTP 200",
+        ),
+        (
+            json!({"fault": "body", "body": r#"{"count":0,"items":[]}"#}),
+            "a complete scan would take away more than half of the tracked sub-jobs",
+        ),
+        (json!({"fault": "patch", "items": {"status": null}}), ""),
+        (
+            json!({"fault": "patch", "page": {"count": 1_000_000_000u64}}),
+            "not believed",
+        ),
+    ];
+    for (mut lie, said) in lies {
+        // Two requests' worth of attempts (the client tries 4 times).
+        lie["times"] = json!(8);
+        let before = list_requests(&sim).await;
+        sim.fault(lie.clone()).await;
+        // The lie told 20 times, then the truth a few times.
+        eventually(2 * WITHIN, "the lie told, then the truth", || async {
+            (list_requests(&sim).await >= before + 12).then_some(())
+        })
+        .await;
+        assert_eq!(
+            receiver.received().len(),
+            0,
+            "after {lie}: something was sent"
+        );
+        assert!(
+            daemon.log().contains(said),
+            "after {lie}: no {said:?} in the log:\n{}",
+            daemon.log()
+        );
+    }
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"jobwatch_polls_total{target="demo/CREATE_SERVER",result="error"}"#),
+        "{metrics}"
+    );
+    let tracked = r#"jobwatch_tracked_sub_jobs{target="demo/CREATE_SERVER"} 150"#;
+    assert!(metrics.contains(tracked), "{metrics}");
+    assert!(daemon.exited().is_none());
+}

@@ -191,3 +191,19 @@ async fn over_long_values_are_cut_before_they_are_stored() {
         "the longest stored message is {longest} bytes"
     );
 }
+
+#[tokio::test]
+async fn an_empty_answer_the_count_endpoint_repeats_is_held_not_believed() {
+    let (sim, mut poll) = baselined().await;
+    // A lie told consistently, the count endpoint too, over several
+    // reconciliations: held, so nobody counts as missing, let alone
+    // vanishes.
+    sim.fault(json!({"fault": "body", "body": r#"{"count":0,"items":[]}"#, "times": 9}))
+        .await;
+    for _ in 0..3 {
+        let held = poll.reconcile().await;
+        assert_eq!(events(&Ok(held.clone())), []);
+        assert!(!held.complete);
+    }
+    nothing_invented(&mut poll).await;
+}

@@ -806,3 +806,33 @@ async fn check_run_and_once_refuse_a_config_that_watches_nothing() {
     }
     assert!(!dir.path().join("state.db").exists(), "nothing was started");
 }
+
+#[tokio::test]
+async fn jobs_refuses_a_lying_count_instead_of_listing_forever() {
+    let sim = Sim::start(SimOptions {
+        history: 30,
+        ..SimOptions::default()
+    })
+    .await;
+    // Every attempt of the first page; the client gives up after 4.
+    sim.fault(json!({"fault": "patch", "page": {"count": 1_000_000_000u64}, "times": 4}))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = sim_config(
+        dir.path(),
+        &sim.url(),
+        "http://127.0.0.1:9",
+        &["CREATE_SERVER"],
+    );
+    let out = jobwatch(
+        &config,
+        &["jobs", "--project", "demo", "--job-type", "CREATE_SERVER"],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("1000000000") && text.contains("not believed"),
+        "{text}"
+    );
+}

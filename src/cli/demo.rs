@@ -31,7 +31,7 @@ pub struct DemoArgs {
 const DEMO_AK: &str = "DEMOACCESSKEY0000001";
 const DEMO_SK: &str = "demo-secret-key";
 
-pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
+pub async fn run(cli: &super::Cli, args: &DemoArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
 
@@ -109,7 +109,7 @@ notify = ["receiver"]
     );
     let loaded = Config::from_figment(Figment::from(Toml::string(&toml)))
         .context("the demo's own configuration")?;
-    super::logging::init(&loaded.config.log);
+    cli.init_logging(&loaded.config.log);
     println!(
         "jobwatch demo: simulator on {}, receiver on http://{receiver_addr}/hook, state in {}",
         sim.url(),

@@ -28,11 +28,30 @@ pub struct Cli {
     #[arg(short, long, global = true, env = "JOBWATCH_CONFIG", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
 
+    /// The log level or filter, over `log.level` and `RUST_LOG`
+    /// (e.g. `debug`, `info,jobwatch=trace`).
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// The log format, over `log.format`.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<crate::config::LogFormat>,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
 impl Cli {
+    /// Starts logging with the config's `[log]` under the command line's
+    /// `--log-level` and `--log-format`.
+    pub fn init_logging(&self, log: &crate::config::LogConfig) {
+        let mut log = log.clone();
+        if let Some(format) = self.log_format {
+            log.format = format;
+        }
+        logging::init(&log, self.log_level.as_deref());
+    }
+
     /// Whether `--config` was left at its default (so a missing file there
     /// may be fine for commands that can run on environment alone).
     pub fn config_is_default(&self) -> bool {
@@ -78,7 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::NotifyTest(args) => notify_test::run(&cli, args).await,
         Command::State(args) => state::run(&cli, args).await,
         Command::Sim(args) => sim::run(args).await,
-        Command::Demo(args) => demo::run(args).await,
+        Command::Demo(args) => demo::run(&cli, args).await,
     }
 }
 

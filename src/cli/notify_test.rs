@@ -17,7 +17,7 @@ pub struct NotifyTestArgs {
 
 pub async fn run(cli: &Cli, args: &NotifyTestArgs) -> anyhow::Result<()> {
     let loaded = super::load_config(cli, true)?;
-    super::logging::init(&loaded.config.log);
+    cli.init_logging(&loaded.config.log);
     let notifiers = wiring::notifiers(&loaded.config)?;
     for name in &args.names {
         if !notifiers.contains_key(name) {

@@ -34,7 +34,7 @@ pub struct OnceArgs {
 pub async fn run(cli: &Cli, args: &OnceArgs) -> anyhow::Result<()> {
     let loaded = super::load_config(cli, true)?.require_targets()?;
     let config = loaded.config;
-    super::logging::init(&config.log);
+    cli.init_logging(&config.log);
     for warning in &loaded.warnings {
         tracing::warn!("config: {warning}");
     }

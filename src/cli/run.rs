@@ -11,7 +11,7 @@ use crate::daemon::{self, ReloadSource};
 
 pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     let loaded = super::load_config(cli, true)?.require_targets()?;
-    super::logging::init(&loaded.config.log);
+    cli.init_logging(&loaded.config.log);
     for warning in &loaded.warnings {
         tracing::warn!("config: {warning}");
     }

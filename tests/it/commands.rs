@@ -836,3 +836,53 @@ async fn jobs_refuses_a_lying_count_instead_of_listing_forever() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn logs_have_no_colour_off_a_terminal_and_the_flags_set_level_and_format() {
+    let receiver = Receiver::start(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[auth]\nmethod = \"none\"\n[log]\nlevel = \"info\"\n\
+             [notifiers.hook]\nkind = \"webhook\"\nurl = \"{}/in\"\n",
+            receiver.url
+        ),
+    );
+    let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    // A pipe, no NO_COLOR: still no escape codes.
+    let mut plain = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"));
+    plain
+        .arg("-c")
+        .arg(&config)
+        .args(["--log-level", "debug", "notify-test"]);
+    for name in crate::support::inherited_settings() {
+        plain.env_remove(name);
+    }
+    plain.env_remove("NO_COLOR");
+    let out = plain.output().await.unwrap();
+    let text = stderr(&out);
+    assert!(text.contains("DEBUG"), "--log-level debug:\n{text}");
+    assert!(!text.contains('\u{1b}'), "escape codes in a pipe:\n{text}");
+
+    let out = jobwatch(&config, &["--log-level", "error", "notify-test"]).await;
+    assert!(!stderr(&out).contains(" INFO "), "{}", stderr(&out));
+
+    let out = jobwatch(
+        &config,
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+            "notify-test",
+        ],
+    )
+    .await;
+    let text = stderr(&out);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+}

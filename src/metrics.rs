@@ -60,6 +60,18 @@ pub struct Metrics {
     pub deliveries: Family<DeliveryLabels, Counter>,
     pub outbox_pending: Gauge,
     pub outbox_dead: Gauge,
+    /// Unix seconds of each target's last poll that succeeded.
+    pub last_successful_poll: Family<TargetLabels, Gauge>,
+    /// 1 if the last configuration reload succeeded (or none was tried).
+    pub config_last_reload_successful: Gauge,
+    /// Unix seconds of the last successful reload (or of the start).
+    pub config_last_reload_success_timestamp: Gauge,
+}
+
+/// `jobwatch_build_info`'s labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -119,6 +131,37 @@ impl Metrics {
             outbox_pending.clone(),
         );
         registry.register("outbox_dead", "Dead letters", outbox_dead.clone());
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "A constant 1, labelled with the version",
+            build_info,
+        );
+        let last_successful_poll = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            "last_successful_poll_timestamp_seconds",
+            "Unix time of each target's last successful poll",
+            last_successful_poll.clone(),
+        );
+        let config_last_reload_successful = Gauge::default();
+        config_last_reload_successful.set(1);
+        registry.register(
+            "config_last_reload_successful",
+            "Whether the last configuration reload succeeded",
+            config_last_reload_successful.clone(),
+        );
+        let config_last_reload_success_timestamp = Gauge::default();
+        config_last_reload_success_timestamp.set(unix_now());
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration reload (or the start)",
+            config_last_reload_success_timestamp.clone(),
+        );
         Metrics {
             registry,
             polls,
@@ -129,6 +172,17 @@ impl Metrics {
             deliveries,
             outbox_pending,
             outbox_dead,
+            last_successful_poll,
+            config_last_reload_successful,
+            config_last_reload_success_timestamp,
+        }
+    }
+
+    /// Records a reload's outcome.
+    pub fn reloaded(&self, ok: bool) {
+        self.config_last_reload_successful.set(i64::from(ok));
+        if ok {
+            self.config_last_reload_success_timestamp.set(unix_now());
         }
     }
 
@@ -150,6 +204,11 @@ impl Metrics {
             .expect("encode metrics");
         out
     }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> i64 {
+    jiff::Timestamp::now().as_second()
 }
 
 #[cfg(test)]

@@ -151,9 +151,13 @@ pub async fn run(
                         pollers = next.launch(&parts);
                         keep_delivered.store(new.delivery.keep_delivered.as_secs(), Ordering::Relaxed);
                         config = new;
+                        metrics.reloaded(true);
                         tracing::info!(targets = pollers.len(), "configuration reloaded");
                     }
-                    Err(e) => tracing::error!(error = %format!("{e:#}"), "reload rejected; keeping the old configuration"),
+                    Err(e) => {
+                        metrics.reloaded(false);
+                        tracing::error!(error = %format!("{e:#}"), "reload rejected; keeping the old configuration");
+                    }
                 }
                 systemd.ready();
                 systemd.status(&format!("watching {} target(s)", pollers.len()));

@@ -355,6 +355,12 @@ pub async fn poll_loop(
         let next = match &result {
             Ok(report) => {
                 ctx.metrics.polls.get_or_create(&poll_labels("ok")).inc();
+                ctx.metrics
+                    .last_successful_poll
+                    .get_or_create(&TargetLabels {
+                        target: target.to_string(),
+                    })
+                    .set(crate::metrics::unix_now());
                 if last_problem.take().is_some() {
                     tracing::info!(%target, "polling recovered");
                 }

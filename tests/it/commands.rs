@@ -242,6 +242,14 @@ listen = "127.0.0.1:0"
         r#"jobwatch_polls_total{target="demo/CREATE_SERVER",result="ok"}"#,
         r#"jobwatch_api_requests_total{status="200"}"#,
         r#"jobwatch_tracked_sub_jobs{target="demo/CREATE_SERVER"} 2"#,
+        concat!(
+            r#"jobwatch_build_info{version=""#,
+            env!("CARGO_PKG_VERSION"),
+            r#""} 1"#
+        ),
+        r#"jobwatch_last_successful_poll_timestamp_seconds{target="demo/CREATE_SERVER"} 1"#,
+        "jobwatch_config_last_reload_successful 1",
+        "jobwatch_config_last_reload_success_timestamp_seconds 1",
     ] {
         assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
     }
@@ -314,6 +322,20 @@ listen = "127.0.0.1:0"
     eventually(Duration::from_secs(30), "/healthz to recover", || async {
         (probe("/healthz").await.0 == 200).then_some(())
     })
+    .await;
+
+    // A rejected reload shows in the metrics.
+    std::fs::write(&config, "[api\nendpoint = ").unwrap();
+    daemon.signal("HUP");
+    eventually(
+        Duration::from_secs(30),
+        "the failed reload's metric",
+        || async {
+            let text = probe("/metrics").await.1;
+            text.contains("jobwatch_config_last_reload_successful 0")
+                .then_some(())
+        },
+    )
     .await;
     daemon.signal("TERM");
     let status = daemon.exit_status(Duration::from_secs(30)).await;

@@ -457,7 +457,13 @@ impl<'a> Checker<'a> {
                 self.inline_secret(key);
                 Some(s)
             }
-            (None, Some(path)) => self.read_secret_file(&file_key, &path.relative()),
+            (None, Some(path)) => match secret_file_path(&path) {
+                Ok(path) => self.read_secret_file(&file_key, &path),
+                Err(e) => {
+                    self.err(&file_key, e);
+                    None
+                }
+            },
             (None, None) => env.map(|(_, v)| Secret::new(v)),
         }
     }
@@ -485,5 +491,30 @@ impl<'a> Checker<'a> {
                 None
             }
         }
+    }
+}
+
+/// Where a `*_file` key points: a path, relative to the config file; or
+/// `credential:NAME`, a systemd credential (`LoadCredential=` in the
+/// unit), read from `$CREDENTIALS_DIRECTORY`, so a secret need not sit in a
+/// file the service's dynamic user can read.
+pub fn secret_file_path(path: &RelativePathBuf) -> Result<PathBuf, String> {
+    let Some(name) = path
+        .original()
+        .to_str()
+        .and_then(|p| p.strip_prefix("credential:"))
+    else {
+        return Ok(path.relative());
+    };
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(format!(
+            "credential:{name} is not a credential name (a file name, as in LoadCredential=NAME:PATH)"
+        ));
+    }
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) => Ok(PathBuf::from(dir).join(name)),
+        None => Err(format!(
+            "credential:{name} needs systemd's credentials: CREDENTIALS_DIRECTORY is not set (LoadCredential={name}:PATH in the unit)"
+        )),
     }
 }

@@ -18,6 +18,7 @@ mod lifecycles;
 mod poller;
 mod router;
 mod secrets;
+mod service;
 mod signer;
 mod sim;
 mod smtp_sink;

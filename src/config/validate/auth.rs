@@ -171,7 +171,15 @@ fn token(ck: &mut Checker<'_>, key: &KeyPath, raw: RawAuth) -> AuthConfig {
         (None, Some(path)) => {
             // Kept as a path: it is re-read when it changes. Only check now
             // that it can be read at all.
-            let path = path.relative();
+            let path = match crate::config::check::secret_file_path(&path) {
+                Ok(path) => path,
+                Err(e) => {
+                    ck.err(&key.f("token_file"), e);
+                    return AuthConfig::Token(TokenAuth {
+                        source: TokenSource::Inline(Secret::default()),
+                    });
+                }
+            };
             match std::fs::File::open(&path) {
                 Ok(_) => Some(TokenSource::File(path)),
                 Err(e) => {

@@ -72,6 +72,7 @@ pub struct Metrics {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
+    commit: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -135,11 +136,12 @@ impl Metrics {
         build_info
             .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION"),
+                commit: env!("JOBWATCH_COMMIT"),
             })
             .set(1);
         registry.register(
             "build_info",
-            "A constant 1, labelled with the version",
+            "A constant 1, labelled with the version and commit",
             build_info,
         );
         let last_successful_poll = Family::<TargetLabels, Gauge>::default();

@@ -17,10 +17,21 @@ pub mod state;
 /// Where `-c/--config` points when neither the flag nor `JOBWATCH_CONFIG` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/jobwatch/jobwatch.toml";
 
+/// `--version`: the release, the commit it was built from and that
+/// commit's date (see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("JOBWATCH_COMMIT"),
+    ", ",
+    env!("JOBWATCH_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "jobwatch",
-    version,
+    version = VERSION,
     about = "Watches Huawei Cloud Workspace sub-jobs and delivers every status transition"
 )]
 pub struct Cli {

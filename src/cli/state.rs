@@ -104,6 +104,14 @@ pub async fn run(cli: &Cli, args: &StateArgs) -> anyhow::Result<()> {
             writeln!(out, "{table}")?;
         }
         StateCommand::Retry { ids } => {
+            // Ids that name no dead letter are a mistake worth an exit code.
+            let dead: std::collections::BTreeSet<i64> =
+                store.dead_letters().await?.iter().map(|r| r.id).collect();
+            let unknown: Vec<String> = ids
+                .iter()
+                .filter(|id| !dead.contains(id))
+                .map(i64::to_string)
+                .collect();
             let n = store
                 .requeue_dead(ids.clone(), jiff::Timestamp::now())
                 .await?;
@@ -111,6 +119,12 @@ pub async fn run(cli: &Cli, args: &StateArgs) -> anyhow::Result<()> {
                 out,
                 "requeued {n} dead letter(s); a running daemon delivers them within a second"
             )?;
+            if !unknown.is_empty() {
+                anyhow::bail!(
+                    "no dead letter with id {} (see `jobwatch state dead`)",
+                    unknown.join(", ")
+                );
+            }
         }
         StateCommand::ForgetTarget { project, job_type } => {
             let target = Target::new(project.clone(), job_type.as_str());

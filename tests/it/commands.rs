@@ -245,7 +245,7 @@ listen = "127.0.0.1:0"
         concat!(
             r#"jobwatch_build_info{version=""#,
             env!("CARGO_PKG_VERSION"),
-            r#""} 1"#
+            r#"",commit=""#
         ),
         r#"jobwatch_last_successful_poll_timestamp_seconds{target="demo/CREATE_SERVER"} 1"#,
         "jobwatch_config_last_reload_successful 1",
@@ -399,6 +399,13 @@ notify = ["hook"]
     let show = stdout(&jobwatch(&config, &["state", "show"]).await);
     assert!(show.contains("0 pending, 1 dead"), "{show}");
 
+    let unknown = jobwatch(&config, &["state", "retry", "99999"]).await;
+    assert_eq!(unknown.status.code(), Some(1), "an unknown id is an error");
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no dead letter with id 99999"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
     let retry = stdout(&jobwatch(&config, &["state", "retry"]).await);
     assert!(retry.contains("requeued 1"), "{retry}");
     // The next cycle delivers the requeued row; the receiver now accepts.
@@ -907,4 +914,29 @@ async fn logs_have_no_colour_off_a_terminal_and_the_flags_set_level_and_format()
     for line in lines {
         serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     }
+}
+
+#[tokio::test]
+async fn version_names_the_release_the_commit_and_its_date() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"))
+        .arg("--version")
+        .output()
+        .await
+        .unwrap();
+    let text = stdout(&out);
+    let prefix = concat!("jobwatch ", env!("CARGO_PKG_VERSION"), " (commit ");
+    let rest = text
+        .trim()
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("{text}"));
+    let (commit, date) = rest
+        .strip_suffix(')')
+        .and_then(|r| r.split_once(", "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{text}"
+    );
+    assert!(date == "unknown" || date.len() == 10, "{text}");
 }

@@ -20,8 +20,10 @@ fn main() {
         .map(|at| at.strftime("%F").to_string())
         .or_else(|| git(&["log", "-1", "--format=%cs"]))
         .unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=JOBWATCH_COMMIT={commit}");
-    println!("cargo:rustc-env=JOBWATCH_BUILD_DATE={date}");
+    // Not `JOBWATCH_…`: cargo also sets these for `cargo run/test/bench`,
+    // and the config would read a `JOBWATCH_` variable as a key.
+    println!("cargo:rustc-env=BUILT_FROM_COMMIT={commit}");
+    println!("cargo:rustc-env=BUILT_FROM_DATE={date}");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     // A new commit or checkout moves HEAD's log.
     println!("cargo:rerun-if-changed=.git/logs/HEAD");

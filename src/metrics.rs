@@ -136,7 +136,7 @@ impl Metrics {
         build_info
             .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION"),
-                commit: env!("JOBWATCH_COMMIT"),
+                commit: env!("BUILT_FROM_COMMIT"),
             })
             .set(1);
         registry.register(

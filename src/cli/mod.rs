@@ -22,9 +22,9 @@ pub const DEFAULT_CONFIG: &str = "/etc/jobwatch/jobwatch.toml";
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
-    env!("JOBWATCH_COMMIT"),
+    env!("BUILT_FROM_COMMIT"),
     ", ",
-    env!("JOBWATCH_BUILD_DATE"),
+    env!("BUILT_FROM_DATE"),
     ")"
 );
 

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use axum::extract::State;
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use common::{Proc, jobwatch, start_sim};
+use common::{baselined, run_daemon, start_sim};
 
 /// When each POST arrived.
 #[derive(Default)]
@@ -115,29 +114,9 @@ async fn daemon(n: usize) -> f64 {
         ),
     )
     .expect("config");
-    let _daemon = Proc(
-        jobwatch()
-            .args(["run", "-c"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("jobwatch run"),
-    );
-    let baselined = || {
-        rusqlite::Connection::open_with_flags(&state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .and_then(|c| {
-                c.query_row(
-                    "SELECT count(*) FROM targets WHERE baselined = 1",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-            })
-            .unwrap_or(0)
-            > 0
-    };
+    let _daemon = run_daemon(&config);
     let started = Instant::now();
-    while !baselined() {
+    while baselined(&state) == 0 {
         assert!(started.elapsed() < Duration::from_secs(60), "no baseline");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,7 @@ use jobwatch::watch::diff::DiffSettings;
 use jobwatch::watch::poller::{CycleContext, TargetState, cycle};
 use jobwatch::watch::strategy::Strategy;
 
-use common::{Proc, cpu, jobwatch, rss_mb, start_sim};
+use common::{Proc, cpu, rss_mb, run_daemon, start_sim};
 
 /// Steady cycles measured per row; the figure is their median.
 const CYCLES: usize = 9;
@@ -115,13 +114,7 @@ fn daemon_rss(sim: &SimProcess, strategy: &str, tracked: u32) -> (f64, f64) {
         ),
     )
     .expect("config");
-    let mut child = jobwatch()
-        .args(["run", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("jobwatch run");
+    let daemon = run_daemon(&config);
     let started = Instant::now();
     let tracked_now = || {
         rusqlite::Connection::open_with_flags(&state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -136,10 +129,7 @@ fn daemon_rss(sim: &SimProcess, strategy: &str, tracked: u32) -> (f64, f64) {
         std::thread::sleep(Duration::from_millis(500));
     }
     std::thread::sleep(Duration::from_secs(10));
-    let rss = rss_mb(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
-    rss
+    rss_mb(daemon.id())
 }
 
 fn main() {

@@ -10,8 +10,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +18,7 @@ use axum::extract::State;
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use common::{Proc, jobwatch, start_sim};
+use common::{Proc, baselined, run_daemon, start_sim};
 
 struct Plan {
     targets: usize,
@@ -56,21 +54,6 @@ async fn hook(State(got): State<Arrivals>, Json(body): Json<Value>) -> &'static 
         }
     }
     "ok"
-}
-
-fn baselined(state: &Path) -> usize {
-    let Ok(conn) =
-        rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-    else {
-        return 0;
-    };
-    conn.query_row(
-        "SELECT count(*) FROM targets WHERE baselined = 1",
-        [],
-        |row| row.get::<_, i64>(0),
-    )
-    .map(|n| n as usize)
-    .unwrap_or(0)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -118,15 +101,7 @@ async fn run(plan: &Plan, strategy: &str) -> Vec<Duration> {
     }
     let config_path = dir.path().join("jobwatch.toml");
     std::fs::write(&config_path, config).expect("write the config");
-    let _daemon = Proc(
-        jobwatch()
-            .args(["run", "-c"])
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start jobwatch run"),
-    );
+    let _daemon = run_daemon(&config_path);
 
     let started = Instant::now();
     while baselined(&state) < plan.targets {

@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each benchmark uses a part")]
 
 use std::io::BufRead;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -26,6 +27,35 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `jobwatch run -c CONFIG`, its output discarded, killed on drop.
+pub fn run_daemon(config: &Path) -> Proc {
+    Proc(
+        jobwatch()
+            .args(["run", "-c"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start jobwatch run"),
+    )
+}
+
+/// Targets with a baseline in the state file at `state` (0 before it exists).
+pub fn baselined(state: &Path) -> usize {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return 0;
+    };
+    conn.query_row(
+        "SELECT count(*) FROM targets WHERE baselined = 1",
+        [],
+        |row| row.get::<_, i64>(0),
+    )
+    .map(|n| n as usize)
+    .unwrap_or(0)
 }
 
 /// `jobwatch sim --listen 127.0.0.1:0 --seed 1` with `args`, and its URL

@@ -3,7 +3,7 @@
 //! Real simulator and receiver on loopback; waits are polls with timeouts.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -1008,19 +1008,26 @@ async fn the_watchdog_is_fed_sigint_drains_like_sigterm_and_readyz_fails_while_s
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_daemon_or_once_on_the_same_state_file_is_refused_naming_the_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = Sim::start(SimOptions::default()).await;
-    let receiver = Receiver::start(vec![]).await;
-    let state = dir.path().join("state.db");
-    let config = dir.path().join("jobwatch.toml");
-    let hook = format!("{}/hook", receiver.url);
+/// Writes `dir`'s [`daemon_config`]: `sim` watched for CREATE_SERVER, the
+/// webhook at `receiver`'s `/hook`; returns the state file and the config.
+fn create_server_config(dir: &Path, sim: &Sim, receiver: &str) -> (PathBuf, PathBuf) {
+    let state = dir.join("state.db");
+    let config = dir.join("jobwatch.toml");
+    let hook = format!("{receiver}/hook");
     std::fs::write(
         &config,
         daemon_config(&sim.url(), &hook, &state, &["CREATE_SERVER"]),
     )
     .unwrap();
+    (state, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_or_once_on_the_same_state_file_is_refused_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimOptions::default()).await;
+    let receiver = Receiver::start(vec![]).await;
+    let (state, config) = create_server_config(dir.path(), &sim, &receiver.url);
     let mut first = Daemon::spawn(&config, None, &dir.path().join("first.log"));
     wait_baselined(&state, "CREATE_SERVER", WITHIN).await;
 
@@ -1050,14 +1057,7 @@ async fn a_gateway_throttle_is_logged_when_it_starts_and_when_it_ends() {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(SimOptions::default()).await;
     let receiver = Receiver::start(vec![]).await;
-    let state = dir.path().join("state.db");
-    let config = dir.path().join("jobwatch.toml");
-    let hook = format!("{}/hook", receiver.url);
-    std::fs::write(
-        &config,
-        daemon_config(&sim.url(), &hook, &state, &["CREATE_SERVER"]),
-    )
-    .unwrap();
+    let (state, config) = create_server_config(dir.path(), &sim, &receiver.url);
     let mut daemon = Daemon::spawn(&config, None, &dir.path().join("jobwatch.log"));
     wait_baselined(&state, "CREATE_SERVER", WITHIN).await;
     sim.fault(

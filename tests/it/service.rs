@@ -11,7 +11,7 @@ use std::time::Duration;
 use jobwatch::secret::Secret;
 use jobwatch::sim::SimOptions;
 
-use crate::support::{Sim, baselined, eventually, inherited_settings};
+use crate::support::{AS_NOBODY, Sim, baselined, eventually, inherited_settings};
 
 const NOBODY: u32 = 65534;
 const SK: &str = "sk-from-a-credential";
@@ -24,7 +24,7 @@ fn chmod(path: &Path, mode: u32) {
 fn as_nobody(args: &[&str], env: &[(&str, &Path)]) -> std::process::Command {
     let mut command = std::process::Command::new("setpriv");
     command
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(AS_NOBODY)
         .arg(env!("CARGO_BIN_EXE_jobwatch"))
         .args(args);
     for name in inherited_settings() {

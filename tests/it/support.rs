@@ -675,7 +675,17 @@ pub async fn pending_event_ids(state: &std::path::Path) -> std::collections::BTr
 
 /// Runs the `jobwatch` binary with `-c config` and `args`, to completion.
 pub async fn jobwatch(config: &std::path::Path, args: &[&str]) -> std::process::Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"));
+    let command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"));
+    run_to_completion(command, config, args).await
+}
+
+/// `command` (our binary, or a wrapper that runs it) with `-c config` and
+/// `args`, no colour and none of the runner's own settings, to completion.
+async fn run_to_completion(
+    mut command: tokio::process::Command,
+    config: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
     command
         .arg("-c")
         .arg(config)
@@ -686,6 +696,10 @@ pub async fn jobwatch(config: &std::path::Path, args: &[&str]) -> std::process::
     }
     command.output().await.expect("run jobwatch")
 }
+
+/// The arguments that make util-linux's `setpriv` run a command as
+/// `nobody` (for tests that need a user who cannot write what root can).
+pub const AS_NOBODY: [&str; 3] = ["--reuid=65534", "--regid=65534", "--clear-groups"];
 
 /// The variables of the test runner's own environment that would change
 /// what a `jobwatch` child does (a systemd unit's socket and watchdog,
@@ -787,21 +801,10 @@ pub fn make_read_only(dir: &std::path::Path) {
 pub async fn jobwatch_as_reader(config: &std::path::Path, args: &[&str]) -> std::process::Output {
     // SAFETY: geteuid only reads the process's credentials.
     let root = unsafe { libc::geteuid() } == 0;
-    let mut command = if root {
-        let mut c = tokio::process::Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_jobwatch"));
-        c
-    } else {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"))
-    };
-    command
-        .arg("-c")
-        .arg(config)
-        .args(args)
-        .env("NO_COLOR", "1");
-    for name in inherited_settings() {
-        command.env_remove(name);
+    if !root {
+        return jobwatch(config, args).await;
     }
-    command.output().await.expect("run jobwatch")
+    let mut command = tokio::process::Command::new("setpriv");
+    command.args(AS_NOBODY).arg(env!("CARGO_BIN_EXE_jobwatch"));
+    run_to_completion(command, config, args).await
 }

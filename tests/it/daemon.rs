@@ -406,6 +406,13 @@ async fn delivered_rows_are_deleted_after_keep_delivered() {
     let daemon = InProcess::start(&config);
     sim.set_status(&job, "FAILED").await;
     receiver.next(WITHIN).await;
+    // Its outcome is written after the receiver answers: wait for it, or
+    // the old row's pruning could pass while the new one is still pending.
+    eventually(WITHIN, "the new delivery to be recorded", || {
+        let state = state.clone();
+        async move { (outbox(&state).await.0 == 0).then_some(()) }
+    })
+    .await;
     eventually(WITHIN, "delivered rows to be pruned", || {
         let state = state.clone();
         async move { (delivered_rows(&state).await == 0).then_some(()) }

@@ -22,9 +22,20 @@ use crate::watch::event::{Event, EventKind};
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct Route {
-    /// Empty: every job type. Not printed when empty, as in the input.
+    /// Target names (a target's `name`, or its `NAME/JOB_TYPE` when it
+    /// watches several); empty: every target. Empty filters are not
+    /// printed, as in the input.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// Project ids; empty: every project.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub projects: Vec<String>,
+    /// Empty: every job type.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub job_types: Vec<JobType>,
+    /// Exact error codes; empty: any (or none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub error_codes: Vec<String>,
     /// Statuses entered; empty: every status.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub to: Vec<Status>,
@@ -42,11 +53,31 @@ pub struct Route {
 }
 
 impl Route {
-    /// Whether an event of this kind, job type and new status takes this route.
-    pub fn matches(&self, kind: EventKind, job_type: &JobType, to: &Status) -> bool {
-        self.kinds.contains(&kind)
-            && (self.job_types.is_empty() || self.job_types.contains(job_type))
-            && (self.to.is_empty() || self.to.contains(to))
+    /// Whether `event` takes this route: every filter given matches.
+    pub fn matches(&self, event: &Event) -> bool {
+        let to_matches = match &event.to {
+            Some(to) => self.to.is_empty() || self.to.contains(to),
+            // A route with a `to` filter never takes an event without a status.
+            None => self.to.is_empty(),
+        };
+        let target_matches = self.targets.iter().any(|t| {
+            *t == event.target
+                || event
+                    .target
+                    .strip_prefix(t.as_str())
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    == Some(event.job_type.as_str())
+        });
+        self.kinds.contains(&event.kind)
+            && to_matches
+            && (self.targets.is_empty() || target_matches)
+            && (self.projects.is_empty() || self.projects.contains(&event.project_id))
+            && (self.job_types.is_empty() || self.job_types.contains(&event.job_type))
+            && (self.error_codes.is_empty()
+                || event
+                    .error_code
+                    .as_ref()
+                    .is_some_and(|c| self.error_codes.contains(c)))
     }
 }
 
@@ -81,16 +112,8 @@ impl Router {
     pub fn route(&self, event: &Event) -> Vec<Routed> {
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
-        let to = event
-            .to
-            .clone()
-            .unwrap_or_else(|| Status::Other(String::new()));
         for (index, route) in self.routes.iter().enumerate() {
-            // A route with a `to` filter never takes an event without a status.
-            if event.to.is_none() && !route.to.is_empty() {
-                continue;
-            }
-            if !route.matches(event.kind, &event.job_type, &to) {
+            if !route.matches(event) {
                 continue;
             }
             let group = route.group_window.map(|window| Grouping {

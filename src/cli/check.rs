@@ -6,7 +6,6 @@ use anyhow::Context;
 use super::Cli;
 use crate::config::{Config, budget_warnings};
 use crate::storage::{OpenMode, Storage};
-use crate::watch::Target;
 use crate::watch::strategy::{budget_need, pages_for};
 
 /// Loads `-c` (which must exist: checking a file that is not there is a
@@ -25,13 +24,10 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The API budget the targets need, with each target's pages taken from
-/// the state file when it is there (read only, never written).
+/// The API budget each account's targets need, with each target's pages
+/// taken from the state file when it is there (read only, never written).
 async fn budget(config: &Config) {
-    let targets: Vec<Target> = config
-        .watch_pairs()
-        .map(|(project, job_type)| Target::new(project, job_type.clone()))
-        .collect();
+    let targets = config.watched();
     if targets.is_empty() {
         return;
     }
@@ -52,36 +48,56 @@ async fn budget(config: &Config) {
             Err(e) => eprintln!("note: the API budget below assumes one page per target: {e}"),
         }
     }
-    let poll = &config.poll;
-    let need = budget_need(
-        poll.strategy,
-        &pages,
-        poll.interval,
-        poll.active_interval,
-        poll.full_scan_every,
-    );
-    let budget = config.api.max_requests_per_minute;
-    eprintln!(
-        "API budget: {} target(s) need about {:.0} requests/minute idle and {:.0} with all active \
-         ({basis}{}); first scans take {} pages, {:.1} min at {budget}/minute",
-        targets.len(),
-        need.idle,
-        need.active,
-        if need.reconcile > 0.0 {
-            format!(", {:.0}/minute of it reconciliation", need.reconcile)
+    let several = config.accounts().count() > 1;
+    for account in config.accounts() {
+        let pages: Vec<u64> = targets
+            .iter()
+            .zip(&pages)
+            .filter(|(t, _)| *t.account == *account.name)
+            .map(|(_, p)| *p)
+            .collect();
+        if pages.is_empty() {
+            if several {
+                eprintln!("warning: account {:?} has no targets", account.name);
+            }
+            continue;
+        }
+        let poll = &config.poll;
+        let need = budget_need(
+            poll.strategy,
+            &pages,
+            poll.interval,
+            poll.active_interval,
+            poll.full_scan_every,
+        );
+        let budget = account.api.max_requests_per_minute;
+        let whose = if several {
+            format!(" (account {})", account.name)
         } else {
             String::new()
-        },
-        need.baseline_pages,
-        need.baseline_pages as f64 / f64::from(budget.max(1)),
-    );
-    // The config's own check assumed one page each; say more only when
-    // the real pages change the verdict.
-    if basis.starts_with("pages counted")
-        && budget_warnings(config, &vec![1; pages.len()], "").is_empty()
-    {
-        for warning in budget_warnings(config, &pages, basis) {
-            eprintln!("warning: {warning}");
+        };
+        eprintln!(
+            "API budget{whose}: {} target(s) need about {:.0} requests/minute idle and {:.0} with all active \
+             ({basis}{}); first scans take {} pages, {:.1} min at {budget}/minute",
+            pages.len(),
+            need.idle,
+            need.active,
+            if need.reconcile > 0.0 {
+                format!(", {:.0}/minute of it reconciliation", need.reconcile)
+            } else {
+                String::new()
+            },
+            need.baseline_pages,
+            need.baseline_pages as f64 / f64::from(budget.max(1)),
+        );
+        // The config's own check assumed one page each; say more only when
+        // the real pages change the verdict.
+        if basis.starts_with("pages counted")
+            && budget_warnings(config, account, &vec![1; pages.len()], "").is_empty()
+        {
+            for warning in budget_warnings(config, account, &pages, basis) {
+                eprintln!("warning: {warning}");
+            }
         }
     }
 }

@@ -14,9 +14,8 @@ use crate::daemon::wiring;
 use crate::metrics::Metrics;
 use crate::notify::dispatch::Dispatcher;
 use crate::storage::{OpenMode, Storage};
-use crate::watch::Target;
 use crate::watch::event::Event;
-use crate::watch::poller::{CycleContext, CycleError, TargetState, cycle};
+use crate::watch::poller::{CycleError, TargetState, cycle};
 use crate::watch::strategy::ScanPlan;
 
 #[derive(Debug, clap::Args)]
@@ -47,24 +46,15 @@ pub async fn run(cli: &Cli, args: &OnceArgs) -> anyhow::Result<()> {
     };
     let store = Storage::open(&config.state, mode).await?;
     let metrics = Arc::new(Metrics::new());
-    let ctx = CycleContext {
-        client: Arc::new(wiring::client(&config)?),
-        store: store.clone(),
-        router: wiring::router(&config),
-        diff: wiring::diff_settings(&config),
-        metrics: metrics.clone(),
-        dry_run,
-        strategy: config.poll.strategy,
-        full_scan_every: config.poll.full_scan_every,
-    };
+    let contexts = wiring::cycle_contexts(&config, &store, &metrics, dry_run)?;
 
     let mut events: Vec<Event> = Vec::new();
     let mut failed = 0;
-    for (project_id, job_type) in config.watch_pairs() {
-        let target = Target::new(project_id, job_type.clone());
+    for target in config.watched() {
+        let ctx = &contexts[&*target.account];
         // One cycle per run: a reconciliation that is due runs now.
         let mut state = TargetState::new(ScanPlan::one_shot(ctx.strategy, ctx.full_scan_every));
-        match cycle(&ctx, &target, &mut state).await {
+        match cycle(ctx, &target, &mut state).await {
             Ok(report) => events.extend(report.events),
             Err(e) => {
                 failed += 1;
@@ -140,14 +130,13 @@ fn print_events(events: &[Event], format: Format) -> anyhow::Result<()> {
             }
             let mut table = Table::new();
             table.set_header([
-                "KIND", "PROJECT", "JOB TYPE", "SUB-JOB", "FROM", "TO", "ERROR", "RESOURCE",
+                "KIND", "TARGET", "SUB-JOB", "FROM", "TO", "ERROR", "RESOURCE",
             ]);
             let text = |s: Option<String>| s.unwrap_or_else(|| "-".into());
             for e in events {
                 table.add_row([
                     e.kind.as_str().to_owned(),
-                    e.project_id.clone(),
-                    e.job_type.to_string(),
+                    e.target_name().into_owned(),
                     e.sub_job_id.clone(),
                     text(e.from.as_ref().map(ToString::to_string)),
                     text(e.to.as_ref().map(ToString::to_string)),

@@ -161,6 +161,29 @@ fn origin_of(md: &Metadata, profile: &Profile, keys: &[String]) -> Option<String
     }
 }
 
+/// ` (did you mean "FAILED"?)` when one of `known` is close to `written`
+/// (at most two edits, case aside, and not more edits than half its
+/// length), else nothing: the tail of an "unknown …" message.
+pub fn did_you_mean<'k>(written: &str, known: impl IntoIterator<Item = &'k str>) -> String {
+    match closest(written, known) {
+        Some(best) => format!(" (did you mean {best:?}?)"),
+        None => String::new(),
+    }
+}
+
+/// The one of `known` nearest to `written`, if it is near enough to be
+/// what was meant (see [`did_you_mean`]).
+pub fn closest<'k>(written: &str, known: impl IntoIterator<Item = &'k str>) -> Option<&'k str> {
+    let lower = written.to_lowercase();
+    known
+        .into_iter()
+        .filter(|k| *k != written)
+        .map(|k| (strsim::damerau_levenshtein(&lower, &k.to_lowercase()), k))
+        .filter(|(d, k)| *d <= 2 && *d * 2 <= k.chars().count().max(written.chars().count()))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
 /// Letters, digits, `-` and `_`, at least one.
 pub fn is_word(s: &str) -> bool {
     !s.is_empty()

@@ -23,6 +23,7 @@ use crate::cloud::model::JobType;
 use crate::notify::kinds::NotifierConfig;
 use crate::secret::Secret;
 use crate::watch::strategy::Strategy;
+use crate::watch::{DEFAULT_ACCOUNT, Target};
 
 pub mod check;
 pub mod dur;
@@ -33,7 +34,7 @@ mod validate;
 
 pub use check::{ConfigError, Problem};
 pub use env::{CONFIG_VAR, EnvVars, SDK_PROFILE, SDK_VARS};
-pub use validate::{SdkEnv, budget_warnings, validate};
+pub use validate::{SdkEnv, budget_key, budget_warnings, validate};
 
 pub use crate::ratelimit::RateLimit;
 pub use crate::secret::SecretUrl;
@@ -41,8 +42,14 @@ pub use crate::secret::SecretUrl;
 /// The validated configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
+    /// The default account's API settings.
     pub api: ApiConfig,
+    /// The default account's credentials.
     pub auth: AuthConfig,
+    /// `[accounts.NAME]`: further accounts, each with its own region,
+    /// credentials and budget.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub accounts: BTreeMap<String, AccountConfig>,
     pub state: StateConfig,
     pub poll: PollConfig,
     pub delivery: DeliveryConfig,
@@ -90,7 +97,16 @@ pub struct ApiConfig {
     pub iam_endpoint: Url,
 }
 
-/// How requests authenticate (SPEC §1).
+/// One `[accounts.NAME]`: where its API is, how it authenticates, its
+/// own request budget.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountConfig {
+    #[serde(flatten)]
+    pub api: ApiConfig,
+    pub auth: AuthConfig,
+}
+
+/// How requests authenticate.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "method", rename_all = "lowercase")]
 pub enum AuthConfig {
@@ -179,19 +195,71 @@ pub enum LogFormat {
 /// Each (project, job type) pair is one poll loop.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetConfig {
+    /// `None`: the default account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub project_id: String,
     pub job_types: Vec<JobType>,
 }
 
+impl TargetConfig {
+    /// The account's name, [`DEFAULT_ACCOUNT`] when none is given.
+    pub fn account_name(&self) -> &str {
+        self.account.as_deref().unwrap_or(DEFAULT_ACCOUNT)
+    }
+
+    /// Its poll loops, named: `name` when it watches one job type,
+    /// `name/JOB_TYPE` for each of several, `project/JOB_TYPE` without one.
+    pub fn watched(&self) -> impl Iterator<Item = Target> + '_ {
+        self.job_types.iter().map(move |job_type| {
+            let name = match &self.name {
+                Some(name) if self.job_types.len() == 1 => name.clone(),
+                Some(name) => format!("{name}/{job_type}"),
+                None => Target::default_name(&self.project_id, job_type),
+            };
+            Target::new(self.project_id.clone(), job_type.clone()).named(name, self.account_name())
+        })
+    }
+}
+
+/// One account's API settings and credentials, borrowed from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct Account<'a> {
+    pub name: &'a str,
+    pub api: &'a ApiConfig,
+    pub auth: &'a AuthConfig,
+}
+
 impl Config {
-    /// Every (project, job type) pair, in config order: one poll loop each.
-    /// Validation guarantees there are no duplicates.
-    pub fn watch_pairs(&self) -> impl Iterator<Item = (&str, &JobType)> {
+    /// Every poll loop, named and with its account, in config order.
+    /// Validation guarantees no (project, job type) pair is there twice.
+    pub fn watched(&self) -> Vec<Target> {
         self.targets
             .iter()
-            .flat_map(|t| t.job_types.iter().map(|j| (t.project_id.as_str(), j)))
+            .flat_map(TargetConfig::watched)
+            .collect()
+    }
+
+    /// Every account, the default first; validation guarantees each
+    /// target's account is among them.
+    pub fn accounts(&self) -> impl Iterator<Item = Account<'_>> {
+        std::iter::once(Account {
+            name: DEFAULT_ACCOUNT,
+            api: &self.api,
+            auth: &self.auth,
+        })
+        .chain(self.accounts.iter().map(|(name, a)| Account {
+            name,
+            api: &a.api,
+            auth: &a.auth,
+        }))
+    }
+
+    /// The account called `name`, if there is one.
+    pub fn account(&self, name: &str) -> Option<Account<'_>> {
+        self.accounts().find(|a| a.name == name)
     }
 }
 

@@ -3,8 +3,11 @@
 //!
 //! Nothing here judges a value beyond its shape: durations, URLs and names
 //! stay strings so that `validate` can report every bad one with its key,
-//! instead of serde stopping at the first. `deny_unknown_fields` everywhere
-//! makes a misspelt key an error rather than a silently ignored setting.
+//! instead of serde stopping at the first. A key none of these structs has
+//! is not skipped silently: [`WithUnknown`] collects every one (serde's
+//! `deny_unknown_fields` would stop at the first), and `validate` reports
+//! them as problems beside all the others, each with the keys its table
+//! does have ([`known_keys`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,10 +39,11 @@ impl<'de> Deserialize<'de> for RawDuration {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawConfig {
     pub api: RawApi,
     pub auth: RawAuth,
+    pub accounts: BTreeMap<String, RawAccount>,
     pub state: RawState,
     pub poll: RawPoll,
     pub delivery: RawDelivery,
@@ -52,7 +56,7 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawApi {
     pub region: Option<String>,
     pub endpoint: Option<String>,
@@ -61,8 +65,36 @@ pub struct RawApi {
     pub iam_endpoint: Option<String>,
 }
 
+/// `[accounts.NAME]`: the `[api]` keys and an `auth` table. Written out
+/// rather than a flattened `RawApi`: a flattened struct's unknown keys are
+/// not reported one by one.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+pub struct RawAccount {
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub timeout: Option<RawDuration>,
+    pub max_requests_per_minute: Option<i64>,
+    pub iam_endpoint: Option<String>,
+    pub auth: RawAuth,
+}
+
+impl RawAccount {
+    /// The account's `[api]` keys and its `auth` table, apart.
+    pub fn split(self) -> (RawApi, RawAuth) {
+        let api = RawApi {
+            region: self.region,
+            endpoint: self.endpoint,
+            timeout: self.timeout,
+            max_requests_per_minute: self.max_requests_per_minute,
+            iam_endpoint: self.iam_endpoint,
+        };
+        (api, self.auth)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct RawAuth {
     pub method: Option<String>,
     pub ak: Option<String>,
@@ -80,13 +112,13 @@ pub struct RawAuth {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawState {
     pub path: Option<RelativePathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawPoll {
     pub interval: Option<RawDuration>,
     pub active_interval: Option<RawDuration>,
@@ -98,7 +130,7 @@ pub struct RawPoll {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawDelivery {
     pub max_age: Option<RawDuration>,
     pub keep_delivered: Option<RawDuration>,
@@ -107,15 +139,16 @@ pub struct RawDelivery {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawLog {
     pub level: Option<String>,
     pub format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawTarget {
+    pub account: Option<String>,
     pub name: Option<String>,
     pub project_id: Option<String>,
     pub job_types: Option<Vec<String>>,
@@ -125,7 +158,7 @@ pub struct RawTarget {
 /// then rejects settings the chosen kind does not use, which gives a
 /// clearer message than an internally tagged serde enum would.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawNotifier {
     pub kind: Option<String>,
     pub url: Option<String>,
@@ -172,9 +205,12 @@ impl RawNotifier {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawRoute {
+    pub targets: Option<Vec<String>>,
+    pub projects: Option<Vec<String>>,
     pub job_types: Option<Vec<String>>,
+    pub error_codes: Option<Vec<String>>,
     pub to: Option<Vec<String>>,
     pub kinds: Option<Vec<String>>,
     pub notify: Option<Vec<String>>,
@@ -183,14 +219,140 @@ pub struct RawRoute {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawHeartbeat {
     pub url: Option<String>,
     pub every: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawServer {
     pub listen: Option<String>,
+}
+
+/// A step of a key's path: a table's key or an array's index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Key(String),
+    Index(usize),
+}
+
+/// A [`RawConfig`] and every key in the input that none of its structs
+/// has, in the order met.
+#[derive(Debug, Default)]
+pub struct WithUnknown {
+    pub config: RawConfig,
+    pub unknown: Vec<Vec<Part>>,
+}
+
+impl<'de> Deserialize<'de> for WithUnknown {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut unknown = Vec::new();
+        let config = serde_ignored::deserialize(d, |path| unknown.push(parts(&path)))?;
+        Ok(WithUnknown { config, unknown })
+    }
+}
+
+fn parts(path: &serde_ignored::Path<'_>) -> Vec<Part> {
+    use serde_ignored::Path;
+    let mut out = match path {
+        Path::Root => return Vec::new(),
+        Path::Seq { parent, .. }
+        | Path::Map { parent, .. }
+        | Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => parts(parent),
+    };
+    match path {
+        Path::Seq { index, .. } => out.push(Part::Index(*index)),
+        Path::Map { key, .. } => out.push(Part::Key(key.clone())),
+        _ => {}
+    }
+    out
+}
+
+/// The keys the table at `parent` has, for "did you mean" and "expected
+/// one of": the field names serde itself would accept there.
+pub fn known_keys(parent: &[Part]) -> &'static [&'static str] {
+    use Part::{Index, Key};
+    fn key(k: &Part) -> Option<&str> {
+        match k {
+            Key(k) => Some(k.as_str()),
+            Index(_) => None,
+        }
+    }
+    match parent {
+        [] => fields::<RawConfig>(),
+        [k] => match key(k) {
+            Some("api") => fields::<RawApi>(),
+            Some("auth") => fields::<RawAuth>(),
+            Some("state") => fields::<RawState>(),
+            Some("poll") => fields::<RawPoll>(),
+            Some("delivery") => fields::<RawDelivery>(),
+            Some("log") => fields::<RawLog>(),
+            Some("heartbeat") => fields::<RawHeartbeat>(),
+            Some("server") => fields::<RawServer>(),
+            _ => &[],
+        },
+        [k, Index(_)] => match key(k) {
+            Some("targets") => fields::<RawTarget>(),
+            Some("routes") => fields::<RawRoute>(),
+            _ => &[],
+        },
+        [k, Key(_)] => match key(k) {
+            Some("accounts") => fields::<RawAccount>(),
+            Some("notifiers") => fields::<RawNotifier>(),
+            _ => &[],
+        },
+        [k, Key(_), Key(auth)] if key(k) == Some("accounts") && auth == "auth" => {
+            fields::<RawAuth>()
+        }
+        _ => &[],
+    }
+}
+
+/// The field names of a struct deriving `Deserialize`, as serde's derive
+/// hands them to `deserialize_struct`. A deserializer that only listens.
+fn fields<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    struct Listen<'a>(&'a mut &'static [&'static str]);
+
+    #[derive(Debug)]
+    struct Heard;
+    impl fmt::Display for Heard {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("heard the fields")
+        }
+    }
+    impl std::error::Error for Heard {}
+    impl serde::de::Error for Heard {
+        fn custom<M: fmt::Display>(_: M) -> Heard {
+            Heard
+        }
+    }
+
+    impl<'de> Deserializer<'de> for Listen<'_> {
+        type Error = Heard;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Heard> {
+            Err(Heard)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Heard> {
+            *self.0 = fields;
+            Err(Heard)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    let mut heard: &'static [&'static str] = &[];
+    let _ = T::deserialize(Listen(&mut heard));
+    heard
 }

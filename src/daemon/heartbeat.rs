@@ -33,6 +33,8 @@ impl Heartbeat {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("jobwatch/", env!("CARGO_PKG_VERSION")))
+            // The URL carries the check's token: never re-sent elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Heartbeat {
             url,

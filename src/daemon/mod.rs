@@ -217,10 +217,10 @@ struct Pollers {
 /// A generation of pollers built from a config but not started: building
 /// can fail (a client, a heartbeat), starting cannot.
 struct Prepared {
-    ctx: Arc<CycleContext>,
     heartbeat: Option<Arc<Heartbeat>>,
     pace: Pace,
-    targets: Vec<Target>,
+    /// Each target with its account's context (client and budget).
+    targets: Vec<(Arc<CycleContext>, Target)>,
 }
 
 impl Pollers {
@@ -238,24 +238,22 @@ impl Pollers {
             )?)),
             None => None,
         };
-        let ctx = Arc::new(CycleContext {
-            client: Arc::new(wiring::client(config)?.with_metrics(metrics.clone())),
-            store: store.clone(),
-            router: wiring::router(config),
-            diff: wiring::diff_settings(config),
-            metrics: metrics.clone(),
-            dry_run: false,
-            strategy: config.poll.strategy,
-            full_scan_every: config.poll.full_scan_every,
-        });
+        let contexts = wiring::cycle_contexts(config, store, metrics, false)?;
+        let targets = config
+            .watched()
+            .into_iter()
+            .map(|target| {
+                let ctx = contexts
+                    .get(&*target.account)
+                    .expect("validation: every target's account exists")
+                    .clone();
+                (ctx, target)
+            })
+            .collect();
         Ok(Prepared {
-            ctx,
             heartbeat,
             pace: wiring::pace(config),
-            targets: config
-                .watch_pairs()
-                .map(|(project_id, job_type)| Target::new(project_id, job_type.clone()))
-                .collect(),
+            targets,
         })
     }
 }
@@ -270,7 +268,6 @@ impl Prepared {
             ..
         } = parts;
         let Prepared {
-            ctx,
             heartbeat,
             pace,
             targets,
@@ -280,13 +277,8 @@ impl Prepared {
         let count = targets.len();
         liveness.reset();
         health.reset_targets();
-        for target in targets {
-            let (ctx, stop, dispatcher, liveness) = (
-                ctx.clone(),
-                stop.clone(),
-                dispatcher.clone(),
-                liveness.clone(),
-            );
+        for (ctx, target) in targets {
+            let (stop, dispatcher, liveness) = (stop.clone(), dispatcher.clone(), liveness.clone());
             let (heartbeat, services, health) =
                 (heartbeat.clone(), services.clone(), health.clone());
             liveness.idle(&target);

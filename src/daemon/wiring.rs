@@ -2,19 +2,35 @@
 //! the notifiers with their limits, the router. Shared by `run`, `once`,
 //! `jobs`, `notify-test` and `demo`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::cloud::auth::{Credentials, PasswordCredentials};
 use crate::cloud::{Client, ClientSettings};
-use crate::config::{AuthConfig, Config};
+use crate::config::{Account, AuthConfig, Config};
+use crate::metrics::Metrics;
 use crate::notify::dispatch::{DispatchSettings, Notifiers, Slot};
 use crate::retry::Backoff;
 use crate::route::Router;
+use crate::storage::Storage;
 use crate::watch::diff::DiffSettings;
-use crate::watch::poller::Pace;
+use crate::watch::poller::{CycleContext, Pace};
 
+/// The default account's credentials.
 pub fn credentials(config: &Config) -> Credentials {
-    match &config.auth {
+    account_credentials(default_account(config))
+}
+
+fn default_account(config: &Config) -> Account<'_> {
+    config
+        .accounts()
+        .next()
+        .expect("the default account is always first")
+}
+
+/// An account's credentials, as the client uses them.
+pub fn account_credentials(account: Account<'_>) -> Credentials {
+    match account.auth {
         AuthConfig::None => Credentials::None,
         AuthConfig::Aksk(aksk) => Credentials::AkSk {
             ak: aksk.ak.clone(),
@@ -26,20 +42,65 @@ pub fn credentials(config: &Config) -> Credentials {
             user: password.user.clone(),
             password: password.password.clone(),
             domain: password.domain.clone(),
-            iam_endpoint: config.api.iam_endpoint.clone(),
+            iam_endpoint: account.api.iam_endpoint.clone(),
             scope_project: password.project_id.clone(),
         }),
     }
 }
 
+/// The default account's client.
 pub fn client(config: &Config) -> anyhow::Result<Client> {
+    account_client(default_account(config))
+}
+
+/// An account's client, with the account's own budget.
+pub fn account_client(account: Account<'_>) -> anyhow::Result<Client> {
     let settings = ClientSettings {
-        endpoint: config.api.endpoint.clone(),
-        timeout: config.api.timeout,
-        max_requests_per_minute: config.api.max_requests_per_minute,
+        endpoint: account.api.endpoint.clone(),
+        timeout: account.api.timeout,
+        max_requests_per_minute: account.api.max_requests_per_minute,
         backoff: Backoff::API,
     };
-    Ok(Client::new(settings, credentials(config))?)
+    Ok(Client::new(settings, account_credentials(account))?)
+}
+
+/// One client per account, by name: each paces its own budget.
+pub fn clients(config: &Config) -> anyhow::Result<BTreeMap<String, Arc<Client>>> {
+    config
+        .accounts()
+        .map(|a| Ok((a.name.to_owned(), Arc::new(account_client(a)?))))
+        .collect()
+}
+
+/// A cycle context per account, by name: the same store, router and
+/// settings, each account's own client (and so its own budget). `metrics`
+/// also counts each client's requests.
+pub fn cycle_contexts(
+    config: &Config,
+    store: &Storage,
+    metrics: &Arc<Metrics>,
+    dry_run: bool,
+) -> anyhow::Result<BTreeMap<String, Arc<CycleContext>>> {
+    let router = router(config);
+    clients(config)?
+        .into_iter()
+        .map(|(name, client)| {
+            let client = Arc::into_inner(client)
+                .expect("a client just built has one owner")
+                .with_metrics(metrics.clone());
+            let ctx = CycleContext {
+                client: Arc::new(client),
+                store: store.clone(),
+                router: router.clone(),
+                diff: diff_settings(config),
+                metrics: metrics.clone(),
+                dry_run,
+                strategy: config.poll.strategy,
+                full_scan_every: config.poll.full_scan_every,
+            };
+            Ok((name, Arc::new(ctx)))
+        })
+        .collect()
 }
 
 pub fn router(config: &Config) -> Router {

@@ -20,7 +20,7 @@
 //! | `title`, `summary` | the built-in title and per-job-type summary |
 //! | `time(ts, fmt?)`, `\|time` | an RFC 3339 time in `delivery.timezone`: `2026-11-29 18:40:43 +08:00` |
 //! | `duration_in_state(event)`, `\|duration` | how long the sub-job ran before this event: `40m 43s` |
-//! | `console_link(event?)` | the Workspace console of `api.region` |
+//! | `console_link(event?)` | the Workspace console of the event's account's region (`api.region` without an event) |
 //! | `\|status_icon` | ❌ FAILED/ABNORMAL, ✅ SUCCESS, ⏳ active, ⚠️ stuck, 🔄 anything else (vanished, an unknown status) |
 //!
 //! plus minijinja's built-ins (`tojson`, `urlencode`, `join`, `length`, …).
@@ -45,6 +45,9 @@ pub struct TemplateSettings {
     pub timezone: TimeZone,
     /// `api.region`: the region of `console_link`.
     pub region: String,
+    /// The regions of the other accounts (`[accounts.NAME]`), by name: an
+    /// event's `account` picks its console there.
+    pub account_regions: BTreeMap<String, String>,
 }
 
 /// How interpolated text is escaped for the receiver's markup. Only the
@@ -320,8 +323,15 @@ fn add_helpers(env: &mut Environment<'static>, settings: &TemplateSettings) {
     });
     env.add_filter("duration", duration);
 
-    let link = console_link(&settings.region);
-    env.add_function("console_link", move |_event: Option<&Value>| link.clone());
+    let default = settings.region.clone();
+    let regions = settings.account_regions.clone();
+    env.add_function("console_link", move |event: Option<&Value>| {
+        let account = event
+            .and_then(|e| e.get_attr("account").ok())
+            .and_then(|a| a.as_str().map(str::to_owned));
+        let region = account.and_then(|a| regions.get(&a)).unwrap_or(&default);
+        console_link(region)
+    });
 
     env.add_filter("status_icon", status_icon);
 }
@@ -479,6 +489,8 @@ fn sample_events() -> Vec<Event> {
     let event = |i: usize, kind: EventKind, from: Status, to: Status| Event {
         event_id: format!("3f9a0c1e5b7d42a8b6c0d2e4f6a8b0c{i}"),
         kind,
+        target: "prod-desktops".into(),
+        account: "default".into(),
         project_id: "0a1b2c3d4e5f60718293a4b5c6d7e8f9".into(),
         job_type: JobType::CreateServer,
         sub_job_id: format!("ff8080818c2a6f3a018c2b1e4d7a00{i:02}"),
@@ -540,6 +552,7 @@ mod tests {
         TemplateSettings {
             timezone: TimeZone::get("Asia/Shanghai").expect("tzdb has Shanghai"),
             region: "cn-north-4".into(),
+            account_regions: BTreeMap::new(),
         }
     }
 

@@ -240,11 +240,21 @@ pub fn event_line(event: &Event, tz: &TimeZone) -> String {
     }
     let _ = write!(
         line,
-        " project {} at {}",
-        event.project_id,
+        " {} at {}",
+        where_(event),
         format_time(happened_at(event), tz)
     );
     line
+}
+
+/// Where an event happened, in a line or a subject: `target prod-desktops`
+/// for a named target, `project 0a1b2c3d…` for one named by its project.
+fn where_(event: &Event) -> String {
+    if event.target_is_named() {
+        format!("target {}", event.target)
+    } else {
+        format!("project {}", short_id(&event.project_id))
+    }
 }
 
 /// How many facts [`facts`] gives.
@@ -296,6 +306,9 @@ fn facts(event: &Event, tz: &TimeZone, detail: Detail) -> Vec<(&'static str, Str
     };
     if let Some(error) = error {
         out.push(("Error", error));
+    }
+    if event.target_is_named() {
+        out.push(("Target", event.target.clone()));
     }
     out.push(("Project", event.project_id.clone()));
     if let Some(job) = &event.job_id {
@@ -472,11 +485,7 @@ pub fn group_note(group: &GroupInfo) -> String {
 pub fn mail_subject(message: &Message) -> String {
     let text = match message.events.as_slice() {
         [] => "no events".to_owned(),
-        [event] => format!(
-            "{} (project {})",
-            what_happened(event),
-            short_id(&event.project_id)
-        ),
+        [event] => format!("{} ({})", what_happened(event), where_(event)),
         events => format!("{}: {}", transitions(events), tally(events)),
     };
     one_line(&format!("[jobwatch] {text}"))

@@ -74,6 +74,13 @@ pub struct Event {
     /// Stable across retries and restarts; see [`event_id`].
     pub event_id: String,
     pub kind: EventKind,
+    /// The target's display name (its `name`, else `project/JOB_TYPE`).
+    /// Absent from events stored by versions before it: those read as "".
+    #[serde(default)]
+    pub target: String,
+    /// The target's account (`default` for `[api]`/`[auth]`).
+    #[serde(default = "default_account")]
+    pub account: String,
     pub project_id: String,
     /// The target's job type (an item may omit its own).
     pub job_type: JobType,
@@ -91,6 +98,28 @@ pub struct Event {
     /// When jobwatch saw it. Not part of the id: a re-detection later is
     /// still the same transition.
     pub observed_at: jiff::Timestamp,
+}
+
+fn default_account() -> String {
+    super::DEFAULT_ACCOUNT.to_owned()
+}
+
+impl Event {
+    /// The target as messages name it: its own name, or `project/JOB_TYPE`
+    /// for an event stored before events carried one.
+    pub fn target_name(&self) -> std::borrow::Cow<'_, str> {
+        if self.target.is_empty() {
+            super::Target::default_name(&self.project_id, &self.job_type).into()
+        } else {
+            self.target.as_str().into()
+        }
+    }
+
+    /// Whether the target has a name of its own (not `project/JOB_TYPE`).
+    pub fn target_is_named(&self) -> bool {
+        !self.target.is_empty()
+            && self.target != super::Target::default_name(&self.project_id, &self.job_type)
+    }
 }
 
 /// The parts of a transition that identify it.
@@ -142,6 +171,8 @@ impl Event {
         Event {
             event_id: event_id(target, &job.id, &t),
             kind: t.kind,
+            target: target.name.to_string(),
+            account: target.account.to_string(),
             project_id: target.project_id.clone(),
             job_type: target.job_type.clone(),
             sub_job_id: job.id.clone(),

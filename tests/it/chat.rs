@@ -57,6 +57,8 @@ fn event(i: usize, to: &str) -> Event {
     Event {
         event_id: format!("ev{i:04}"),
         kind: EventKind::Changed,
+        target: String::new(),
+        account: "default".into(),
         project_id: "0a1b2c3d".into(),
         job_type: JobType::CreateServer,
         sub_job_id: format!("sub-{i:04}"),

@@ -373,7 +373,7 @@ fn problems_name_the_file_or_variable_they_came_from() {
         .to_string();
     assert!(
         e.contains(&format!(
-            "routes[0].notify: unknown notifier \"chaat\"; defined: chat (in {})",
+            "routes[0].notify: unknown notifier \"chaat\" (did you mean \"chat\"?); defined: chat (in {})",
             path.display()
         )),
         "{e}"
@@ -1016,4 +1016,138 @@ fn a_secret_from_the_environment_is_a_string_whatever_it_looks_like() {
         panic!("expected an inline token")
     };
     assert_eq!(token.expose(), "[abc]");
+}
+
+const TWO_ACCOUNTS: &str = r#"
+[accounts.intl]
+region = "ap-southeast-1"
+max_requests_per_minute = 60
+[accounts.intl.auth]
+method = "token"
+token = "t"
+
+[[targets]]
+name = "cn-prod"
+project_id = "p-cn"
+job_types = ["CREATE_SERVER", "DELETE_SERVER"]
+
+[[targets]]
+account = "intl"
+name = "intl-prod"
+project_id = "p-intl"
+job_types = ["CREATE_SERVER"]
+"#;
+
+#[test]
+fn accounts_give_targets_their_own_region_budget_and_name() {
+    let loaded = load(TWO_ACCOUNTS);
+    let config = &loaded.config;
+    let intl = config.account("intl").expect("the intl account");
+    assert_eq!(
+        intl.api.endpoint.as_str(),
+        "https://workspace.ap-southeast-1.myhuaweicloud.com/"
+    );
+    assert_eq!(intl.api.max_requests_per_minute, 60);
+    assert!(matches!(intl.auth, jobwatch::config::AuthConfig::Token(_)));
+    assert_eq!(config.account("default").unwrap().api.region, "cn-north-4");
+    let watched: Vec<(String, String)> = config
+        .watched()
+        .iter()
+        .map(|t| (t.name.to_string(), t.account.to_string()))
+        .collect();
+    assert_eq!(
+        watched,
+        [
+            ("cn-prod/CREATE_SERVER".to_owned(), "default".to_owned()),
+            ("cn-prod/DELETE_SERVER".to_owned(), "default".to_owned()),
+            ("intl-prod".to_owned(), "intl".to_owned()),
+        ]
+    );
+    // The SDK's project is the default account's: an intl target must name its own.
+    let env = [SDK_CREDS, &[("HUAWEICLOUD_SDK_PROJECT_ID", "p-sdk")]].concat();
+    let without_project = "[accounts.intl]\nregion = \"ap-southeast-1\"\n[accounts.intl.auth]\n\
+        method = \"none\"\n[[targets]]\naccount = \"intl\"\njob_types = [\"CREATE_SERVER\"]\n";
+    let e = load_with(without_project, &env).unwrap_err().to_string();
+    assert!(
+        e.contains("targets[0].project_id: missing: set the project of this account"),
+        "{e}"
+    );
+    let default_account = load_with(&without_project.replace("account = \"intl\"\n", ""), &env)
+        .expect("the default account takes the SDK's project");
+    assert_eq!(default_account.config.targets[0].project_id, "p-sdk");
+}
+
+#[test]
+fn account_and_route_names_that_name_nothing_are_errors_with_a_suggestion() {
+    check_bad(
+        &TWO_ACCOUNTS.replace("account = \"intl\"", "account = \"intll\""),
+        "targets[1].account: unknown account \"intll\" (did you mean \"intl\"?); defined: default, intl",
+    );
+    check_bad(
+        "[accounts.default]\nregion = \"cn-north-4\"\n",
+        "accounts.default: \"default\" is the account of [api] and [auth]",
+    );
+    check_bad(
+        &format!(
+            "{TWO_ACCOUNTS}{LOG_NOTIFIER}[[routes]]\ntargets = [\"intl-prdo\"]\nnotify = [\"journal\"]\n"
+        ),
+        "routes[0].targets[0]: no target \"intl-prdo\" is watched (did you mean \"intl-prod\"?)",
+    );
+    check_bad(
+        &format!(
+            "{TWO_ACCOUNTS}{LOG_NOTIFIER}[[routes]]\nprojects = [\"p-nope\"]\nnotify = [\"journal\"]\n"
+        ),
+        "routes[0].projects[0]: no project \"p-nope\" is watched",
+    );
+    check_bad(
+        &format!(
+            "{TWO_ACCOUNTS}{LOG_NOTIFIER}[[routes]]\nto = [\"FAILD\"]\nnotify = [\"journal\"]\n"
+        ),
+        "routes[0].to[0]: unknown status \"FAILD\" (did you mean \"FAILED\"?)",
+    );
+    // A target's own name and its per-job-type names both route.
+    load(&format!(
+        "{TWO_ACCOUNTS}{LOG_NOTIFIER}[[routes]]\ntargets = [\"cn-prod\", \"cn-prod/DELETE_SERVER\"]\n\
+         error_codes = [\"WKS.0012\"]\nnotify = [\"journal\"]\n"
+    ));
+}
+
+#[test]
+fn check_reports_unknown_keys_beside_every_other_problem_with_suggestions() {
+    let toml = r#"
+[api]
+regoin = "cn-north-4"
+timeout = "soon"
+
+[poll]
+intervall = "30s"
+
+[[targets]]
+project_id = "p1"
+job_types = ["CREATE_SERVR"]
+
+[notifiers.chat]
+kind = "log"
+levle = "info"
+
+[[routes]]
+to = ["FAILD"]
+notify = ["chta"]
+"#;
+    let e = load_with(toml, SDK_CREDS).unwrap_err().to_string();
+    for fragment in [
+        "api.regoin: unknown key (did you mean \"region\"?); expected one of: region, endpoint",
+        "api.timeout: ",
+        "poll.intervall: unknown key (did you mean \"interval\"?)",
+        "targets[0].job_types[0]: unknown job type \"CREATE_SERVR\" (did you mean \"CREATE_SERVER\"?)",
+        "notifiers.chat.levle: unknown key (did you mean \"level\"?)",
+        "routes[0].to[0]: unknown status \"FAILD\" (did you mean \"FAILED\"?)",
+        "routes[0].notify: unknown notifier \"chta\" (did you mean \"chat\"?)",
+    ] {
+        assert!(e.contains(fragment), "{fragment:?} missing from:\n{e}");
+    }
+    check_bad(
+        "[api]\nregion = \"cn-nroth-4\"\n",
+        "api.region: unknown region \"cn-nroth-4\" (did you mean \"cn-north-4\"?); known: ",
+    );
 }

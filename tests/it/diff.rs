@@ -573,13 +573,15 @@ fn a_story_from_real_pages() {
             "appeared 1105 ->FAILED ec=WKS.00129901",
         ]
     );
-    // The whole event, as receivers get it (SPEC §4).
+    // The whole event, as receivers get it (docs/events.md).
     let created_and_failed = serde_json::to_value(&outcome.events[3]).expect("serializes");
     assert_eq!(
         created_and_failed,
         json!({
             "event_id": outcome.events[3].event_id,
             "kind": "appeared",
+            "target": format!("{project}/CREATE_SERVER"),
+            "account": "default",
             "project_id": project,
             "job_type": "CREATE_SERVER",
             "sub_job_id": "ff8080818a1b2c3d018a1c0a7e4f1105",
@@ -634,6 +636,8 @@ fn event_json_has_every_field_even_when_absent() {
     let spec = BTreeSet::from([
         "event_id",
         "kind",
+        "target",
+        "account",
         "project_id",
         "job_type",
         "sub_job_id",

@@ -56,6 +56,7 @@ fn compile(name: &str, source: &str) -> Template {
     let settings = TemplateSettings {
         timezone: shanghai(),
         region: "cn-north-4".into(),
+        account_regions: Default::default(),
     };
     Template::compile(name, source, &settings, Markup::Plain).expect("the template compiles")
 }
@@ -65,6 +66,8 @@ fn event(sub_job: &str, to: Status) -> Event {
     Event {
         event_id: format!("e{sub_job}"),
         kind: EventKind::Changed,
+        target: String::new(),
+        account: "default".into(),
         project_id: PROJECT.into(),
         job_type: "CREATE_SERVER".into(),
         sub_job_id: format!("sub-{sub_job}"),

@@ -1,5 +1,6 @@
 //! The one integration-test binary (see STYLE.md): modules per area.
 
+mod accounts;
 mod all_kinds;
 mod architecture;
 mod chat;

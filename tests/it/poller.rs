@@ -36,6 +36,9 @@ fn target() -> Target {
 /// shows every event a cycle committed.
 fn route_everything() -> Router {
     Router::new(vec![Route {
+        targets: vec![],
+        projects: vec![],
+        error_codes: vec![],
         job_types: vec![],
         to: vec![],
         kinds: EventKind::ALL.to_vec(),
@@ -500,6 +503,9 @@ async fn a_grouped_route_queues_rows_under_its_group_key_until_the_window_ends()
     let client = client(&sim);
     let window = Duration::from_secs(600);
     let router = Router::new(vec![Route {
+        targets: vec![],
+        projects: vec![],
+        error_codes: vec![],
         job_types: vec![],
         to: vec![],
         kinds: vec![EventKind::Changed],

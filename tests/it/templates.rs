@@ -25,6 +25,7 @@ fn shanghai() -> TemplateSettings {
     TemplateSettings {
         timezone: TimeZone::get("Asia/Shanghai").expect("the tz database has Asia/Shanghai"),
         region: "cn-north-4".into(),
+        account_regions: Default::default(),
     }
 }
 

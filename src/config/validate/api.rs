@@ -6,7 +6,7 @@ use url::Url;
 
 use super::SdkEnv;
 use crate::config::ApiConfig;
-use crate::config::check::Checker;
+use crate::config::check::{Checker, did_you_mean};
 use crate::config::key::KeyPath;
 use crate::config::raw::RawApi;
 
@@ -27,11 +27,14 @@ pub(super) fn check(ck: &mut Checker<'_>, key: &KeyPath, raw: RawApi, sdk: &SdkE
         None => match crate::cloud::region::endpoint_for(&region) {
             Some(e) => Url::parse(e).unwrap_or_else(|_| placeholder()),
             None => {
+                let known = crate::cloud::region::REGIONS.iter().map(|(r, _)| *r);
                 ck.err(
                     &key.f("region"),
                     format!(
-                        "unknown region {region:?}; check the spelling, or set api.endpoint to the \
-                         Workspace endpoint of that region (e.g. \"https://workspace.{region}.myhuaweicloud.com\")"
+                        "unknown region {region:?}{}; known: {}; or set the endpoint to the \
+                         Workspace endpoint of that region (e.g. \"https://workspace.{region}.myhuaweicloud.com\")",
+                        did_you_mean(&region, known.clone()),
+                        known.collect::<Vec<_>>().join(", "),
                     ),
                 );
                 placeholder()

@@ -6,6 +6,7 @@
 //! [`super::check`]. Notifier tables are checked by their kinds (see
 //! `notify::kinds`); this layer only dispatches on `kind`.
 
+mod accounts;
 mod api;
 mod auth;
 mod notifiers;
@@ -14,16 +15,16 @@ mod sections;
 mod targets;
 mod warnings;
 
-pub use warnings::budget_warnings;
+pub use warnings::{budget_key, budget_warnings};
 
 use std::path::PathBuf;
 
 use figment::{Figment, Profile, Provider};
 
-use super::check::{Checker, ConfigError, figment_error};
+use super::check::{Checker, ConfigError, did_you_mean, figment_error};
 use super::env::SDK_PROFILE;
 use super::key::KeyPath;
-use super::raw::RawConfig;
+use super::raw::{Part, RawConfig, WithUnknown, known_keys};
 use super::{Config, Loaded, StateConfig};
 use crate::notify::template::TemplateSettings;
 
@@ -65,8 +66,38 @@ impl SdkEnv {
 pub(super) fn from_figment(f: &Figment) -> Result<Loaded, ConfigError> {
     // Lossy: environment values arrive as strings, and `"100"` or `"true"`
     // must still fill a number or a bool.
-    let raw: RawConfig = f.extract_lossy().map_err(|e| figment_error(f, e))?;
-    run(Checker::new(Some(f)), raw, SdkEnv::from_figment(f))
+    let raw: WithUnknown = f.extract_lossy().map_err(|e| figment_error(f, e))?;
+    let mut ck = Checker::new(Some(f));
+    for path in &raw.unknown {
+        unknown_key(&mut ck, path);
+    }
+    run(ck, raw.config, SdkEnv::from_figment(f))
+}
+
+/// A key no table of ours has: a problem like any other (so the rest are
+/// still reported), with the key meant when one is close.
+fn unknown_key(ck: &mut Checker<'_>, path: &[Part]) {
+    let Some((Part::Key(name), parent)) = path.split_last() else {
+        return;
+    };
+    let mut key = KeyPath::root();
+    for part in path {
+        key = match part {
+            Part::Key(k) => key.f(k),
+            Part::Index(i) => key.i(*i),
+        };
+    }
+    let known = known_keys(parent);
+    let message = if known.is_empty() {
+        "unknown key".to_owned()
+    } else {
+        format!(
+            "unknown key{}; expected one of: {}",
+            did_you_mean(name, known.iter().copied()),
+            known.join(", ")
+        )
+    };
+    ck.err(&key, message);
 }
 
 /// Validates a raw config without figment metadata (so problems carry no
@@ -79,6 +110,7 @@ fn run(mut ck: Checker<'_>, raw: RawConfig, sdk: SdkEnv) -> Result<Loaded, Confi
     let root = KeyPath::root();
     let api = api::check(&mut ck, &root.f("api"), raw.api, &sdk);
     let auth = auth::check(&mut ck, &root.f("auth"), raw.auth, &sdk);
+    let accounts = accounts::check(&mut ck, &root.f("accounts"), raw.accounts);
     let state = StateConfig {
         path: raw
             .state
@@ -95,12 +127,27 @@ fn run(mut ck: Checker<'_>, raw: RawConfig, sdk: SdkEnv) -> Result<Loaded, Confi
     let poll = sections::poll(&mut ck, &root.f("poll"), raw.poll);
     let delivery = sections::delivery(&mut ck, &root.f("delivery"), raw.delivery);
     let log = sections::log(&mut ck, &root.f("log"), raw.log);
-    let targets = targets::check(&mut ck, &root.f("targets"), raw.targets, &sdk);
+    // Targets are checked against the accounts written, so an account
+    // that is itself invalid does not also make its targets' errors.
+    let account_names = ck
+        .written_keys(&root.f("accounts"))
+        .unwrap_or_else(|| accounts.keys().cloned().collect());
+    let targets = targets::check(
+        &mut ck,
+        &root.f("targets"),
+        raw.targets,
+        &sdk,
+        &account_names,
+    );
     // Templates are compiled (once) as their notifiers are checked, with
     // the zone and region they render with.
     let template_settings = TemplateSettings {
         timezone: delivery.timezone.clone(),
         region: api.region.clone(),
+        account_regions: accounts
+            .iter()
+            .map(|(name, a)| (name.clone(), a.api.region.clone()))
+            .collect(),
     };
     let notifiers = notifiers::check(
         &mut ck,
@@ -108,7 +155,7 @@ fn run(mut ck: Checker<'_>, raw: RawConfig, sdk: SdkEnv) -> Result<Loaded, Confi
         raw.notifiers,
         &template_settings,
     );
-    let routes = routes::check(&mut ck, &root.f("routes"), raw.routes, &notifiers);
+    let routes = routes::check(&mut ck, &root.f("routes"), raw.routes, &notifiers, &targets);
     let heartbeat = raw
         .heartbeat
         .and_then(|h| sections::heartbeat(&mut ck, &root.f("heartbeat"), h));
@@ -120,6 +167,7 @@ fn run(mut ck: Checker<'_>, raw: RawConfig, sdk: SdkEnv) -> Result<Loaded, Confi
     let config = Config {
         api,
         auth,
+        accounts,
         state,
         poll,
         delivery,

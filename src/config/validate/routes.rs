@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::targets::job_types;
 use crate::cloud::model::Status;
-use crate::config::check::Checker;
+use crate::config::TargetConfig;
+use crate::config::check::{Checker, closest, did_you_mean};
 use crate::config::key::KeyPath;
 use crate::config::raw::RawRoute;
 use crate::config::{EventKind, GroupBy, Route};
@@ -16,7 +17,16 @@ pub(super) fn check(
     key: &KeyPath,
     raw: Vec<RawRoute>,
     notifiers: &BTreeMap<String, NotifierConfig>,
+    targets: &[TargetConfig],
 ) -> Vec<Route> {
+    // What `targets` and `projects` may name: a filter naming nothing
+    // configured would silently never match.
+    let mut target_names: BTreeSet<String> = BTreeSet::new();
+    for t in targets {
+        target_names.extend(t.name.clone());
+        target_names.extend(t.watched().map(|w| w.name.to_string()));
+    }
+    let projects: BTreeSet<String> = targets.iter().map(|t| t.project_id.clone()).collect();
     // Names are checked against what was written, so a notifier that is
     // itself invalid does not also produce "unknown notifier" errors.
     let written: BTreeSet<String> = ck
@@ -25,7 +35,10 @@ pub(super) fn check(
     let mut out = Vec::new();
     for (i, r) in raw.into_iter().enumerate() {
         let k = key.i(i);
+        let targets = known_names(ck, &k.f("targets"), r.targets, "target", &target_names);
+        let projects = known_names(ck, &k.f("projects"), r.projects, "project", &projects);
         let job_types = job_types(ck, &k.f("job_types"), r.job_types.unwrap_or_default());
+        let error_codes = listed(ck, &k.f("error_codes"), r.error_codes, "error code");
         let to = match r.to {
             None => Vec::new(),
             Some(list) if list.is_empty() => {
@@ -45,7 +58,17 @@ pub(super) fn check(
                         return None;
                     }
                     let status = Status::from(s);
-                    if !status.is_known() {
+                    let known = Status::KNOWN.iter().map(Status::as_str);
+                    if let Some(meant) = closest(status.as_str(), known) {
+                        // FAILD, SUCESS: a typo, not a status the cloud added.
+                        ck.err(
+                            &k.f("to").i(j),
+                            format!(
+                                "unknown status {:?} (did you mean {meant:?}?); as written the route would never match",
+                                status.as_str()
+                            ),
+                        );
+                    } else if !status.is_known() {
                         ck.warn(format!(
                             "{}: unknown status {:?} (kept: the cloud may have added it; known: {})",
                             k.f("to").i(j),
@@ -92,6 +115,7 @@ pub(super) fn check(
             Some(list) => {
                 for name in &list {
                     if !written.contains(name) {
+                        let hint = did_you_mean(name, written.iter().map(String::as_str));
                         let known = if written.is_empty() {
                             "no notifiers are defined".to_owned()
                         } else {
@@ -102,7 +126,7 @@ pub(super) fn check(
                         };
                         ck.err(
                             &k.f("notify"),
-                            format!("unknown notifier {name:?}; {known}"),
+                            format!("unknown notifier {name:?}{hint}; {known}"),
                         );
                     }
                 }
@@ -130,7 +154,10 @@ pub(super) fn check(
             GroupBy::Route,
         );
         out.push(Route {
+            targets,
+            projects,
             job_types,
+            error_codes,
             to,
             kinds,
             notify,
@@ -139,4 +166,65 @@ pub(super) fn check(
         });
     }
     out
+}
+
+/// A list filter's values, trimmed; an empty list or value is an error
+/// (it would match nothing, or everything by mistake).
+fn listed(
+    ck: &mut Checker<'_>,
+    key: &KeyPath,
+    raw: Option<Vec<String>>,
+    what: &str,
+) -> Vec<String> {
+    let Some(list) = raw else {
+        return Vec::new();
+    };
+    if list.is_empty() {
+        ck.err(
+            key,
+            format!("empty: it would match nothing; leave it out to match every {what}"),
+        );
+    }
+    let mut out = Vec::new();
+    for (j, s) in list.into_iter().enumerate() {
+        let s = s.trim().to_owned();
+        if s.is_empty() {
+            ck.err(&key.i(j), "must not be empty");
+        } else if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// As [`listed`], each value one of `known` (a target or project the
+/// config watches), with a "did you mean" for a near miss.
+fn known_names(
+    ck: &mut Checker<'_>,
+    key: &KeyPath,
+    raw: Option<Vec<String>>,
+    what: &str,
+    known: &BTreeSet<String>,
+) -> Vec<String> {
+    let list = listed(ck, key, raw, what);
+    for (j, name) in list.iter().enumerate() {
+        if !known.contains(name) {
+            let hint = did_you_mean(name, known.iter().map(String::as_str));
+            let watched = if known.is_empty() {
+                "none is configured".to_owned()
+            } else {
+                format!(
+                    "watched: {}",
+                    known.iter().cloned().collect::<Vec<_>>().join(", ")
+                )
+            };
+            ck.err(
+                &key.i(j),
+                format!(
+                    "no {what} {name:?} is watched{hint}, so the route would never match; {watched}"
+                ),
+            );
+        }
+    }
+    list
 }

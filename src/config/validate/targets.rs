@@ -1,28 +1,71 @@
 //! `[[targets]]`: projects and the job types watched in each; no
 //! (project, job type) pair twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::SdkEnv;
 use crate::cloud::model::JobType;
 use crate::config::TargetConfig;
-use crate::config::check::{Checker, is_word};
+use crate::config::check::{Checker, closest, did_you_mean, is_word};
 use crate::config::key::KeyPath;
 use crate::config::raw::RawTarget;
+use crate::watch::DEFAULT_ACCOUNT;
 
 pub(super) fn check(
     ck: &mut Checker<'_>,
     key: &KeyPath,
     raw: Vec<RawTarget>,
     sdk: &SdkEnv,
+    accounts: &BTreeSet<String>,
 ) -> Vec<TargetConfig> {
     let mut seen: HashMap<(String, JobType), usize> = HashMap::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
     let mut out = Vec::new();
     for (i, t) in raw.into_iter().enumerate() {
         let k = key.i(i);
-        let name = ck.non_empty(&k.f("name"), t.name);
-        // A target may leave out its project and take the SDK's.
-        let project_id = match t.project_id.or_else(|| sdk.project_id.clone()) {
+        let name = ck
+            .non_empty(&k.f("name"), t.name)
+            .map(|n| n.trim().to_owned());
+        if let Some(name) = &name
+            && let Some(first) = names.insert(name.clone(), i)
+        {
+            ck.err(
+                &k.f("name"),
+                format!("{name:?} already names targets[{first}]; names tell targets apart in logs, metrics and routes"),
+            );
+        }
+        let account = ck
+            .non_empty(&k.f("account"), t.account)
+            .map(|a| a.trim().to_owned());
+        if let Some(account) = &account
+            && account != DEFAULT_ACCOUNT
+            && !accounts.contains(account)
+        {
+            let known: Vec<&str> = std::iter::once(DEFAULT_ACCOUNT)
+                .chain(accounts.iter().map(String::as_str))
+                .collect();
+            ck.err(
+                &k.f("account"),
+                format!(
+                    "unknown account {account:?}{}; defined: {} (add an [accounts.{account}] table)",
+                    did_you_mean(account, known.iter().copied()),
+                    known.join(", ")
+                ),
+            );
+        }
+        // "default" written out is the same as leaving it out.
+        let account = account.filter(|a| a != DEFAULT_ACCOUNT);
+        // A target of the default account may leave out its project and
+        // take the SDK's (the SDK's variables are that account's).
+        let sdk_project = sdk.project_id.clone().filter(|_| account.is_none());
+        let project_id = match t.project_id.or(sdk_project) {
+            None if account.is_some() => {
+                ck.err(
+                    &k.f("project_id"),
+                    "missing: set the project of this account",
+                );
+                String::new()
+            }
             None => {
                 ck.err(
                     &k.f("project_id"),
@@ -69,6 +112,7 @@ pub(super) fn check(
             }
         }
         out.push(TargetConfig {
+            account,
             name,
             project_id,
             job_types,
@@ -86,7 +130,17 @@ pub(super) fn job_types(ck: &mut Checker<'_>, key: &KeyPath, list: Vec<String>) 
             continue;
         }
         let jt = JobType::from(s);
-        if !jt.is_known() {
+        let known = JobType::KNOWN.iter().map(JobType::as_str);
+        if let Some(meant) = closest(jt.as_str(), known) {
+            // CREATE_SERVR: a typo, not a job type the cloud added.
+            ck.err(
+                &key.i(i),
+                format!(
+                    "unknown job type {:?} (did you mean {meant:?}?); as written it would never match",
+                    jt.as_str()
+                ),
+            );
+        } else if !jt.is_known() {
             ck.warn(format!(
                 "{}: unknown job type {:?} (kept: the cloud may have added it; known: {})",
                 key.i(i),

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::config::check::Checker;
 use crate::config::dur::human;
-use crate::config::{AuthConfig, Config};
+use crate::config::{Account, AuthConfig, Config};
+use crate::watch::DEFAULT_ACCOUNT;
 
 pub(super) fn overall(ck: &mut Checker<'_>, config: &Config) {
     if matches!(config.auth, AuthConfig::None) {
@@ -42,19 +43,42 @@ pub(super) fn overall(ck: &mut Checker<'_>, config: &Config) {
 /// of history each (`check` counts pages from the state file), need more
 /// than the budget.
 fn budget(ck: &mut Checker<'_>, config: &Config) {
-    let pairs = config.watch_pairs().count();
-    if pairs == 0 {
-        return;
-    }
-    for warning in budget_warnings(config, &vec![1; pairs], "at one page of history each") {
-        ck.warn(warning);
+    let watched = config.watched();
+    for account in config.accounts() {
+        let pairs = watched
+            .iter()
+            .filter(|t| *t.account == *account.name)
+            .count();
+        if pairs == 0 {
+            continue;
+        }
+        for warning in budget_warnings(
+            config,
+            account,
+            &vec![1; pairs],
+            "at one page of history each",
+        ) {
+            ck.warn(warning);
+        }
     }
 }
 
-/// What does not fit in the budget, when `pages` (per target) are the
-/// pages of each target's full scan; `basis` says where they came from.
-pub fn budget_warnings(config: &Config, pages: &[u64], basis: &str) -> Vec<String> {
+/// What does not fit in `account`'s budget, when `pages` (per target of
+/// that account) are the pages of each target's full scan; `basis` says
+/// where they came from.
+pub fn budget_warnings(
+    config: &Config,
+    account: Account<'_>,
+    pages: &[u64],
+    basis: &str,
+) -> Vec<String> {
     let poll = &config.poll;
+    let budget_key = budget_key(account.name);
+    let whose = if account.name == DEFAULT_ACCOUNT {
+        String::new()
+    } else {
+        format!(" of account {:?}", account.name)
+    };
     let need = budget_need(
         poll.strategy,
         pages,
@@ -62,7 +86,7 @@ pub fn budget_warnings(config: &Config, pages: &[u64], basis: &str) -> Vec<Strin
         poll.active_interval,
         poll.full_scan_every,
     );
-    let budget = f64::from(config.api.max_requests_per_minute);
+    let budget = f64::from(account.api.max_requests_per_minute);
     let targets = pages.len();
     let strategy = match poll.strategy {
         Strategy::Full => "full",
@@ -92,12 +116,12 @@ pub fn budget_warnings(config: &Config, pages: &[u64], basis: &str) -> Vec<Strin
     let mut out = Vec::new();
     if need.idle > budget {
         out.push(format!(
-            "{targets} targets (project × job type) under strategy {strategy:?} need {:.0} API requests/minute even \
-             when idle ({basis}{reconcile}), over api.max_requests_per_minute = {}: every target will poll slower \
+            "{targets} targets (project × job type){whose} under strategy {strategy:?} need {:.0} API requests/minute even \
+             when idle ({basis}{reconcile}), over {budget_key} = {}: every target will poll slower \
              than configured; raise poll.interval{fits}{}, watch fewer job types, or raise the budget if your \
              account allows",
             need.idle,
-            config.api.max_requests_per_minute,
+            account.api.max_requests_per_minute,
             match poll.strategy {
                 Strategy::Full => ", use strategy \"incremental\"",
                 Strategy::Incremental => " or poll.full_scan_every",
@@ -105,14 +129,24 @@ pub fn budget_warnings(config: &Config, pages: &[u64], basis: &str) -> Vec<Strin
         ));
     } else if need.active > budget {
         out.push(format!(
-            "{targets} targets (project × job type) under strategy {strategy:?} need up to {:.0} API \
-             requests/minute while all are active ({basis}{reconcile}), over api.max_requests_per_minute = {}: \
+            "{targets} targets (project × job type){whose} under strategy {strategy:?} need up to {:.0} API \
+             requests/minute while all are active ({basis}{reconcile}), over {budget_key} = {}: \
              when many are active they will poll slower than configured; raise poll.active_interval{fits} to fit",
             need.active,
-            config.api.max_requests_per_minute,
+            account.api.max_requests_per_minute,
         ));
     }
     out
+}
+
+/// Where an account's budget is set: `api.max_requests_per_minute` for
+/// the default account, `accounts.NAME.max_requests_per_minute` for others.
+pub fn budget_key(account: &str) -> String {
+    if account == DEFAULT_ACCOUNT {
+        "api.max_requests_per_minute".to_owned()
+    } else {
+        format!("accounts.{account}.max_requests_per_minute")
+    }
 }
 
 /// Inline secrets in a file others can read deserve a warning: the file is

@@ -812,6 +812,8 @@ mod tests {
         Event {
             event_id: format!("ev-{sub_job}"),
             kind: EventKind::Changed,
+            target: String::new(),
+            account: "default".into(),
             project_id: "0a1b2c3d4e5f60718293a4b5c6d7e8f9".into(),
             job_type: "CREATE_SERVER".into(),
             sub_job_id: sub_job.into(),

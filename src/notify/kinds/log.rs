@@ -96,6 +96,7 @@ fn log_event(notifier: &str, e: &Event) {
                 target: "jobwatch::transition",
                 notifier,
                 event_id = %e.event_id,
+                target = %e.target_name(),
                 project_id = %e.project_id,
                 sub_job_id = %e.sub_job_id,
                 "{line}",

@@ -1,4 +1,4 @@
-//! The daemon's Prometheus metrics (SPEC §5). Label values are bounded:
+//! The daemon's Prometheus metrics (docs/guarantees.md). Label values are bounded:
 //! targets and notifiers come from config, statuses from a fixed list, and
 //! no sub-job id is ever a label.
 

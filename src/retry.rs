@@ -80,7 +80,7 @@ impl Backoff {
         jitter: true,
     };
 
-    /// The delivery policy (SPEC §5): base 1 s, cap 5 min, bounded by age.
+    /// The delivery policy (docs/guarantees.md): base 1 s, cap 5 min, bounded by age.
     pub const DELIVERY: Backoff = Backoff {
         base: Duration::from_secs(1),
         cap: Duration::from_secs(300),

@@ -1,4 +1,4 @@
-//! `jobwatch sim`: run the embedded Workspace API simulator (SPEC §7).
+//! `jobwatch sim`: run the embedded Workspace API simulator (docs/simulator.md).
 
 #[derive(Debug, clap::Args)]
 pub struct SimArgs {

@@ -201,7 +201,7 @@ impl Client {
     }
 
     /// One attempt; a 401 with an IAM token refreshes the token and tries
-    /// once more (SPEC §5), inside the same attempt.
+    /// once more (docs/guarantees.md), inside the same attempt.
     async fn get_once(
         &self,
         project_id: &str,

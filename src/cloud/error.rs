@@ -88,7 +88,7 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The shared retry classification (SPEC §5): 429/`APIG.0308`, 408, 5xx,
+    /// The shared retry classification (docs/guarantees.md): 429/`APIG.0308`, 408, 5xx,
     /// timeouts, connection errors and unreadable bodies are retried;
     /// other 4xx are not.
     pub fn verdict(&self) -> Verdict {

@@ -21,7 +21,7 @@ pub const CONFIG_VAR: &str = "JOBWATCH_CONFIG";
 /// default profile (with its unknown-key check) never sees them.
 pub const SDK_PROFILE: &str = "huaweicloud_sdk";
 
-/// The Huawei Cloud SDK variables jobwatch honours (SPEC §1).
+/// The Huawei Cloud SDK variables jobwatch honours (docs/configuration.md).
 pub const SDK_VARS: &[&str] = &[
     "HUAWEICLOUD_SDK_AK",
     "HUAWEICLOUD_SDK_SK",

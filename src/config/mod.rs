@@ -263,7 +263,7 @@ impl Config {
     }
 }
 
-/// What happened to a sub-job (SPEC §4), as routes name it: the events'
+/// What happened to a sub-job (docs/events.md), as routes name it: the events'
 /// own kind, so a route and an event can never disagree on the names.
 pub use crate::watch::event::EventKind;
 

@@ -1,6 +1,6 @@
 //! The dispatcher: reads due outbox rows and hands each to its notifier,
 //! with per-notifier concurrency and pacing, then records the outcome with
-//! the shared retry policy (SPEC §5).
+//! the shared retry policy (docs/guarantees.md).
 //!
 //! Built for a burst (a mass failure is thousands of events at once):
 //! - it reads where due rows go (id, notifier, group), not their payloads,

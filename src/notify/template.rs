@@ -2,7 +2,7 @@
 //! once at start, that renders a [`Message`] into the text a notifier sends
 //! instead of its built-in wording.
 //!
-//! The context is the SPEC §4 event JSON plus a few derived values, and the
+//! The context is the docs/events.md event JSON plus a few derived values, and the
 //! helpers cover what templates otherwise get wrong (time zones, durations,
 //! links). Undefined values are errors, not empty strings, and `check`
 //! renders every template against [`sample_message`] and [`sample_group`],
@@ -11,7 +11,7 @@
 //! | name | what |
 //! |---|---|
 //! | `id` | the message id (event id, or group id), stable across retries |
-//! | `events` | the SPEC §4 event objects of the message |
+//! | `events` | the docs/events.md event objects of the message |
 //! | `event` | the first of them: handy when a route does not group |
 //! | `group` | `none`, or `{id, key, count}` for a grouped message |
 //! | `count` | how many events |

@@ -1,4 +1,4 @@
-//! The embedded Workspace API simulator (`jobwatch sim`, SPEC §7): a
+//! The embedded Workspace API simulator (`jobwatch sim`, docs/simulator.md): a
 //! faithful, deterministic stand-in for the sub-job API with a control
 //! surface for tests and demos.
 //!

@@ -3,8 +3,8 @@
 //! [`crate::store`] (one SQLite file) is the first backend, and
 //! [`Storage::open`] is the one place a backend is opened.
 //!
-//! The operations are shaped for a replicated backend too (SPEC §8:
-//! PostgreSQL shared by several daemons):
+//! The operations are shaped for a replicated backend too (several daemons
+//! sharing one PostgreSQL database):
 //! - a cycle's commit carries a [`Fence`], the proof that this process may
 //!   write the target now; SQLite's is its file lock ([`Fence::Sole`]), a
 //!   replicated backend's would be a per-target lease's fencing token,

@@ -57,7 +57,7 @@ pub struct OutboxRow {
     /// The event's kind as stored (text, so a row of a kind this version
     /// does not know still lists).
     pub kind: String,
-    /// The event's JSON (SPEC §4); see [`OutboxRow::event`].
+    /// The event's JSON (docs/events.md); see [`OutboxRow::event`].
     pub payload_json: String,
     pub state: OutboxState,
     /// Attempts that ended: each recorded outcome counts one.

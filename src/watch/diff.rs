@@ -2,7 +2,7 @@
 //! a fresh scan. A pure function — no I/O, no clock (`now` is an argument) —
 //! so it is tested with data alone and safe to repeat.
 //!
-//! Rules (SPEC §4, §5):
+//! Rules (docs/events.md, docs/guarantees.md):
 //! - A sub-job new to the snapshot is tracked; it yields `appeared` once the
 //!   target is baselined (or always, with `notify_existing`). Before the
 //!   baseline, new sub-jobs are tracked silently.
@@ -284,7 +284,7 @@ pub struct DiffSettings {
 }
 
 impl Default for DiffSettings {
-    /// SPEC §3's defaults.
+    /// docs/configuration.md's defaults.
     fn default() -> Self {
         DiffSettings {
             notify_existing: false,

@@ -1,4 +1,4 @@
-//! The event a detected transition becomes: its kinds, its JSON (SPEC §4)
+//! The event a detected transition becomes: its kinds, its JSON (docs/events.md)
 //! and its deterministic id.
 
 use std::fmt;
@@ -64,7 +64,7 @@ impl FromStr for EventKind {
 }
 
 /// One transition, as notifiers and `once --format json` see it. The field
-/// order is SPEC §4's; absent values serialize as `null`, never omitted, so
+/// order is docs/events.md's; absent values serialize as `null`, never omitted, so
 /// receivers see a fixed shape.
 ///
 /// This is the event's own type, apart from the API model and the store's

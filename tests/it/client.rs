@@ -106,8 +106,8 @@ async fn retry_after_is_honoured() {
 #[tokio::test]
 async fn a_gateway_throttle_without_retry_after_pauses_every_target_of_the_account_for_two_seconds()
 {
-    // Pins SPEC §1 (`APIG.0308` without `Retry-After`: wait 2–5 s) and §5
-    // (the gateway limits the account, so one account-wide budget): after
+    // Pins docs/guarantees.md (`APIG.0308` without `Retry-After`: wait 2–5 s), and
+    // the gateway limits the account, so one account-wide budget: after
     // one target is throttled, a request of ANOTHER target on the same
     // client, started after the 429 was answered, waits for the pause too.
     //
@@ -218,7 +218,7 @@ async fn a_gateway_throttle_also_holds_a_request_already_waiting_for_its_budget_
 
 #[tokio::test]
 async fn a_persistent_401_under_password_auth_fetches_one_new_token_per_failure() {
-    // Pins SPEC §1/§5 "401 refreshes the token once": with IAM tokens, a
+    // Pins docs/guarantees.md "401 refreshes the token once": with IAM tokens, a
     // list endpoint that keeps answering 401 costs one new token and one
     // more try per failing call, then the 401 is returned; no loop of
     // token fetches, and no retries of a 401.

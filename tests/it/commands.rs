@@ -483,7 +483,7 @@ async fn sim_listing(sim: &Sim, query: &str) -> (u64, Vec<Value>) {
     }
 }
 
-// Pins SPEC §2 `jobs`: every page straight from the API; `json` prints
+// Pins README "Commands" `jobs`: every page straight from the API; `json` prints
 // `{"count":N,"items":[…]}` with items as the API gave them, `table`
 // one row per sub-job, `--status` filters.
 #[tokio::test]
@@ -556,7 +556,7 @@ async fn jobs_lists_every_page_as_the_simulator_has_it_in_json_and_as_a_table() 
     assert_eq!(ids, waiting.iter().map(String::as_str).collect());
 }
 
-// Pins SPEC §2 `once --format table` (the transitions as a table, "no
+// Pins README "Commands" `once --format table` (the transitions as a table, "no
 // transitions" when there are none) and `state forget-target`: the target
 // leaves `state show`, its pending alerts stay owed, and its next scan is
 // a silent baseline.
@@ -659,7 +659,7 @@ async fn once_prints_a_table_and_forget_target_drops_the_target_but_keeps_its_al
     );
 }
 
-// Pins SPEC §2 `demo`: zero-config, it starts, shows a transition on
+// Pins README "Commands" `demo`: zero-config, it starts, shows a transition on
 // stdout, and stops cleanly with exit 0 on Ctrl-C (SIGINT). It binds its
 // simulator and receiver on port 0, so parallel runs cannot collide.
 #[tokio::test]

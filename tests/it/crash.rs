@@ -1,4 +1,4 @@
-//! Crash consistency of `jobwatch run` under SIGKILL (SPEC §5): the test
+//! Crash consistency of `jobwatch run` under SIGKILL (docs/guarantees.md): the test
 //! drives the simulator through its control surface with a seeded rng,
 //! kills the daemon at chosen moments and restarts it, then checks what
 //! the receiver got against the simulator's log of true transitions:

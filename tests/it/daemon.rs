@@ -1,4 +1,4 @@
-//! The daemon end to end (SPEC §5): the `jobwatch run` binary's lifecycle
+//! The daemon end to end (docs/guarantees.md): the `jobwatch run` binary's lifecycle
 //! under systemd's protocol and signals, and catching up after downtime.
 //! Real simulator and receiver on loopback; waits are polls with timeouts.
 
@@ -626,7 +626,7 @@ kinds = ["appeared", "changed"]
     )
 }
 
-// Pins SPEC §5 "SIGHUP reloads config" for what a reload takes away: the
+// Pins docs/guarantees.md "SIGHUP reloads config" for what a reload takes away: the
 // removed target is no longer polled, rows still owed to the removed
 // notifier become dead letters that say why, and nothing more reaches
 // the removed notifier's receiver — not even rows that were already
@@ -797,7 +797,7 @@ group_window = "{}s"
     )
 }
 
-// Pins SPEC §3/§6 `group_window` with §5 durability: events of one route
+// Pins docs/configuration.md `group_window` with durability: events of one route
 // from two different poll cycles inside the window leave as one message
 // per notifier, even when the daemon is SIGKILLed inside the window and
 // restarted, and no message leaves before the window (opened by the
@@ -919,7 +919,7 @@ async fn probe(addr: std::net::SocketAddr, path: &str) -> Result<u16, String> {
         .map_err(|e| format!("{e:#}"))
 }
 
-// Pins SPEC §5's systemd and signal contract beyond READY/RELOADING:
+// Pins docs/guarantees.md's systemd and signal contract beyond READY/RELOADING:
 // `WATCHDOG=1` keeps coming while the loops live and `STATUS=` says what
 // is watched; SIGINT stops like SIGTERM (STOPPING=1, the delivery under
 // way finishes, exit 0); and `/readyz` answers non-200 as soon as

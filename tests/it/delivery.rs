@@ -210,7 +210,7 @@ async fn a_permanent_failure_is_a_dead_letter_at_once_and_can_be_requeued() {
 
 #[tokio::test]
 async fn an_expired_retry_becomes_a_dead_letter() {
-    // Pins SPEC §5: retryable failures back off "until `max_age` → dead
+    // Pins docs/guarantees.md: retryable failures back off "until `max_age` → dead
     // letter", with the last answer kept.
     //
     // Regression: this test used a 300 ms `max_age` counted from the
@@ -334,7 +334,7 @@ fn commit_failure(store: &mut Store, project: &str, id: &str) -> String {
     outcome.events[0].event_id.clone()
 }
 
-/// The 429 scenario of SPEC §5 ("a 429 pauses that whole notifier until
+/// The 429 scenario of docs/guarantees.md ("a 429 pauses that whole notifier until
 /// its `Retry-After`, not just the one message"): row 1 is answered 429
 /// with `retry_after`; once that answer is recorded a second row for the
 /// same notifier is queued. Returns the 429'd request and the next two
@@ -399,7 +399,7 @@ async fn throttle_then_queue_another(
 
 #[tokio::test]
 async fn a_429_with_retry_after_seconds_pauses_the_whole_notifier() {
-    // Pins SPEC §5: a 429 "pauses that whole notifier until its
+    // Pins docs/guarantees.md: a 429 "pauses that whole notifier until its
     // `Retry-After`, not just the one message". A row queued after the 429
     // must not leave before the 2 s are over.
     let (throttled, after) = throttle_then_queue_another("2".into()).await;
@@ -415,7 +415,7 @@ async fn a_429_with_retry_after_seconds_pauses_the_whole_notifier() {
 
 #[tokio::test]
 async fn a_429_with_retry_after_as_an_http_date_pauses_the_whole_notifier() {
-    // Pins SPEC §5 "`Retry-After` (seconds or HTTP date) is honoured", with
+    // Pins docs/guarantees.md "`Retry-After` (seconds or HTTP date) is honoured", with
     // the date in the `GMT` form receivers send (RFC 9110 IMF-fixdate), and
     // the whole notifier paused until then. The date is a few seconds
     // ahead, cut to whole seconds as on the wire; the bound below is taken

@@ -662,7 +662,7 @@ fn event_json_has_every_field_even_when_absent() {
             .count()
             >= 8
     );
-    // On the wire the order is SPEC §4's, the struct's.
+    // On the wire the order is docs/events.md's, the struct's.
     let text = serde_json::to_string(&outcome.events[0]).expect("serializes");
     assert!(
         text.starts_with(r#"{"event_id":"#) && text.contains(r#""to":null"#),

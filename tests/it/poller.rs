@@ -168,7 +168,7 @@ async fn page_ids(client: &Client, offset: u64) -> Vec<String> {
 
 #[tokio::test]
 async fn stuck_fires_once_per_status_and_not_again_after_a_restart() {
-    // Pins SPEC §4 `stuck`: "once per status", and the diff module's promise
+    // Pins docs/events.md `stuck`: "once per status", and the diff module's promise
     // that `since`/`stuck_reported` are persisted so a restart re-fires
     // nothing. A zero `stuck_after` makes every active sub-job stuck at its
     // second sighting (the first only starts its clock), with no waiting.
@@ -205,7 +205,7 @@ async fn stuck_fires_once_per_status_and_not_again_after_a_restart() {
 
 #[tokio::test]
 async fn a_deleted_sub_job_vanishes_at_the_second_complete_scan_across_a_restart() {
-    // Pins SPEC §4 `vanished`: "absent from two consecutive complete scans",
+    // Pins docs/events.md `vanished`: "absent from two consecutive complete scans",
     // with the count of missing scans surviving a restart, and a simulator
     // `DELETE /sim/jobs/{id}` ending in exactly one `vanished`.
     let sim = Sim::start(SimOptions::default()).await;
@@ -259,7 +259,7 @@ async fn a_deleted_sub_job_vanishes_at_the_second_complete_scan_across_a_restart
 
 #[tokio::test]
 async fn a_scan_that_failed_mid_way_never_counts_as_a_missing_scan() {
-    // Pins SPEC §5 "a scan that cannot complete never produces `vanished`"
+    // Pins docs/guarantees.md "a scan that cannot complete never produces `vanished`"
     // and the stronger rule under it: a failed scan is not one of the "two
     // consecutive complete scans" either. Sequence: baseline, delete, a
     // scan that dies on page 2, then two complete scans; `vanished` comes
@@ -300,7 +300,7 @@ async fn a_scan_that_failed_mid_way_never_counts_as_a_missing_scan() {
 
 #[tokio::test]
 async fn a_cycle_failing_on_page_two_of_three_commits_what_it_saw_and_nothing_more() {
-    // Pins SPEC §5 "a scan that cannot complete never produces `vanished`
+    // Pins docs/guarantees.md "a scan that cannot complete never produces `vanished`
     // and never loses what it did see": the real change on page 1 is
     // committed with its event; nothing on pages 2–3 is counted missing,
     // nothing is invented.

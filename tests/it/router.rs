@@ -114,7 +114,7 @@ notify = ["a"]
 
 #[test]
 fn kinds_default_to_appeared_changed_and_stuck_and_vanished_is_not_routed_by_default() {
-    // Pins SPEC §4: `vanished` is "default: not routed"; a route without
+    // Pins docs/events.md: `vanished` is "default: not routed"; a route without
     // `kinds` takes the other three.
     let a: &[Expect<'_>] = &[("a", None, None)];
     check(PLAIN, &changed("CREATE_SERVER", "RUNNING", "FAILED"), a);
@@ -199,7 +199,7 @@ notify = ["b"]
 
 #[test]
 fn to_filter() {
-    // Pins `routes.to` (the status entered), including SPEC §4's case of a
+    // Pins `routes.to` (the status entered), including docs/events.md's case of a
     // sub-job created and failed between two polls: `appeared` with
     // `to = FAILED` must be caught by a route on `to`.
     let failures = r#"
@@ -253,7 +253,7 @@ to = ["FAILED"]
         ),
         &[],
     );
-    // An unknown status is an ordinary value (SPEC §1).
+    // An unknown status is an ordinary value (docs/configuration.md).
     let unknown = r#"
 [[routes]]
 notify = ["a"]

@@ -1,5 +1,5 @@
 //! No secret reaches a log, at any level, ours or our dependencies'
-//! (SPEC §5): the daemon runs at `trace` with every kind of secret
+//! (docs/guarantees.md): the daemon runs at `trace` with every kind of secret
 //! configured, does real work with each, and its whole log is searched for
 //! every secret value, raw and base64-encoded.
 

@@ -1,5 +1,5 @@
 //! The simulator over real loopback HTTP: validation, paging, auth modes,
-//! faults, the control surface and determinism (SPEC §7).
+//! faults, the control surface and determinism (docs/simulator.md).
 
 use std::time::{Duration, Instant};
 

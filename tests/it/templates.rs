@@ -92,7 +92,7 @@ fn the_context_has_the_event_the_group_and_counts() {
         ),
         "route 3 3 F1 S1 R1 W0"
     );
-    // The event objects are SPEC §4's, field for field.
+    // The event objects are docs/events.md's, field for field.
     let spec: serde_json::Value =
         serde_json::from_str(&render("{{ event|tojson }}", &one)).expect("tojson is JSON");
     assert_eq!(spec, serde_json::to_value(&one.events[0]).unwrap());

@@ -36,7 +36,7 @@ SK = "sim-conformance-secret-key"
 # Shaped like a real project id, to exercise the path parameter.
 PROJECT = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 HISTORY = 25
-# The API's ten job types plus the SDK's nine (SPEC §1).
+# The API's ten job types plus the SDK's nine (docs/configuration.md).
 JOB_TYPES_KNOWN = 19
 
 try:

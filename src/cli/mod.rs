@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod check;
+pub mod completions;
 pub mod demo;
 pub mod jobs;
 pub mod logging;
@@ -88,6 +89,11 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// Zero-config demo: simulator, daemon, log and a local receiver.
     Demo(demo::DemoArgs),
+    /// Print the completion script for a shell (bash, zsh, fish, …).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff) to stdout.
+    #[command(hide = true)]
+    Manpage,
 }
 
 /// How a command prints what it found.
@@ -109,6 +115,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::State(args) => state::run(&cli, args).await,
         Command::Sim(args) => sim::run(args).await,
         Command::Demo(args) => demo::run(&cli, args).await,
+        Command::Completions(args) => completions::completions(args),
+        Command::Manpage => completions::manpage(),
     }
 }
 

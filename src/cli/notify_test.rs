@@ -1,6 +1,8 @@
 //! `jobwatch notify-test [NAME…]`: sends a realistic sample event to each
 //! named notifier (all if none) with the same code the daemon delivers
-//! with, and prints one line each: ok, or the receiver's own words.
+//! with, and prints one line each: ok, or the receiver's own words. Every
+//! kind marks it as a test (title, subject, `"test": true`), so nobody is
+//! paged by it.
 
 use std::io::Write;
 
@@ -36,6 +38,7 @@ pub async fn run(cli: &Cli, args: &NotifyTestArgs) -> anyhow::Result<()> {
     };
     names.sort();
     let mut message = sample_message();
+    message.test = true;
     // Unique per run: receivers that de-duplicate must not drop a second test.
     message.id = format!("notify-test-{}", jiff::Timestamp::now().as_millisecond());
     let mut failed = 0;

@@ -13,7 +13,8 @@ use super::{Cli, Format};
 use crate::daemon::wiring;
 use crate::metrics::Metrics;
 use crate::notify::dispatch::Dispatcher;
-use crate::storage::{OpenMode, Storage};
+use crate::storage::{OpenMode, PendingOutlook, Storage};
+use crate::watch::Target;
 use crate::watch::event::Event;
 use crate::watch::poller::{CycleError, TargetState, cycle};
 use crate::watch::strategy::ScanPlan;
@@ -25,9 +26,11 @@ pub struct OnceArgs {
     /// Scan and diff only: write nothing, send nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// How long to wait for the outbox to drain after the cycle.
-    #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
-    pub drain_timeout: Duration,
+    /// How long to wait for deliveries after the cycle: those due now,
+    /// group windows (`group_window`) that close meanwhile, and retries
+    /// that come due meanwhile.
+    #[arg(long, alias = "drain-timeout", value_name = "DURATION", default_value = "30s", value_parser = super::parse_duration)]
+    pub wait: Duration,
 }
 
 pub async fn run(cli: &Cli, args: &OnceArgs) -> anyhow::Result<()> {
@@ -49,13 +52,19 @@ pub async fn run(cli: &Cli, args: &OnceArgs) -> anyhow::Result<()> {
     let contexts = wiring::cycle_contexts(&config, &store, &metrics, dry_run)?;
 
     let mut events: Vec<Event> = Vec::new();
+    let mut baselines: Vec<(Target, usize)> = Vec::new();
     let mut failed = 0;
     for target in config.watched() {
         let ctx = &contexts[&*target.account];
         // One cycle per run: a reconciliation that is due runs now.
         let mut state = TargetState::new(ScanPlan::one_shot(ctx.strategy, ctx.full_scan_every));
         match cycle(ctx, &target, &mut state).await {
-            Ok(report) => events.extend(report.events),
+            Ok(report) => {
+                if report.baselined_now {
+                    baselines.push((target.clone(), report.tracked));
+                }
+                events.extend(report.events);
+            }
             Err(e) => {
                 failed += 1;
                 eprintln!("jobwatch: {e:#}");
@@ -68,7 +77,7 @@ pub async fn run(cli: &Cli, args: &OnceArgs) -> anyhow::Result<()> {
         }
     }
 
-    let mut pending_left = 0;
+    let mut left = PendingOutlook::default();
     if !dry_run {
         let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
@@ -76,13 +85,38 @@ pub async fn run(cli: &Cli, args: &OnceArgs) -> anyhow::Result<()> {
             wiring::dispatch_settings(&config),
             metrics,
         ));
-        pending_left = drain(&dispatcher, &store, args.drain_timeout).await;
+        left = drain(&dispatcher, &store, args.wait).await;
     }
 
-    print_events(&events, args.format)?;
-    if pending_left > 0 {
+    for (target, tracked) in &baselines {
+        let silent = if config.poll.notify_existing {
+            ""
+        } else {
+            ": no alerts for what already existed, only for what changes from now on"
+        };
+        eprintln!("jobwatch: {target}: recorded a baseline of {tracked} sub-jobs{silent}");
+    }
+    print_events(&events, args.format, !baselines.is_empty())?;
+    let tz = &config.delivery.timezone;
+    let at = |t: Option<jiff::Timestamp>| {
+        t.map(|t| crate::notify::text::format_time(t, tz))
+            .unwrap_or_default()
+    };
+    if left.untried > 0 {
         eprintln!(
-            "jobwatch: {pending_left} deliveries still pending (they will be retried by `jobwatch run` or the next `once`)"
+            "jobwatch: {} deliveries wait for a group window that closes at {}, after --wait {}; \
+             the next `once` after that (or `jobwatch run`) sends them",
+            left.untried,
+            at(left.untried_next),
+            crate::config::dur::human(args.wait),
+        );
+    }
+    if left.retrying > 0 {
+        eprintln!(
+            "jobwatch: {} deliveries failed and are retried from {} by the next `once` or `jobwatch run` \
+             (`jobwatch state` shows why)",
+            left.retrying,
+            at(left.retrying_next),
         );
     }
     if failed > 0 {
@@ -91,31 +125,42 @@ pub async fn run(cli: &Cli, args: &OnceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Delivers what is due until nothing is due and nothing is in flight, or
-/// the timeout; returns how many rows are still pending.
-async fn drain(dispatcher: &Arc<Dispatcher>, store: &Storage, timeout: Duration) -> u64 {
+/// Delivers until nothing is in flight and no pending row comes due
+/// before `wait` is up (due now, a group window closing, a retry), or
+/// until it is up; returns what is still pending.
+async fn drain(dispatcher: &Arc<Dispatcher>, store: &Storage, wait: Duration) -> PendingOutlook {
     let tracker = TaskTracker::new();
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + wait;
+    let wall_deadline = jiff::Timestamp::now()
+        + jiff::SignedDuration::try_from(wait).unwrap_or(jiff::SignedDuration::MAX);
     loop {
         let launched = dispatcher.launch_due(&tracker).await;
         if launched == 0 && dispatcher.in_flight() == 0 {
-            break;
+            let Ok(outlook) = store.pending_outlook().await else {
+                break;
+            };
+            let next = [outlook.untried_next, outlook.retrying_next]
+                .into_iter()
+                .flatten()
+                .min();
+            if next.is_none_or(|next| next > wall_deadline) {
+                break;
+            }
         }
-        let wait = tokio::time::sleep(Duration::from_millis(100));
         tokio::select! {
-            _ = wait => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             _ = tokio::time::sleep_until(deadline) => break,
-        }
-        if Instant::now() >= deadline {
-            break;
         }
     }
     tracker.close();
     let _ = tokio::time::timeout_at(deadline, tracker.wait()).await;
-    store.outbox_counts().await.map_or(0, |c| c.pending)
+    store.pending_outlook().await.unwrap_or_default()
 }
 
-fn print_events(events: &[Event], format: Format) -> anyhow::Result<()> {
+/// The events, as a table or JSON lines. An empty table says why it is
+/// empty: nothing changed, or only baselines were recorded (stderr has
+/// them).
+fn print_events(events: &[Event], format: Format, baselined: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => {
@@ -125,7 +170,11 @@ fn print_events(events: &[Event], format: Format) -> anyhow::Result<()> {
         }
         Format::Table => {
             if events.is_empty() {
-                writeln!(out, "no transitions")?;
+                if baselined {
+                    writeln!(out, "no transitions (baseline recorded)")?;
+                } else {
+                    writeln!(out, "no transitions")?;
+                }
                 return Ok(());
             }
             let mut table = Table::new();

@@ -356,6 +356,7 @@ impl Dispatcher {
         }
         let message = match &group_key {
             None => Message {
+                test: false,
                 id: sendable[0].event_id.clone(),
                 group: None,
                 events,
@@ -363,6 +364,7 @@ impl Dispatcher {
             Some(key) => {
                 let id = group_id(sendable.iter().map(|r| r.event_id.as_str()));
                 Message {
+                    test: false,
                     group: Some(GroupInfo {
                         id: id.clone(),
                         key: key.clone(),

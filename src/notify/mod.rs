@@ -28,6 +28,9 @@ pub struct Message {
     pub id: String,
     pub group: Option<GroupInfo>,
     pub events: Vec<Event>,
+    /// `notify-test`'s sample: every kind says so (title, subject, the
+    /// webhook's `"test": true`) and none looks like an alert.
+    pub test: bool,
 }
 
 /// What a grouped message says about its group.

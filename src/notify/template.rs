@@ -17,6 +17,7 @@
 //! | `count` | how many events |
 //! | `counts` | events by the status they entered: `counts.FAILED`; every known status is present (0 when none) |
 //! | `notifier` | the notifier's name |
+//! | `test` | true for `notify-test`'s sample (its `title` already says so) |
 //! | `title`, `summary` | the built-in title and per-job-type summary |
 //! | `time(ts, fmt?)`, `\|time` | an RFC 3339 time in `delivery.timezone`: `2026-11-29 18:40:43 +08:00` |
 //! | `duration_in_state(event)`, `\|duration` | how long the sub-job ran before this event: `40m 43s` |
@@ -249,6 +250,7 @@ impl Template {
             count => message.events.len(),
             counts => counts,
             notifier => self.name.clone(),
+            test => message.test,
             title => text::title(message),
             summary => text::summary(&message.events),
         }
@@ -523,6 +525,7 @@ fn sample_events() -> Vec<Event> {
 pub fn sample_message() -> Message {
     let event = sample_events().remove(0);
     Message {
+        test: false,
         id: event.event_id.clone(),
         group: None,
         events: vec![event],
@@ -534,6 +537,7 @@ pub fn sample_message() -> Message {
 pub fn sample_group() -> Message {
     let events = sample_events();
     Message {
+        test: false,
         id: "group-3f9a0c1e5b7d42a8".into(),
         group: Some(GroupInfo {
             id: "group-3f9a0c1e5b7d42a8".into(),

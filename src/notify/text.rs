@@ -119,6 +119,10 @@ pub fn tone_of(event: &Event) -> Tone {
 /// The loudest tone of a message, except that a group is only "good" when
 /// every event in it succeeded.
 pub fn tone(message: &Message) -> Tone {
+    if message.test {
+        // A test is no failure: no red card.
+        return Tone::Info;
+    }
     tone_for(look_of_message(message))
 }
 
@@ -371,9 +375,23 @@ pub fn summary(events: &[Event]) -> String {
     parts.join("; ")
 }
 
+/// What a `notify-test` message says first, in its title, subject and
+/// log line: on-call must not take it for an alert.
+pub const TEST_MARK: &str = "🧪 TEST, not a real alert:";
+
 /// The title of a message: the headline of a single event, or the icon
-/// and summary of a group (naming the parent job when grouped by it).
+/// and summary of a group (naming the parent job when grouped by it);
+/// after [`TEST_MARK`] for a test.
 pub fn title(message: &Message) -> String {
+    let title = plain_title(message);
+    if message.test {
+        format!("{TEST_MARK} {title}")
+    } else {
+        title
+    }
+}
+
+fn plain_title(message: &Message) -> String {
     match message.events.as_slice() {
         [] => "jobwatch: no events".to_owned(),
         [one] if message.group.is_none() => headline(one),
@@ -488,7 +506,11 @@ pub fn mail_subject(message: &Message) -> String {
         [event] => format!("{} ({})", what_happened(event), where_(event)),
         events => format!("{}: {}", transitions(events), tally(events)),
     };
-    one_line(&format!("[jobwatch] {text}"))
+    if message.test {
+        one_line(&format!("[jobwatch] {TEST_MARK} {text}"))
+    } else {
+        one_line(&format!("[jobwatch] {text}"))
+    }
 }
 
 /// `jobwatch 0.4.1`: how a mail signs off.
@@ -661,6 +683,7 @@ mod tests {
             .collect();
         let job = sample.job_id.clone().unwrap();
         let message = Message {
+            test: false,
             id: "g".into(),
             group: Some(crate::notify::GroupInfo {
                 id: "g".into(),
@@ -680,6 +703,7 @@ mod tests {
         let group = |tos: &[Status]| {
             let sample = crate::notify::sample_message().events.remove(0);
             Message {
+                test: false,
                 id: "g".into(),
                 group: None,
                 events: tos

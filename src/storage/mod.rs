@@ -29,7 +29,7 @@ use crate::watch::{Target, TargetSnapshot};
 pub use crate::store::StoreError;
 pub use records::{
     CycleCommit, CycleWrite, DueRef, Fence, OutboxCounts, OutboxRow, OutboxState, Outcome, Owner,
-    TargetSummary,
+    PendingOutlook, TargetSummary,
 };
 
 /// How to open the state.
@@ -206,6 +206,13 @@ impl Storage {
     pub async fn requeue_dead(&self, ids: Vec<i64>, now: Timestamp) -> Result<usize, StoreError> {
         match self {
             Storage::Sqlite(s) => s.call(move |s| s.retry_dead(&ids, now)).await,
+        }
+    }
+
+    /// Why the pending rows wait (see [`PendingOutlook`]).
+    pub async fn pending_outlook(&self) -> Result<PendingOutlook, StoreError> {
+        match self {
+            Storage::Sqlite(s) => s.call(|s| s.pending_outlook()).await,
         }
     }
 

@@ -99,6 +99,17 @@ pub struct OutboxCounts {
     pub dead: u64,
 }
 
+/// The pending rows by why they wait: `untried` have never been sent
+/// (their group window is open, or they are due now), `retrying` failed
+/// and wait for their next attempt; each with the earliest next attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PendingOutlook {
+    pub untried: u64,
+    pub untried_next: Option<Timestamp>,
+    pub retrying: u64,
+    pub retrying_next: Option<Timestamp>,
+}
+
 /// The right to write a target's state in a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fence {

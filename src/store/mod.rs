@@ -10,7 +10,9 @@
 mod schema;
 mod shared;
 
-pub use crate::storage::records::{CycleCommit, OutboxRow, OutboxState, TargetSummary};
+pub use crate::storage::records::{
+    CycleCommit, OutboxRow, OutboxState, PendingOutlook, TargetSummary,
+};
 pub use shared::SharedStore;
 
 use std::collections::{BTreeMap, HashMap};
@@ -643,6 +645,30 @@ impl Store {
         };
         tx.commit().map_err(sql(context))?;
         Ok(n)
+    }
+
+    /// What is still pending, split by why: never tried (waiting for a
+    /// group window, or just due) or failed before (waiting to retry),
+    /// and the earliest next attempt of each.
+    pub fn pending_outlook(&self) -> Result<PendingOutlook, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FILTER (WHERE attempts = 0),
+                        MIN(next_attempt_at) FILTER (WHERE attempts = 0),
+                        count(*) FILTER (WHERE attempts > 0),
+                        MIN(next_attempt_at) FILTER (WHERE attempts > 0)
+                 FROM outbox WHERE state = 'pending'",
+                [],
+                |row| {
+                    Ok(PendingOutlook {
+                        untried: row.get::<_, i64>(0)? as u64,
+                        untried_next: row.get::<_, Option<DbTime>>(1)?.map(|t| t.0),
+                        retrying: row.get::<_, i64>(2)? as u64,
+                        retrying_next: row.get::<_, Option<DbTime>>(3)?.map(|t| t.0),
+                    })
+                },
+            )
+            .map_err(sql("pending outlook"))
     }
 
     pub fn pending_count(&self) -> Result<u64, StoreError> {

@@ -31,6 +31,9 @@ pub struct CycleReport {
     pub tracked: usize,
     pub active: usize,
     pub requests: u32,
+    /// This cycle recorded the target's baseline: what already existed is
+    /// now known, silently (unless `notify_existing`).
+    pub baselined_now: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +179,7 @@ async fn apply(
         .enumerate()
         .flat_map(|(i, e)| ctx.router.route(e).into_iter().map(move |r| (i, r)))
         .collect();
+    let baselined_now = !before.baselined && outcome.baselined;
     let mut after = before;
     after.apply(&outcome);
     let changes = outcome.changes.len();
@@ -246,6 +250,7 @@ async fn apply(
         tracked,
         active,
         requests,
+        baselined_now,
     })
 }
 

@@ -123,22 +123,32 @@ notify = ["hook", "feishu", "ding", "wecom", "slack", "discord", "teams", "mail"
     ] {
         assert!(text.contains(&format!("{name}: ok")), "{name}: {text}");
     }
+    // Every kind says it is a test, and none is a red card.
     let wait = Duration::from_secs(10);
+    let mark = jobwatch::notify::text::TEST_MARK;
+    assert_eq!(webhook.next(wait).await.json()["test"], true);
+    let card = feishu.next(wait).await.json();
+    assert!(card.to_string().contains(mark), "{card}");
+    assert_eq!(card["card"]["header"]["template"], "blue", "{card}");
     for r in [
-        &mut webhook,
-        &mut feishu,
         &mut dingtalk,
         &mut wecom,
         &mut slack,
         &mut discord,
         &mut teams,
     ] {
-        r.next(wait).await;
+        let body = r.next(wait).await.body;
+        assert!(body.contains(mark), "{body}");
     }
-    tokio::time::timeout(wait, smtp.rx.recv())
+    let mail = tokio::time::timeout(wait, smtp.rx.recv())
         .await
         .unwrap()
         .unwrap();
+    let subject = crate::email::subject_of(&mail);
+    assert!(
+        subject.starts_with(&format!("[jobwatch] {mark} ")),
+        "{subject}"
+    );
 
     // Baseline, then three failures.
     assert!(jobwatch(&config, &["once"]).await.status.success());
@@ -171,6 +181,7 @@ notify = ["hook", "feishu", "ding", "wecom", "slack", "discord", "teams", "mail"
         );
         assert_eq!(got.header("webhook-signature"), Some(expected.as_str()));
         assert_eq!(got.json()["events"][0]["to"], "FAILED");
+        assert_eq!(got.json()["test"], false);
 
         let got = feishu.next(wait).await.json();
         let ts = got["timestamp"].as_str().unwrap();
@@ -197,6 +208,7 @@ notify = ["hook", "feishu", "ding", "wecom", "slack", "discord", "teams", "mail"
         for r in [&mut wecom, &mut slack, &mut discord, &mut teams] {
             let body = r.next(wait).await.body;
             assert!(body.contains("FAILED"), "{body}");
+            assert!(!body.contains(mark), "{body}");
         }
         let mail = tokio::time::timeout(wait, smtp.rx.recv())
             .await

@@ -77,6 +77,7 @@ fn event(i: usize, to: &str) -> Event {
 
 fn single(to: &str) -> Message {
     Message {
+        test: false,
         id: "ev0001".into(),
         group: None,
         events: vec![event(1, to)],
@@ -89,6 +90,7 @@ fn big_group() -> Message {
         .map(|i| event(i, if i % 10 == 0 { "FAILED" } else { "SUCCESS" }))
         .collect();
     Message {
+        test: false,
         id: "group-1".into(),
         group: Some(GroupInfo {
             id: "group-1".into(),

@@ -590,7 +590,11 @@ async fn once_prints_a_table_and_forget_target_drops_the_target_but_keeps_its_al
     };
     let show = || async { stdout(&jobwatch(&config, &["state", "show"]).await) };
 
-    assert_eq!(once_table().await.trim(), "no transitions", "the baseline");
+    assert_eq!(
+        once_table().await.trim(),
+        "no transitions (baseline recorded)",
+        "the baseline"
+    );
     sim.set_status(&create, "FAILED").await;
     let table = once_table().await;
     for header in ["KIND", "TARGET", "SUB-JOB", "FROM", "TO", "ERROR"] {
@@ -651,7 +655,10 @@ async fn once_prints_a_table_and_forget_target_drops_the_target_but_keeps_its_al
     );
 
     // Its next scan is a new silent baseline; the alert is still owed.
-    assert_eq!(once_table().await.trim(), "no transitions");
+    assert_eq!(
+        once_table().await.trim(),
+        "no transitions (baseline recorded)"
+    );
     let after = show().await;
     assert!(
         after.contains("demo/CREATE_SERVER") && after.contains("1 pending, 0 dead"),
@@ -936,4 +943,84 @@ async fn version_names_the_release_the_commit_and_its_date() {
         "{text}"
     );
     assert!(date == "unknown" || date.len() == 10, "{text}");
+}
+
+// `once` as cron runs it: the first run says it recorded a baseline (not
+// just "no transitions"); a run whose route groups waits for the window
+// and sends the digest; a window longer than `--wait` is left for later,
+// and said so without speaking of failures.
+#[tokio::test]
+async fn once_tells_a_baseline_and_waits_for_group_windows_up_to_wait() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let first = sim.create_waiting("CREATE_SERVER", 2).await;
+    let recorder = crate::support::Recorder::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jobwatch.toml");
+    let write = |window: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                r#"{preamble}
+[[targets]]
+project_id = "demo"
+job_types = ["CREATE_SERVER"]
+
+[notifiers.hook]
+kind = "webhook"
+url = "{url}"
+
+[[routes]]
+to = ["FAILED"]
+notify = ["hook"]
+group_window = "{window}"
+"#,
+                preamble =
+                    crate::support::daemon_preamble(&sim.url(), &dir.path().join("state.db"), None),
+                url = recorder.url,
+            ),
+        )
+        .unwrap();
+    };
+    write("2s");
+    let out = jobwatch(&config, &["once"]).await;
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).trim(), "no transitions (baseline recorded)");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("demo/CREATE_SERVER: recorded a baseline of 2 sub-jobs: no alerts for what already existed"),
+        "{err}"
+    );
+
+    for id in &first {
+        sim.set_status(id, "FAILED").await;
+    }
+    let out = jobwatch(&config, &["once"]).await;
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let got = recorder.received();
+    assert_eq!(
+        got.len(),
+        1,
+        "one digest, sent before `once` returned: {err}"
+    );
+    assert_eq!(got[0].json()["events"].as_array().map(Vec::len), Some(2));
+    assert!(!err.contains("deliveries"), "{err}");
+
+    // A window longer than --wait: left for later, and said so.
+    write("10m");
+    let more = sim.create("CREATE_SERVER", 1, "FAILED").await;
+    let out = jobwatch(&config, &["once", "--wait", "1s"]).await;
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("1 deliveries wait for a group window that closes at ")
+            && err.contains("after --wait 1s"),
+        "{err}"
+    );
+    assert!(!err.contains("failed"), "{err}");
+    assert_eq!(
+        recorder.received().len(),
+        1,
+        "{more:?} waits for its window"
+    );
 }

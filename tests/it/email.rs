@@ -86,6 +86,7 @@ fn event(sub_job: &str, to: Status) -> Event {
 
 fn single(e: Event) -> Message {
     Message {
+        test: false,
         id: e.event_id.clone(),
         group: None,
         events: vec![e],
@@ -228,6 +229,11 @@ fn parse(mail: &Mail) -> Parsed {
     }
 }
 
+/// A received mail's subject, decoded.
+pub fn subject_of(mail: &Mail) -> String {
+    parse(mail).subject
+}
+
 // --- Tests ----------------------------------------------------------------
 
 #[tokio::test]
@@ -317,6 +323,7 @@ async fn a_group_is_one_mail_listing_every_event() {
     let mut odd = event("C3", Status::Success);
     odd.resource_name = Some("<b>bold</b> & co".into());
     let message = Message {
+        test: false,
         id: "group-1".into(),
         group: Some(GroupInfo {
             id: "group-1".into(),

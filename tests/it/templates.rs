@@ -61,6 +61,7 @@ fn group_of(n: usize) -> Message {
         })
         .collect();
     Message {
+        test: false,
         id: "group-500".into(),
         group: Some(GroupInfo {
             id: "group-500".into(),
@@ -125,6 +126,7 @@ fn time_is_shown_in_the_configured_zone() {
     // A missing time is empty; a time the API wrote that does not parse is
     // shown as it came, never an error.
     let stuck = Message {
+        test: false,
         events: vec![sample_group().events[2].clone()],
         ..sample_message()
     };
@@ -218,6 +220,7 @@ fn built_in_titles_and_status_icon_share_one_table() {
     let expected = ["❌", "✅", "⚠️", "⏳", "🔄"];
     for (event, icon) in events.into_iter().zip(expected) {
         let one = Message {
+            test: false,
             id: event.event_id.clone(),
             group: None,
             events: vec![event],
@@ -227,6 +230,7 @@ fn built_in_titles_and_status_icon_share_one_table() {
         assert!(title.starts_with(&format!("{icon} ")), "{title}");
     }
     let stuck = Message {
+        test: false,
         id: "s".into(),
         group: None,
         events: vec![sample_group().events.remove(2)],

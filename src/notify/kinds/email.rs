@@ -847,6 +847,7 @@ mod tests {
 
     fn single(e: Event) -> Message {
         Message {
+            test: false,
             id: e.event_id.clone(),
             group: None,
             events: vec![e],
@@ -870,6 +871,7 @@ mod tests {
         events.push(event("f1", "FAILED"));
         events.push(event("f2", "FAILED"));
         let m = Message {
+            test: false,
             id: "g1".into(),
             group: Some(GroupInfo {
                 id: "g1".into(),
@@ -971,6 +973,7 @@ mod tests {
             .map(|i| event(&format!("s{i}"), "SUCCESS"))
             .collect();
         let m = Message {
+            test: false,
             id: "g".into(),
             group: None,
             events,

@@ -79,7 +79,7 @@ impl Deliver for LogNotifier {
 impl LogNotifier {
     pub fn send(&self, message: &Message) -> Attempt {
         for event in &message.events {
-            log_event(&self.name, event);
+            log_event(&self.name, event, message.test);
         }
         Attempt {
             verdict: Verdict::Success,
@@ -88,8 +88,11 @@ impl LogNotifier {
     }
 }
 
-fn log_event(notifier: &str, e: &Event) {
-    let line = text::log_line(e);
+fn log_event(notifier: &str, e: &Event, test: bool) {
+    let mut line = text::log_line(e);
+    if test {
+        line = format!("{} {line}", text::TEST_MARK);
+    }
     macro_rules! emit {
         ($level:ident) => {
             tracing::$level!(
@@ -103,7 +106,7 @@ fn log_event(notifier: &str, e: &Event) {
             )
         };
     }
-    if text::is_loud(e) {
+    if text::is_loud(e) && !test {
         emit!(warn);
     } else {
         emit!(info);

@@ -160,10 +160,12 @@ impl WebhookNotifier {
     }
 }
 
-/// `{"version":"1","group":…,"events":[…]}`.
+/// `{"version":"1","test":false,"group":…,"events":[…]}`; `test` is true
+/// only for `notify-test`'s sample.
 pub fn envelope(message: &Message) -> serde_json::Value {
     serde_json::json!({
         "version": "1",
+        "test": message.test,
         "group": message.group,
         "events": message.events,
     })

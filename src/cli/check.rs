@@ -13,7 +13,7 @@ use crate::watch::strategy::{budget_need, pages_for};
 /// config as TOML to stdout. Secrets print as `***` because `Secret` and
 /// `SecretUrl` serialise redacted; nothing here has to remember to redact.
 pub async fn run(cli: &Cli) -> anyhow::Result<()> {
-    let loaded = Config::load(&cli.config)?.require_targets()?;
+    let loaded = Config::load(cli.config_path())?.require_targets()?;
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }

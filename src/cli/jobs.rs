@@ -12,6 +12,8 @@ use crate::cloud::{Client, Filter};
 
 #[derive(Debug, clap::Args)]
 pub struct JobsArgs {
+    #[command(flatten)]
+    pub config: super::ConfigArg,
     /// The project to list.
     #[arg(long, env = "HUAWEICLOUD_SDK_PROJECT_ID")]
     pub project: String,
@@ -98,8 +100,7 @@ async fn list(client: &Client, args: &JobsArgs) -> anyhow::Result<Vec<SubJob>> {
 }
 
 fn table(items: &[SubJob]) -> Table {
-    let mut table = Table::new();
-    table.set_header(["ID", "JOB", "STATUS", "BEGIN", "END", "RESOURCE", "ERROR"]);
+    let mut table = super::table(&["ID", "JOB", "STATUS", "BEGIN", "END", "RESOURCE", "ERROR"]);
     let text = |s: Option<&str>| s.unwrap_or("").to_owned();
     for job in items {
         let error = match (&job.error_code, &job.error_message) {
@@ -108,24 +109,27 @@ fn table(items: &[SubJob]) -> Table {
             (None, Some(msg)) => msg.clone(),
             (None, None) => String::new(),
         };
-        table.add_row([
-            job.id.clone(),
-            text(job.job_id.as_deref()),
-            job.status
-                .as_ref()
-                .map(Status::to_string)
-                .unwrap_or_default(),
-            job.begin_time
-                .as_ref()
-                .map(|t| t.raw.clone())
-                .unwrap_or_default(),
-            job.end_time
-                .as_ref()
-                .map(|t| t.raw.clone())
-                .unwrap_or_default(),
-            text(job.resource_name().or(job.resource_id())),
-            error,
-        ]);
+        super::row(
+            &mut table,
+            [
+                job.id.clone(),
+                text(job.job_id.as_deref()),
+                job.status
+                    .as_ref()
+                    .map(Status::to_string)
+                    .unwrap_or_default(),
+                job.begin_time
+                    .as_ref()
+                    .map(|t| t.raw.clone())
+                    .unwrap_or_default(),
+                job.end_time
+                    .as_ref()
+                    .map(|t| t.raw.clone())
+                    .unwrap_or_default(),
+                text(job.resource_name().or(job.resource_id())),
+                error,
+            ],
+        );
     }
     table
 }

@@ -1,6 +1,6 @@
 //! The command line: argument definitions and one thin file per command.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -36,8 +36,9 @@ pub const VERSION: &str = concat!(
     about = "Watches Huawei Cloud Workspace sub-jobs and delivers every status transition"
 )]
 pub struct Cli {
-    /// The configuration file.
-    #[arg(short, long, global = true, env = "JOBWATCH_CONFIG", default_value = DEFAULT_CONFIG)]
+    /// The configuration file (also accepted after the commands that
+    /// read one: `jobwatch run -c FILE`).
+    #[arg(short, long, env = "JOBWATCH_CONFIG", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
 
     /// The log level or filter, over `log.level` and `RUST_LOG`
@@ -64,21 +65,48 @@ impl Cli {
         logging::init(&log, self.log_level.as_deref());
     }
 
-    /// Whether `--config` was left at its default (so a missing file there
-    /// may be fine for commands that can run on environment alone).
-    pub fn config_is_default(&self) -> bool {
-        self.config.as_os_str() == DEFAULT_CONFIG
+    /// The configuration file: the command's own `-c`, else the one before
+    /// the command, `JOBWATCH_CONFIG` or the default.
+    pub fn config_path(&self) -> &Path {
+        let own = match &self.command {
+            Command::Run(c) | Command::Check(c) => c,
+            Command::Once(a) => &a.config,
+            Command::Jobs(a) => &a.config,
+            Command::NotifyTest(a) => &a.config,
+            Command::State(a) => &a.config,
+            Command::Sim(_) | Command::Demo(_) | Command::Completions(_) | Command::Manpage => {
+                &ConfigArg { config: None }
+            }
+        };
+        own.config.as_deref().unwrap_or(&self.config)
     }
+
+    /// Whether the configuration file was left at its default (so a
+    /// missing file there may be fine for commands that can run on
+    /// environment alone).
+    pub fn config_is_default(&self) -> bool {
+        self.config_path().as_os_str() == DEFAULT_CONFIG
+    }
+}
+
+/// `-c/--config` of a command that reads the configuration; `sim`,
+/// `demo` and `completions` have none, as they read none.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArg {
+    /// The configuration file [default: /etc/jobwatch/jobwatch.toml, or
+    /// JOBWATCH_CONFIG].
+    #[arg(short, long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The daemon: poll every target, deliver every transition.
-    Run,
+    Run(ConfigArg),
     /// One poll cycle over every target: diff, persist, deliver, print.
     Once(once::OnceArgs),
     /// Validate the configuration and print it with every secret redacted.
-    Check,
+    Check(ConfigArg),
     /// List sub-jobs straight from the API, every page.
     Jobs(jobs::JobsArgs),
     /// Send a sample event to the named notifiers (all if none).
@@ -107,9 +135,9 @@ pub enum Format {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Command::Run => run::run(&cli).await,
+        Command::Run(_) => run::run(&cli).await,
         Command::Once(args) => once::run(&cli, args).await,
-        Command::Check => check::run(&cli).await,
+        Command::Check(_) => check::run(&cli).await,
         Command::Jobs(args) => jobs::run(&cli, args).await,
         Command::NotifyTest(args) => notify_test::run(&cli, args).await,
         Command::State(args) => state::run(&cli, args).await,
@@ -126,7 +154,7 @@ pub fn load_config(
     cli: &Cli,
     must_exist: bool,
 ) -> Result<crate::config::Loaded, crate::config::ConfigError> {
-    crate::config::Config::load_optional(&cli.config, must_exist || !cli.config_is_default())
+    crate::config::Config::load_optional(cli.config_path(), must_exist || !cli.config_is_default())
 }
 
 /// The cloud client for `jobs`: the config file if there is one, the
@@ -139,7 +167,7 @@ pub fn client_from_config(
     use crate::config::{Config, EnvVars};
     use figment::providers::Serialized;
     let must_exist = !cli.config_is_default();
-    let path = (must_exist || cli.config.exists()).then_some(cli.config.as_path());
+    let path = (must_exist || cli.config_path().exists()).then_some(cli.config_path());
     if let Some(path) = path
         && !path.exists()
     {
@@ -163,6 +191,35 @@ pub fn client_from_config(
     }
     let loaded = Config::from_figment(figment)?;
     crate::daemon::wiring::client(&loaded.config)
+}
+
+/// A table for a person to read: no rule between rows, and one line per
+/// row as wide as the terminal (long cells cut with `…`). Off a terminal
+/// it is as wide as `COLUMNS` says, or else every cell is whole (for
+/// `grep` and files). Rows go in with [`row`].
+pub fn table(header: &[&str]) -> comfy_table::Table {
+    use std::io::IsTerminal;
+    let mut table = comfy_table::Table::new();
+    table
+        .load_style(comfy_table::presets::ASCII_FULL_CONDENSED)
+        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+        .set_truncation_indicator("…")
+        .set_header(header.iter().copied());
+    if !std::io::stdout().is_terminal()
+        && let Some(width) = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.trim().parse::<u16>().ok())
+    {
+        table.set_width(width);
+    }
+    table
+}
+
+/// Adds a row of [`table`]: one line, whatever its cells hold.
+pub fn row(table: &mut comfy_table::Table, cells: impl IntoIterator<Item = String>) {
+    let mut row = comfy_table::Row::from(cells);
+    row.max_height(1);
+    table.add_row(row);
 }
 
 /// Parses a human duration (`30s`, `1h 30m`) for flags.

@@ -13,6 +13,8 @@ use super::Cli;
 
 #[derive(Debug, clap::Args)]
 pub struct NotifyTestArgs {
+    #[command(flatten)]
+    pub config: super::ConfigArg,
     /// Notifier names (default: every configured notifier).
     pub names: Vec<String>,
 }

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use comfy_table::Table;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
@@ -21,6 +20,8 @@ use crate::watch::strategy::ScanPlan;
 
 #[derive(Debug, clap::Args)]
 pub struct OnceArgs {
+    #[command(flatten)]
+    pub config: super::ConfigArg,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
     /// Scan and diff only: write nothing, send nothing.
@@ -177,21 +178,23 @@ fn print_events(events: &[Event], format: Format, baselined: bool) -> anyhow::Re
                 }
                 return Ok(());
             }
-            let mut table = Table::new();
-            table.set_header([
+            let mut table = super::table(&[
                 "KIND", "TARGET", "SUB-JOB", "FROM", "TO", "ERROR", "RESOURCE",
             ]);
             let text = |s: Option<String>| s.unwrap_or_else(|| "-".into());
             for e in events {
-                table.add_row([
-                    e.kind.as_str().to_owned(),
-                    e.target_name().into_owned(),
-                    e.sub_job_id.clone(),
-                    text(e.from.as_ref().map(ToString::to_string)),
-                    text(e.to.as_ref().map(ToString::to_string)),
-                    text(e.error_code.clone()),
-                    text(e.resource_name.clone()),
-                ]);
+                super::row(
+                    &mut table,
+                    [
+                        e.kind.as_str().to_owned(),
+                        e.target_name().into_owned(),
+                        e.sub_job_id.clone(),
+                        text(e.from.as_ref().map(ToString::to_string)),
+                        text(e.to.as_ref().map(ToString::to_string)),
+                        text(e.error_code.clone()),
+                        text(e.resource_name.clone()),
+                    ],
+                );
             }
             writeln!(out, "{table}")?;
         }

@@ -47,7 +47,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     });
     let source = ReloadSource {
-        path: cli.config.clone(),
+        path: cli.config_path().to_owned(),
         must_exist: true,
     };
     let result = daemon::run(

@@ -248,6 +248,13 @@ impl Storage {
 
     /// Deletes delivered rows finished before `older_than`. Returns how
     /// many were deleted.
+    /// Deletes dead letters that died before `older_than`.
+    pub async fn purge_dead(&self, older_than: Timestamp) -> Result<usize, StoreError> {
+        match self {
+            Storage::Sqlite(s) => s.call(move |s| s.purge_dead(older_than)).await,
+        }
+    }
+
     pub async fn prune_delivered(&self, older_than: Timestamp) -> Result<usize, StoreError> {
         match self {
             Storage::Sqlite(s) => s.call(move |s| s.prune_delivered(older_than)).await,

@@ -771,6 +771,16 @@ impl Store {
             .map_err(sql("prune delivered rows"))
     }
 
+    /// Deletes dead letters that died before `older_than` (`state purge`).
+    pub fn purge_dead(&mut self, older_than: Timestamp) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM outbox WHERE state = 'dead' AND finished_at < ?1",
+                params![DbTime(older_than)],
+            )
+            .map_err(sql("purge dead letters"))
+    }
+
     fn outbox_rows(
         &self,
         context: &'static str,

@@ -353,9 +353,9 @@ async fn a_rejected_delivery_shows_in_state_dead_and_state_retry_requeues_it() {
         )
         .await;
     let id = made["sub_job_ids"][0].as_str().unwrap().to_owned();
-    // The receiver refuses the first delivery for good, then accepts.
-    let mut receiver =
-        Receiver::start(vec![(400, vec![], r#"{"error":"unknown channel"}"#.into())]).await;
+    // The receiver refuses the first two deliveries for good.
+    let refuse = (400, vec![], r#"{"error":"unknown channel"}"#.to_owned());
+    let mut receiver = Receiver::start(vec![refuse.clone(), refuse]).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -398,6 +398,27 @@ notify = ["hook"]
     );
     let show = stdout(&jobwatch(&config, &["state", "show"]).await);
     assert!(show.contains("0 pending, 1 dead"), "{show}");
+    // The same, for scripts.
+    let json_of = |out: std::process::Output| -> serde_json::Value {
+        serde_json::from_str(&stdout(&out)).expect("JSON")
+    };
+    let dead = json_of(jobwatch(&config, &["state", "--format", "json", "dead"]).await);
+    assert_eq!(dead[0]["sub_job_id"], id.as_str(), "{dead}");
+    assert_eq!(dead[0]["notifier"], "hook", "{dead}");
+    assert!(
+        dead[0]["last_answer"]
+            .as_str()
+            .unwrap()
+            .contains("unknown channel")
+    );
+    assert_eq!(dead[0]["event"]["to"], "FAILED", "{dead}");
+    let show = json_of(jobwatch(&config, &["state", "show", "--format", "json"]).await);
+    assert_eq!(show["outbox"], json!({"pending": 0, "dead": 1}), "{show}");
+    assert_eq!(show["targets"][0]["target"], "demo/CREATE_SERVER", "{show}");
+    // Purging keeps what died more recently than asked.
+    let purge =
+        stdout(&jobwatch(&config, &["state", "purge", "--dead", "--older-than", "1h"]).await);
+    assert!(purge.contains("purged 0 dead letter(s)"), "{purge}");
 
     let unknown = jobwatch(&config, &["state", "retry", "99999"]).await;
     assert_eq!(unknown.status.code(), Some(1), "an unknown id is an error");
@@ -412,6 +433,12 @@ notify = ["hook"]
     assert!(jobwatch(&config, &["once"]).await.status.success());
     let again = receiver.next(Duration::from_secs(10)).await;
     assert_eq!(again.json()["events"][0]["to"], "FAILED");
+    // Refused again: dead again, and this time purged.
+    let show = stdout(&jobwatch(&config, &["state", "show"]).await);
+    assert!(show.contains("0 pending, 1 dead"), "{show}");
+    let purge =
+        stdout(&jobwatch(&config, &["state", "purge", "--dead", "--older-than", "0s"]).await);
+    assert!(purge.contains("purged 1 dead letter(s)"), "{purge}");
     let show = stdout(&jobwatch(&config, &["state", "show"]).await);
     assert!(show.contains("0 pending, 0 dead"), "{show}");
 
@@ -545,6 +572,26 @@ async fn jobs_lists_every_page_as_the_simulator_has_it_in_json_and_as_a_table() 
         .filter(|l| items.iter().any(|i| l.contains(i["id"].as_str().unwrap())))
         .count();
     assert_eq!(data_rows, items.len());
+    // No rule between rows: one line per sub-job and a few for the frame.
+    assert!(table.lines().count() <= items.len() + 5, "{table}");
+
+    // As wide as the terminal: each row on one line, long cells cut.
+    let mut narrow = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"));
+    for name in crate::support::inherited_settings() {
+        narrow.env_remove(name);
+    }
+    narrow.env("COLUMNS", "100");
+    let out = narrow
+        .args(["-c"])
+        .arg(&config)
+        .args(["jobs", "--project", "demo", "--job-type", "CREATE_SERVER"])
+        .output()
+        .await
+        .unwrap();
+    let narrow = stdout(&out);
+    assert!(narrow.lines().all(|l| l.chars().count() <= 100), "{narrow}");
+    assert!(narrow.lines().count() <= items.len() + 5, "{narrow}");
+    assert!(narrow.contains('…'), "long cells are cut: {narrow}");
 
     let only: Value =
         serde_json::from_str(&jobs(&["--status", "WAITING", "--format", "json"]).await).unwrap();
@@ -1023,4 +1070,66 @@ group_window = "{window}"
         1,
         "{more:?} waits for its window"
     );
+}
+
+// `sim`, `demo` and `completions` read no configuration, so they offer no
+// `-c`; the commands that read one take it before or after their name.
+#[tokio::test]
+async fn only_commands_that_read_a_config_offer_dash_c() {
+    let help = |args: &'static [&'static str]| async move {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"))
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for command in ["sim", "demo", "completions"] {
+        let text = help(match command {
+            "sim" => &["sim", "--help"],
+            "demo" => &["demo", "--help"],
+            _ => &["completions", "--help"],
+        })
+        .await;
+        assert!(!text.contains("--config"), "{command}: {text}");
+    }
+    for command in ["run", "once", "check", "jobs", "notify-test", "state"] {
+        let text = help(match command {
+            "run" => &["run", "--help"],
+            "once" => &["once", "--help"],
+            "check" => &["check", "--help"],
+            "jobs" => &["jobs", "--help"],
+            "notify-test" => &["notify-test", "--help"],
+            _ => &["state", "--help"],
+        })
+        .await;
+        assert!(text.contains("-c, --config <FILE>"), "{command}: {text}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    for args in [
+        vec![
+            "-c".to_owned(),
+            missing.display().to_string(),
+            "check".into(),
+        ],
+        vec!["check".into(), "-c".into(), missing.display().to_string()],
+        vec![
+            "state".into(),
+            "show".into(),
+            "--config".into(),
+            missing.display().to_string(),
+        ],
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"))
+            .args(&args)
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&missing.display().to_string()),
+            "{args:?}: {err}"
+        );
+    }
 }

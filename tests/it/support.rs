@@ -712,8 +712,15 @@ pub fn inherited_settings() -> Vec<std::ffi::OsString> {
             let name = name.to_string_lossy();
             name.starts_with("JOBWATCH_")
                 || name.starts_with("HUAWEICLOUD_SDK_")
-                || ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "RUST_LOG"]
-                    .contains(&name.as_ref())
+                || [
+                    "NOTIFY_SOCKET",
+                    "WATCHDOG_USEC",
+                    "WATCHDOG_PID",
+                    "RUST_LOG",
+                    // A table's width.
+                    "COLUMNS",
+                ]
+                .contains(&name.as_ref())
         })
         .collect()
 }

@@ -171,6 +171,9 @@ pub async fn run(
     health.stopping.store(true, Ordering::Relaxed);
     pollers.stop().await;
     stop_all.cancel();
+    // What only waits for a rate or a receiver's pause stays queued; the
+    // grace is for what is being sent.
+    dispatcher.stop_waiting();
     deliveries.close();
     let grace = config.delivery.shutdown_grace;
     if tokio::time::timeout(grace, deliveries.wait())
@@ -276,7 +279,7 @@ impl Prepared {
         let tracker = TaskTracker::new();
         let count = targets.len();
         liveness.reset();
-        health.reset_targets();
+        health.reset_targets(pace.interval);
         for (ctx, target) in targets {
             let (stop, dispatcher, liveness) = (stop.clone(), dispatcher.clone(), liveness.clone());
             let (heartbeat, services, health) =

@@ -4,12 +4,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,22 +25,41 @@ pub struct Health {
     pub ready: AtomicBool,
     /// Set while shutting down, so load balancers stop sending.
     pub stopping: AtomicBool,
-    /// How each target's last cycle ended (true: it polled and committed).
-    targets: Mutex<HashMap<Target, bool>>,
+    /// Since when each target's cycles have been failing (`None`: its
+    /// last one polled and committed).
+    targets: Mutex<HashMap<Target, Option<Instant>>>,
+    /// How long every target must have been failing before the daemon
+    /// says it is not ready: [`NOT_READY_AFTER_INTERVALS`] poll intervals,
+    /// so one failed cycle is no outage.
+    failing_for: Mutex<Duration>,
     /// A cycle could not read or commit the state, and none has since.
     store_failing: AtomicBool,
 }
 
+/// How many poll intervals of failures, on every target, make the daemon
+/// not ready.
+pub const NOT_READY_AFTER_INTERVALS: u32 = 3;
+
 impl Health {
-    /// Forgets the targets (a reload replaces them).
-    pub fn reset_targets(&self) {
+    /// Forgets the targets (a reload replaces them) and takes the poll
+    /// interval they run at.
+    pub fn reset_targets(&self, interval: Duration) {
         lock(&self.targets).clear();
+        *lock(&self.failing_for) = interval * NOT_READY_AFTER_INTERVALS;
     }
 
     /// Records how a target's cycle ended, `store_failed` when it could
     /// not read or commit the state.
     pub fn record(&self, target: &Target, ok: bool, store_failed: bool) {
-        lock(&self.targets).insert(target.clone(), ok);
+        {
+            let mut targets = lock(&self.targets);
+            let since = targets.entry(target.clone()).or_insert(None);
+            if ok {
+                *since = None;
+            } else if since.is_none() {
+                *since = Some(Instant::now());
+            }
+        }
         if ok {
             self.store_failing.store(false, Ordering::Relaxed);
         } else if store_failed {
@@ -65,13 +86,20 @@ impl Health {
             return Some(why);
         }
         let targets = lock(&self.targets);
-        if !targets.is_empty() && targets.values().all(|ok| !ok) {
-            return Some(format!(
-                "every target's last poll failed ({})",
+        let failing_for = *lock(&self.failing_for);
+        let shortest = targets
+            .values()
+            .map(|since| since.map(|s| s.elapsed()))
+            .min()
+            .flatten();
+        match shortest {
+            Some(failing) if failing >= failing_for => Some(format!(
+                "every target's polls have failed for {}s or more ({} target(s); the log says why)",
+                failing.as_secs(),
                 targets.len()
-            ));
+            )),
+            _ => None,
         }
-        None
     }
 }
 
@@ -138,5 +166,41 @@ async fn ready_handler(State(state): State<AppState>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn not_ready_only_once_every_target_has_failed_for_three_intervals() {
+        let health = Health::default();
+        health.ready.store(true, Ordering::Relaxed);
+        health.reset_targets(Duration::from_secs(10));
+        let (a, b) = (
+            Target::new("p", "CREATE_SERVER"),
+            Target::new("p", "DELETE_SERVER"),
+        );
+        health.record(&a, false, false);
+        health.record(&b, false, false);
+        assert_eq!(health.not_ready(), None, "one failed cycle is no outage");
+        tokio::time::advance(Duration::from_secs(20)).await;
+        health.record(&a, false, false);
+        assert_eq!(
+            health.not_ready(),
+            None,
+            "20 s of failures, under 3 intervals"
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let why = health
+            .not_ready()
+            .expect("30 s of failures on every target");
+        assert!(why.contains("failed for 30s"), "{why}");
+        // One target polling again is enough to be ready.
+        health.record(&b, true, false);
+        assert_eq!(health.not_ready(), None);
+        health.record(&b, false, false);
+        assert_eq!(health.not_ready(), None, "b's new streak has only begun");
     }
 }

@@ -24,10 +24,11 @@ use tokio_util::task::TaskTracker;
 
 use sha2::{Digest, Sha256};
 
-use super::{GroupInfo, Message, Notifier};
+use super::{GroupInfo, JobTally, Message, Notifier};
 use crate::metrics::{DeliveryLabels, Metrics};
 use crate::ratelimit::RateLimiter;
 use crate::retry::{Backoff, Verdict};
+use crate::route::GroupKey;
 use crate::storage::{DueRef, OutboxRow, Outcome, Owner, Storage};
 
 /// How often the outbox is looked at when nothing wakes the dispatcher:
@@ -91,6 +92,10 @@ pub struct Dispatcher {
     queue: Mutex<Queue>,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    /// Cancelled at shutdown: deliveries still waiting for their
+    /// notifier's rate or pause give their rows back instead of sending,
+    /// so shutdown waits only for what is being sent.
+    stop_waiting: CancellationToken,
 }
 
 /// Due rows read and not yet launched, by notifier, oldest first.
@@ -172,7 +177,15 @@ impl Dispatcher {
             queue: Mutex::default(),
             recorder: Recorder::default(),
             metrics,
+            stop_waiting: CancellationToken::new(),
         }
+    }
+
+    /// At shutdown: deliveries not yet sending (waiting for a rate or a
+    /// receiver's pause) stop and leave their rows pending; those sending
+    /// finish.
+    pub fn stop_waiting(&self) {
+        self.stop_waiting.cancel();
     }
 
     /// Looks at the outbox now (a poller just committed rows).
@@ -325,6 +338,29 @@ impl Dispatcher {
         self.wake();
     }
 
+    /// For a per-job group's key, the parent job's sub-jobs as tracked
+    /// now; `None` for other groups, or when the store cannot say (the
+    /// digest then counts the message's events, as it can).
+    async fn job_tally(&self, key: &str) -> Option<JobTally> {
+        let GroupKey::Job {
+            project_id, job_id, ..
+        } = key.parse::<GroupKey>().ok()?
+        else {
+            return None;
+        };
+        match self.store.job_tally(&project_id, &job_id).await {
+            Ok(by_status) if !by_status.is_empty() => Some(JobTally {
+                sub_jobs: by_status.values().sum(),
+                by_status,
+            }),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the parent job's sub-jobs; the digest counts the message's events");
+                None
+            }
+        }
+    }
+
     /// Delivers rows of one notifier as one message (one row, or a group);
     /// returns the ids it recorded nothing for.
     async fn deliver_batch(
@@ -363,9 +399,11 @@ impl Dispatcher {
             },
             Some(key) => {
                 let id = group_id(sendable.iter().map(|r| r.event_id.as_str()));
+                let job = self.job_tally(key).await;
                 Message {
                     test: false,
                     group: Some(GroupInfo {
+                        job,
                         id: id.clone(),
                         key: key.clone(),
                         count: events.len(),
@@ -375,7 +413,13 @@ impl Dispatcher {
                 }
             }
         };
-        slot.limiter.acquire().await;
+        tokio::select! {
+            biased;
+            _ = self.stop_waiting.cancelled() => {
+                return sendable.iter().map(|r| r.id).collect();
+            }
+            _ = slot.limiter.acquire() => {}
+        }
         // A reload may have removed or replaced this notifier while we
         // waited for the rate: send only with the one configured now. The
         // rows stay pending; the next look settles them with what is

@@ -40,6 +40,18 @@ pub struct GroupInfo {
     /// The route's grouping key (`route` or a parent `job_id`).
     pub key: String,
     pub count: usize,
+    /// For a per-job group: the parent job's sub-jobs as jobwatch tracks
+    /// them (all of them, whatever the route took), by status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobTally>,
+}
+
+/// A parent job's sub-jobs in the snapshot, by status: what a per-job
+/// digest counts ("18/20 succeeded"), not only the events of the message.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct JobTally {
+    pub sub_jobs: u64,
+    pub by_status: std::collections::BTreeMap<String, u64>,
 }
 
 impl GroupInfo {

@@ -540,6 +540,7 @@ pub fn sample_group() -> Message {
         test: false,
         id: "group-3f9a0c1e5b7d42a8".into(),
         group: Some(GroupInfo {
+            job: None,
             id: "group-3f9a0c1e5b7d42a8".into(),
             key: "route".into(),
             count: events.len(),

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use jiff::tz::TimeZone;
 
-use super::{GroupInfo, Message};
+use super::{GroupInfo, JobTally, Message};
 use crate::cloud::model::{ApiTime, Status};
 use crate::watch::event::{Event, EventKind};
 
@@ -405,7 +405,14 @@ fn plain_title(message: &Message) -> String {
                     .is_some_and(|g| g.group_key().job_id() == Some(*job))
             });
             match job {
-                Some(job) => format!("{} {}", icon(look_of_message(message)), digest(events, job)),
+                Some(job) => {
+                    let tally = message.group.as_ref().and_then(|g| g.job.as_ref());
+                    format!(
+                        "{} {}",
+                        icon(look_of_message(message)),
+                        digest(events, job, tally)
+                    )
+                }
                 None => format!("{} {}", icon(look_of_message(message)), summary(events)),
             }
         }
@@ -414,13 +421,64 @@ fn plain_title(message: &Message) -> String {
 
 /// A parent job's digest:
 /// `CREATE_SERVER job 8f2d6a3b…: 18/20 succeeded, 2 FAILED (WKS.00129901)`.
-pub fn digest(events: &[Event], job: &str) -> String {
+/// With `tally` (the job's sub-jobs as tracked) it counts all of them,
+/// whatever the route took; the error codes come from the events.
+pub fn digest(events: &[Event], job: &str, tally: Option<&JobTally>) -> String {
+    match tally {
+        Some(tally) => digest_of_job(events, job, tally),
+        None => digest_of_events(events, job),
+    }
+}
+
+fn job_types_of(events: &[Event]) -> String {
     let mut job_types: Vec<&str> = Vec::new();
     for e in events {
         if !job_types.contains(&e.job_type.as_str()) {
             job_types.push(e.job_type.as_str());
         }
     }
+    job_types.join("+")
+}
+
+fn digest_of_job(events: &[Event], job: &str, tally: &JobTally) -> String {
+    let succeeded = tally
+        .by_status
+        .get(Status::Success.as_str())
+        .copied()
+        .unwrap_or(0);
+    let mut text = format!(
+        "{} job {}: {succeeded}/{} succeeded",
+        job_types_of(events),
+        short_id(job),
+        tally.sub_jobs
+    );
+    for (status, n) in &tally.by_status {
+        if status == Status::Success.as_str() {
+            continue;
+        }
+        let shown = if status.is_empty() {
+            "without status"
+        } else {
+            status
+        };
+        let _ = write!(text, ", {n} {shown}");
+        let mut codes: Vec<&str> = Vec::new();
+        for e in events {
+            if e.to.as_ref().map(Status::as_str) == Some(status.as_str())
+                && let Some(code) = e.error_code.as_deref()
+                && !codes.contains(&code)
+            {
+                codes.push(code);
+            }
+        }
+        if !codes.is_empty() {
+            let _ = write!(text, " ({})", codes.join(", "));
+        }
+    }
+    text
+}
+
+fn digest_of_events(events: &[Event], job: &str) -> String {
     let short = short_id(job);
     let succeeded = events
         .iter()
@@ -428,7 +486,7 @@ pub fn digest(events: &[Event], job: &str) -> String {
         .count();
     let mut text = format!(
         "{} job {short}: {succeeded}/{} succeeded",
-        job_types.join("+"),
+        job_types_of(events),
         events.len()
     );
     // Each other status entered, with the error codes seen for it.
@@ -686,6 +744,7 @@ mod tests {
             test: false,
             id: "g".into(),
             group: Some(crate::notify::GroupInfo {
+                job: None,
                 id: "g".into(),
                 key: format!("routes[0]/{}/{job}", sample.project_id),
                 count: 20,

@@ -248,6 +248,18 @@ impl Storage {
 
     /// Deletes delivered rows finished before `older_than`. Returns how
     /// many were deleted.
+    /// A parent job's sub-jobs in the snapshot, by status.
+    pub async fn job_tally(
+        &self,
+        project_id: &str,
+        job_id: &str,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        let (project_id, job_id) = (project_id.to_owned(), job_id.to_owned());
+        match self {
+            Storage::Sqlite(s) => s.call(move |s| s.job_tally(&project_id, &job_id)).await,
+        }
+    }
+
     /// Deletes dead letters that died before `older_than`.
     pub async fn purge_dead(&self, older_than: Timestamp) -> Result<usize, StoreError> {
         match self {

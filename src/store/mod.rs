@@ -771,6 +771,28 @@ impl Store {
             .map_err(sql("prune delivered rows"))
     }
 
+    /// How many sub-jobs of parent job `job_id` in `project_id` the
+    /// snapshot holds, by status (every job type; `""` for none).
+    pub fn job_tally(
+        &self,
+        project_id: &str,
+        job_id: &str,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT coalesce(status, ''), count(*) FROM snapshot
+                 WHERE project_id = ?1 AND job_id = ?2 GROUP BY 1",
+            )
+            .map_err(sql("job tally"))?;
+        let rows = stmt
+            .query_map(params![project_id, job_id], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+            })
+            .map_err(sql("job tally"))?;
+        rows.collect::<Result<_, _>>().map_err(sql("job tally"))
+    }
+
     /// Deletes dead letters that died before `older_than` (`state purge`).
     pub fn purge_dead(&mut self, older_than: Timestamp) -> Result<usize, StoreError> {
         self.conn

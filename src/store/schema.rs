@@ -6,7 +6,7 @@
 //! Change the schema by appending a migration.
 
 /// Migration `i` (0-based) takes a file from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Version 1: targets, their snapshots, and the outbox.
 ///
@@ -82,4 +82,10 @@ CREATE INDEX outbox_by_state ON outbox (state, next_attempt_at);
 /// knows when to reconcile, across restarts and `once` runs alike.
 const V2: &str = r#"
 ALTER TABLE targets ADD COLUMN full_scan_at TEXT;
+"#;
+
+/// Version 3: a parent job's sub-jobs found without reading the project's
+/// whole snapshot (the per-job digest counts them at send time).
+const V3: &str = r#"
+CREATE INDEX snapshot_by_job ON snapshot (project_id, job_id);
 "#;

@@ -93,6 +93,7 @@ fn big_group() -> Message {
         test: false,
         id: "group-1".into(),
         group: Some(GroupInfo {
+            job: None,
             id: "group-1".into(),
             key: "route".into(),
             count: events.len(),

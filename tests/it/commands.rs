@@ -283,9 +283,15 @@ listen = "127.0.0.1:0"
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
-    let (status, text) = probe("/readyz").await;
-    assert_eq!(status, 503, "{text}");
-    assert!(text.contains("every target's last poll failed"), "{text}");
+    let text = eventually(Duration::from_secs(30), "not ready", || async {
+        let (status, text) = probe("/readyz").await;
+        (status == 503).then_some(text)
+    })
+    .await;
+    assert!(
+        text.contains("every target's polls have failed for"),
+        "{text}"
+    );
     assert_eq!(probe("/healthz").await.0, 200);
 
     // Recovery brings the pings back, and readiness.
@@ -1132,4 +1138,64 @@ async fn only_commands_that_read_a_config_offer_dash_c() {
             "{args:?}: {err}"
         );
     }
+}
+
+// A per-job digest counts the parent job's sub-jobs as tracked, whatever
+// the route took: a failures-only route's digest of a job whose other two
+// sub-jobs succeeded says 2/3 succeeded, not "0/1".
+#[tokio::test]
+async fn a_per_job_digest_counts_the_jobs_sub_jobs_from_the_snapshot() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let ids = sim.create_waiting("CREATE_SERVER", 3).await;
+    let recorder = crate::support::Recorder::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jobwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{preamble}
+[[targets]]
+project_id = "demo"
+job_types = ["CREATE_SERVER"]
+
+[notifiers.hook]
+kind = "webhook"
+url = "{url}"
+template = '{{"title": {{{{ title|tojson }}}}, "group": {{{{ group|tojson }}}}}}'
+
+[[routes]]
+to = ["FAILED"]
+notify = ["hook"]
+group_window = "1s"
+group_by = "job_id"
+"#,
+            preamble =
+                crate::support::daemon_preamble(&sim.url(), &dir.path().join("state.db"), None),
+            url = recorder.url,
+        ),
+    )
+    .unwrap();
+    assert!(jobwatch(&config, &["once"]).await.status.success());
+    sim.set_status(&ids[0], "SUCCESS").await;
+    sim.set_status(&ids[1], "SUCCESS").await;
+    sim.set_status(&ids[2], "FAILED").await;
+    let out = jobwatch(&config, &["once", "--wait", "20s"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = recorder.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let body = got[0].json();
+    let title = body["title"].as_str().unwrap();
+    assert!(
+        title.contains(": 2/3 succeeded, 1 FAILED (WKS.00129901)"),
+        "{title}"
+    );
+    assert_eq!(
+        body["group"]["job"],
+        json!({"sub_jobs": 3, "by_status": {"FAILED": 1, "SUCCESS": 2}}),
+        "{body}"
+    );
 }

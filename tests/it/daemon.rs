@@ -484,6 +484,61 @@ async fn sigterm_lets_a_delivery_under_way_finish_and_a_second_signal_exits_at_o
     );
 }
 
+// SIGTERM waits for what is being sent, not for what only waits: a
+// delivery held by a receiver's pause (a 429 with Retry-After: 120) gives
+// its row back at once, and the process exits long before its grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_for_deliveries_held_by_a_paused_notifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimOptions::default()).await;
+    let slow_down = (
+        429,
+        vec![("retry-after", "120".to_owned())],
+        "slow down".to_owned(),
+    );
+    let mut receiver = Receiver::start(vec![slow_down]).await;
+    let jobs = sim.create_waiting("CREATE_SERVER", 2).await;
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("jobwatch.toml");
+    let text = daemon_config(
+        &sim.url(),
+        &format!("{}/hook", receiver.url),
+        &state,
+        &["CREATE_SERVER"],
+    );
+    assert!(text.contains("shutdown_grace = \"5s\""));
+    std::fs::write(
+        &config,
+        text.replace("shutdown_grace = \"5s\"", "shutdown_grace = \"60s\""),
+    )
+    .unwrap();
+    let log = dir.path().join("jobwatch.log");
+    let mut notify = NotifySocket::bind(dir.path());
+    let mut daemon = Daemon::spawn(&config, Some(&notify.path), &log);
+    notify.expect("READY=1", WITHIN).await;
+    wait_baselined(&state, "CREATE_SERVER", WITHIN).await;
+
+    sim.set_status(&jobs[0], "FAILED").await;
+    receiver.next(WITHIN).await;
+    // The notifier is paused now; the next failure's delivery waits.
+    sim.set_status(&jobs[1], "FAILED").await;
+    eventually(WITHIN, "both alerts in the outbox", || {
+        let state = state.clone();
+        async move { (crate::support::pending_event_ids(&state).await.len() == 2).then_some(()) }
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    daemon.signal("TERM");
+    let status = daemon.exit_status(WITHIN).await;
+    assert_eq!(status.code(), Some(0), "{status:?}\n{}", daemon.log());
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "took {:?} of a 60 s grace with nothing being sent",
+        asked.elapsed()
+    );
+    assert_eq!(outbox(&state).await, (2, 0), "both still owed");
+}
+
 // ---- Reload that removes things, grouping across a crash, lifecycle -----
 
 /// A loopback proxy in front of the simulator that records the path of

@@ -326,6 +326,7 @@ async fn a_group_is_one_mail_listing_every_event() {
         test: false,
         id: "group-1".into(),
         group: Some(GroupInfo {
+            job: None,
             id: "group-1".into(),
             key: "route".into(),
             count: 3,

@@ -64,6 +64,7 @@ fn group_of(n: usize) -> Message {
         test: false,
         id: "group-500".into(),
         group: Some(GroupInfo {
+            job: None,
             id: "group-500".into(),
             key: "route".into(),
             count: n,

@@ -874,6 +874,7 @@ mod tests {
             test: false,
             id: "g1".into(),
             group: Some(GroupInfo {
+                job: None,
                 id: "g1".into(),
                 key: "route".into(),
                 count: 20,

@@ -26,15 +26,18 @@ pub struct JobsArgs {
     /// Only sub-jobs of this parent job.
     #[arg(long)]
     pub job_id: Option<String>,
-    /// Overrides `api.endpoint`, e.g. a simulator's `http://127.0.0.1:18080`.
+    /// Overrides the account's endpoint, e.g. a simulator's `http://127.0.0.1:18080`.
     #[arg(long)]
     pub endpoint: Option<String>,
+    /// The account to list with (`[accounts.NAME]`; default: `[api]` and `[auth]`).
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }
 
 pub async fn run(cli: &Cli, args: &JobsArgs) -> anyhow::Result<()> {
-    let client = super::client_from_config(cli, args.endpoint.as_deref())?;
+    let client = super::client_from_config(cli, args.account.as_deref(), args.endpoint.as_deref())?;
     let items = list(&client, args).await?;
     // Buffered: a locked stdout alone flushes at every newline.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

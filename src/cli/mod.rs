@@ -162,8 +162,19 @@ pub fn load_config(
 /// credentials anywhere, requests go unauthenticated (a simulator).
 pub fn client_from_config(
     cli: &Cli,
+    account: Option<&str>,
     endpoint: Option<&str>,
 ) -> anyhow::Result<crate::cloud::Client> {
+    let account = account.unwrap_or(crate::watch::DEFAULT_ACCOUNT);
+    let named = account != crate::watch::DEFAULT_ACCOUNT;
+    let (api, auth) = if named {
+        (
+            format!("accounts.{account}"),
+            format!("accounts.{account}.auth"),
+        )
+    } else {
+        ("api".to_owned(), "auth".to_owned())
+    };
     use crate::config::{Config, EnvVars};
     use figment::providers::Serialized;
     let must_exist = !cli.config_is_default();
@@ -180,17 +191,33 @@ pub fn client_from_config(
     let env = EnvVars::from_process();
     let has_sdk_keys = std::env::var_os("HUAWEICLOUD_SDK_AK").is_some();
     let mut figment = Config::figment(path, env);
+    // `--endpoint` must not make up an account that is not configured.
+    if named && figment.find_value(&api).is_err() {
+        return Err(UsageError(format!(
+            "no account {account:?} in the configuration (add an [accounts.{account}] table)"
+        ))
+        .into());
+    }
     if let Some(endpoint) = endpoint {
-        figment = figment.merge(Serialized::default("api.endpoint", endpoint));
-        if figment.find_value("auth.method").is_err()
-            && figment.find_value("auth.ak").is_err()
-            && !has_sdk_keys
+        figment = figment.merge(Serialized::default(&format!("{api}.endpoint"), endpoint));
+        if figment.find_value(&format!("{auth}.method")).is_err()
+            && figment.find_value(&format!("{auth}.ak")).is_err()
+            && (named || !has_sdk_keys)
         {
-            figment = figment.merge(Serialized::default("auth.method", "none"));
+            figment = figment.merge(Serialized::default(&format!("{auth}.method"), "none"));
         }
     }
     let loaded = Config::from_figment(figment)?;
-    crate::daemon::wiring::client(&loaded.config)
+    let Some(chosen) = loaded.config.account(account) else {
+        let known: Vec<&str> = loaded.config.accounts().map(|a| a.name).collect();
+        return Err(UsageError(format!(
+            "no account {account:?}{}; configured: {}",
+            crate::config::check::did_you_mean(account, known.iter().copied()),
+            known.join(", ")
+        ))
+        .into());
+    };
+    crate::daemon::wiring::account_client(chosen)
 }
 
 /// A table for a person to read: no rule between rows, and one line per

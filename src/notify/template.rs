@@ -542,7 +542,7 @@ pub fn sample_group() -> Message {
         group: Some(GroupInfo {
             job: None,
             id: "group-3f9a0c1e5b7d42a8".into(),
-            key: "route".into(),
+            key: "routes[0]".into(),
             count: events.len(),
         }),
         events,

@@ -214,4 +214,47 @@ notify = ["by_code"]
     let log = daemon.log();
     assert!(log.contains("intl-prod"), "{log}");
     assert!(log.contains("cn-prod"), "{log}");
+
+    // `jobs` lists through any account, with that account's auth.
+    let listed = crate::support::jobwatch(
+        &config,
+        &[
+            "jobs",
+            "--account",
+            "intl",
+            "--project",
+            "intl-proj",
+            "--job-type",
+            "CREATE_SERVER",
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listing: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listing["items"][0]["id"], intl_failed.as_str(), "{listing}");
+    let unknown = crate::support::jobwatch(
+        &config,
+        &[
+            "jobs",
+            "--account",
+            "intll",
+            "--project",
+            "p",
+            "--job-type",
+            "CREATE_SERVER",
+        ],
+    )
+    .await;
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no account \"intll\""),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
 }

@@ -1199,3 +1199,72 @@ group_by = "job_id"
         "{body}"
     );
 }
+
+// The log kind's `level` forces the level of every line it writes; without
+// it a test is INFO (never the WARN of a failure) and says it is a test.
+#[tokio::test]
+async fn a_log_notifiers_level_forces_its_lines_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[auth]\nmethod = \"none\"\n[state]\npath = {:?}\n[log]\nlevel = \"info\"\n\
+             [notifiers.loud]\nkind = \"log\"\nlevel = \"error\"\n\
+             [notifiers.plain]\nkind = \"log\"\n",
+            dir.path().join("state.db")
+        ),
+    );
+    let out = jobwatch(&config, &["notify-test"]).await;
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    let line = |notifier: &str| {
+        err.lines()
+            .find(|l| {
+                l.contains(&format!("notifier=\"{notifier}\""))
+                    || l.contains(&format!("notifier={notifier}"))
+            })
+            .unwrap_or_else(|| panic!("no line of {notifier} in:\n{err}"))
+            .to_owned()
+    };
+    let (loud, plain) = (line("loud"), line("plain"));
+    assert!(loud.contains("ERROR"), "{loud}");
+    assert!(plain.contains("INFO") && !plain.contains("WARN"), "{plain}");
+    assert!(plain.contains(jobwatch::notify::text::TEST_MARK), "{plain}");
+}
+
+// A Content-Type among a webhook's `headers` replaces the default one
+// instead of being sent beside it.
+#[tokio::test]
+async fn a_webhooks_own_content_type_replaces_the_default() {
+    let recorder = crate::support::Recorder::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[auth]\nmethod = \"none\"\n[state]\npath = {:?}\n\
+             [notifiers.own]\nkind = \"webhook\"\nurl = \"{}/own\"\n\
+             headers = {{ \"Content-Type\" = \"application/cloudevents+json\" }}\n\
+             [notifiers.plain]\nkind = \"webhook\"\nurl = \"{}/plain\"\n",
+            dir.path().join("state.db"),
+            recorder.url,
+            recorder.url
+        ),
+    );
+    let out = jobwatch(&config, &["notify-test"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let types = |path: &str| -> Vec<String> {
+        let got = recorder.received();
+        let r = got.iter().find(|r| r.path == path).expect("a request");
+        r.headers
+            .get_all("content-type")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(types("/own"), ["application/cloudevents+json"]);
+    assert_eq!(types("/plain"), ["application/json"]);
+}

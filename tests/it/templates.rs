@@ -92,7 +92,7 @@ fn the_context_has_the_event_the_group_and_counts() {
              R{{ counts.RUNNING }} W{{ counts.WAITING }}",
             &group,
         ),
-        "route 3 3 F1 S1 R1 W0"
+        "routes[0] 3 3 F1 S1 R1 W0"
     );
     // The event objects are docs/events.md's, field for field.
     let spec: serde_json::Value =

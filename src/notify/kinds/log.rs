@@ -60,6 +60,7 @@ impl Kind for Settings {
     fn build(&self, cx: BuildContext<'_>) -> Result<Notifier, BuildError> {
         Ok(Notifier::new(LogNotifier {
             name: cx.name.to_owned(),
+            level: self.level,
         }))
     }
 }
@@ -67,6 +68,9 @@ impl Kind for Settings {
 #[derive(Debug, Clone)]
 pub struct LogNotifier {
     pub name: String,
+    /// `level`: every event at this level instead of the one chosen per
+    /// event.
+    pub level: Option<LogLevel>,
 }
 
 impl Deliver for LogNotifier {
@@ -79,7 +83,7 @@ impl Deliver for LogNotifier {
 impl LogNotifier {
     pub fn send(&self, message: &Message) -> Attempt {
         for event in &message.events {
-            log_event(&self.name, event, message.test);
+            log_event(&self.name, event, message.test, self.level);
         }
         Attempt {
             verdict: Verdict::Success,
@@ -88,7 +92,7 @@ impl LogNotifier {
     }
 }
 
-fn log_event(notifier: &str, e: &Event, test: bool) {
+fn log_event(notifier: &str, e: &Event, test: bool, forced: Option<LogLevel>) {
     let mut line = text::log_line(e);
     if test {
         line = format!("{} {line}", text::TEST_MARK);
@@ -106,9 +110,16 @@ fn log_event(notifier: &str, e: &Event, test: bool) {
             )
         };
     }
-    if text::is_loud(e) && !test {
-        emit!(warn);
+    let chosen = if text::is_loud(e) && !test {
+        LogLevel::Warn
     } else {
-        emit!(info);
+        LogLevel::Info
+    };
+    match forced.unwrap_or(chosen) {
+        LogLevel::Trace => emit!(trace),
+        LogLevel::Debug => emit!(debug),
+        LogLevel::Info => emit!(info),
+        LogLevel::Warn => emit!(warn),
+        LogLevel::Error => emit!(error),
     }
 }

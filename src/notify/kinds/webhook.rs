@@ -125,10 +125,16 @@ impl WebhookNotifier {
             Ok(body) => body,
             Err(e) => return template::failed(&e),
         };
-        let mut request = self
-            .http
-            .post(self.url.expose().clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        let mut request = self.http.post(self.url.expose().clone());
+        // A Content-Type of the user's replaces ours (reqwest would send
+        // both: `header` appends).
+        if !self
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+        }
         for (name, value) in &self.headers {
             request = request.header(name, value.expose());
         }

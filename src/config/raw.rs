@@ -162,6 +162,8 @@ pub struct RawTarget {
 pub struct RawNotifier {
     pub kind: Option<String>,
     pub url: Option<String>,
+    /// The URL read from a file: chat URLs carry their credential.
+    pub url_file: Option<RelativePathBuf>,
     pub secret: Option<Secret>,
     pub secret_file: Option<RelativePathBuf>,
     pub headers: Option<BTreeMap<String, String>>,
@@ -186,6 +188,7 @@ impl RawNotifier {
     pub fn kind_keys(&self) -> Vec<&'static str> {
         [
             ("url", self.url.is_some()),
+            ("url_file", self.url_file.is_some()),
             ("secret", self.secret.is_some()),
             ("secret_file", self.secret_file.is_some()),
             ("headers", self.headers.is_some()),

@@ -91,9 +91,9 @@ pub struct ChatSettings<C> {
 impl<C: Chat> Kind for ChatSettings<C> {
     const NAME: &'static str = C::NAME;
     const KEYS: &'static [&'static str] = if C::SIGNS {
-        &["url", "secret", "secret_file"]
+        &["url", "url_file", "secret", "secret_file"]
     } else {
-        &["url"]
+        &["url", "url_file"]
     };
     const MARKUP: Markup = C::MARKUP;
     const DEFAULT_RATE: Option<RateLimit> = C::DEFAULT_RATE;
@@ -104,7 +104,7 @@ impl<C: Chat> Kind for ChatSettings<C> {
         mut raw: RawNotifier,
         _: &CheckContext<'_>,
     ) -> Option<ChatSettings<C>> {
-        let url = kind::url(ck, key, raw.url.as_deref(), C::NAME);
+        let url = kind::url(ck, key, &mut raw, C::NAME);
         let secret = if C::SIGNS {
             kind::signing_secret(ck, key, &mut raw)
         } else {

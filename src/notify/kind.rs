@@ -117,20 +117,30 @@ pub fn compile_template(
     }
 }
 
-/// `url` of a kind that sends to one (`kind`: its name, for the message).
-/// Never echoed: chat URLs carry their credential.
+/// `url` (or `url_file`, the URL read from a file or a systemd
+/// credential) of a kind that sends to one (`kind`: its name, for the
+/// message). Never echoed: chat URLs carry their credential.
 pub fn url(
     ck: &mut Checker<'_>,
     key: &KeyPath,
-    raw: Option<&str>,
+    raw: &mut RawNotifier,
     kind: &str,
 ) -> Option<SecretUrl> {
-    match raw {
-        Some(text) => ck.http_url(&key.f("url"), text, false).map(SecretUrl::new),
-        None => {
+    match (raw.url.take(), raw.url_file.take()) {
+        (Some(_), Some(_)) => {
+            ck.err(&key.f("url"), "both `url` and `url_file` are set; keep one");
+            None
+        }
+        (Some(text), None) => ck.http_url(&key.f("url"), &text, false).map(SecretUrl::new),
+        (None, Some(file)) => {
+            let text = ck.secret(key, "url", None, Some(file), None)?;
+            ck.http_url(&key.f("url_file"), text.expose(), false)
+                .map(SecretUrl::new)
+        }
+        (None, None) => {
             ck.err(
                 &key.f("url"),
-                format!("missing: kind {kind:?} sends to a URL"),
+                format!("missing: kind {kind:?} sends to a URL (`url`, or `url_file`)"),
             );
             None
         }

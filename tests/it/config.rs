@@ -1151,3 +1151,76 @@ notify = ["chta"]
         "api.region: unknown region \"cn-nroth-4\" (did you mean \"cn-north-4\"?); known: ",
     );
 }
+
+#[test]
+fn a_chat_url_can_be_read_from_a_file_and_is_never_echoed() {
+    let (_d, hook) = temp_file(
+        "hook",
+        "https://open.feishu.cn/open-apis/bot/v2/hook/t0ken\n",
+        0o600,
+    );
+    let toml = format!(
+        "[notifiers.chat]\nkind = \"feishu\"\nurl_file = {:?}\n",
+        hook.display().to_string()
+    );
+    let c = load(&toml).config;
+    let NotifierSettings::Feishu(f) = &c.notifiers["chat"].settings else {
+        panic!("expected feishu")
+    };
+    assert_eq!(
+        f.url.expose().as_str(),
+        "https://open.feishu.cn/open-apis/bot/v2/hook/t0ken"
+    );
+    check_bad(
+        &format!("{toml}url = \"https://open.feishu.cn/x\"\n"),
+        "notifiers.chat.url: both `url` and `url_file` are set",
+    );
+    let (_d2, bad) = temp_file("bad", "not a url s3cr3t-t0ken\n", 0o600);
+    let e = load_with(
+        &format!(
+            "[notifiers.chat]\nkind = \"slack\"\nurl_file = {:?}\n",
+            bad.display().to_string()
+        ),
+        SDK_CREDS,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("notifiers.chat.url_file"), "{e}");
+    assert!(!e.contains("s3cr3t"), "{e}");
+}
+
+// README's "Running as a service" writes a config with a heredoc; as pasted
+// (its YOUR-… placeholders are syntactically valid), with the two
+// credentials the same sequence installs, it passes `check`.
+#[test]
+fn the_readmes_service_config_passes_check_with_its_credentials() {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("<<'TOML'\n").expect("README's config heredoc") + "<<'TOML'\n".len();
+    let len = readme[start..].find("\nTOML\n").expect("its end");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jobwatch.toml");
+    std::fs::write(&config, &readme[start..start + len]).unwrap();
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("sk"), "YOUR-SECRET-KEY").unwrap();
+    std::fs::write(
+        creds.join("oncall-url"),
+        "https://open.feishu.cn/open-apis/bot/v2/hook/YOUR-HOOK",
+    )
+    .unwrap();
+    let out = jobwatch()
+        .arg("check")
+        .arg("-c")
+        .arg(&config)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("JOBWATCH_STATE__PATH", dir.path().join("state.db"))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains("YOUR-SECRET-KEY") && !text.contains("YOUR-HOOK"),
+        "{text}"
+    );
+}

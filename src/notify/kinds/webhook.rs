@@ -32,7 +32,7 @@ pub struct Settings {
 
 impl Kind for Settings {
     const NAME: &'static str = "webhook";
-    const KEYS: &'static [&'static str] = &["url", "secret", "secret_file", "headers"];
+    const KEYS: &'static [&'static str] = &["url", "url_file", "secret", "secret_file", "headers"];
     const DEFAULT_CONCURRENCY: u32 = 4;
 
     /// The body is posted as `application/json` unless the user set another
@@ -49,7 +49,7 @@ impl Kind for Settings {
         mut raw: RawNotifier,
         _: &CheckContext<'_>,
     ) -> Option<Settings> {
-        let url = kind::url(ck, key, raw.url.as_deref(), Self::NAME);
+        let url = kind::url(ck, key, &mut raw, Self::NAME);
         let secret = kind::signing_secret(ck, key, &mut raw);
         let mut headers = BTreeMap::new();
         for (h, v) in raw.headers.unwrap_or_default() {

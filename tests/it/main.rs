@@ -17,6 +17,7 @@ mod hostile;
 mod incremental;
 mod lifecycles;
 mod poller;
+mod postgres;
 mod router;
 mod secrets;
 mod service;

@@ -24,6 +24,7 @@ mod service;
 mod signer;
 mod sim;
 mod smtp_sink;
+mod storage;
 mod store;
 mod support;
 mod templates;

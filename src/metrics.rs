@@ -30,6 +30,8 @@ pub struct PollLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabels {
+    /// The account the request went out for (`default`: `[api]`).
+    pub account: String,
     /// The HTTP status, or `error` when no answer came.
     pub status: String,
 }
@@ -103,7 +105,7 @@ impl Metrics {
         registry.register("polls", "Poll cycles per target and result", polls.clone());
         registry.register(
             "api_requests",
-            "Cloud API requests by HTTP status",
+            "Cloud API requests by account and HTTP status",
             api_requests.clone(),
         );
         registry.register(

@@ -61,7 +61,8 @@ pub struct Client {
     throttled_until: std::sync::Mutex<Option<tokio::time::Instant>>,
     budget: Arc<RateLimiter>,
     backoff: Backoff,
-    metrics: Option<Arc<Metrics>>,
+    /// Where requests are counted, and the account they are counted for.
+    metrics: Option<(Arc<Metrics>, String)>,
 }
 
 /// One answer, before it is read as a page or a count.
@@ -126,9 +127,10 @@ impl Client {
         })
     }
 
-    /// Counts every request by its HTTP status in `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Client {
-        self.metrics = Some(metrics);
+    /// Counts every request by its HTTP status in `metrics`, labelled
+    /// with `account`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>, account: &str) -> Client {
+        self.metrics = Some((metrics, account.to_owned()));
         self
     }
 
@@ -304,14 +306,17 @@ impl Client {
             }
         };
         let response = request.send().await.map_err(transport);
-        if let Some(metrics) = &self.metrics {
+        if let Some((metrics, account)) = &self.metrics {
             let status = match &response {
                 Ok(r) => r.status().as_u16().to_string(),
                 Err(_) => "error".to_owned(),
             };
             metrics
                 .api_requests
-                .get_or_create(&ApiLabels { status })
+                .get_or_create(&ApiLabels {
+                    account: account.clone(),
+                    status,
+                })
                 .inc();
         }
         let mut response = response?;

@@ -87,7 +87,7 @@ pub fn cycle_contexts(
         .map(|(name, client)| {
             let client = Arc::into_inner(client)
                 .expect("a client just built has one owner")
-                .with_metrics(metrics.clone());
+                .with_metrics(metrics.clone(), &name);
             let ctx = CycleContext {
                 client: Arc::new(client),
                 store: store.clone(),

@@ -111,6 +111,9 @@ active_interval = "1s"
 [log]
 level = "info,jobwatch=debug"
 
+[server]
+listen = "127.0.0.1:0"
+
 [[targets]]
 name = "cn-prod"
 project_id = "cn-proj"
@@ -208,6 +211,23 @@ notify = ["by_code"]
             stats["by_status"].get("401").is_none(),
             "a request was refused: {stats}"
         );
+    }
+
+    // Metrics count each account's requests and name targets by name.
+    let addr = daemon.served_addr(Duration::from_secs(10)).await;
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        r#"jobwatch_api_requests_total{account="default",status="200"}"#,
+        r#"jobwatch_api_requests_total{account="intl",status="200"}"#,
+        r#"jobwatch_tracked_sub_jobs{target="intl-prod"} 1"#,
+        r#"jobwatch_tracked_sub_jobs{target="cn-prod"} 1"#,
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
     }
 
     // Logs name the targets by their names.

@@ -240,7 +240,7 @@ listen = "127.0.0.1:0"
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
     for needle in [
         r#"jobwatch_polls_total{target="demo/CREATE_SERVER",result="ok"}"#,
-        r#"jobwatch_api_requests_total{status="200"}"#,
+        r#"jobwatch_api_requests_total{account="default",status="200"}"#,
         r#"jobwatch_tracked_sub_jobs{target="demo/CREATE_SERVER"} 2"#,
         concat!(
             r#"jobwatch_build_info{version=""#,

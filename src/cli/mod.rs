@@ -193,8 +193,19 @@ pub fn client_from_config(
     let mut figment = Config::figment(path, env);
     // `--endpoint` must not make up an account that is not configured.
     if named && figment.find_value(&api).is_err() {
+        let written = figment
+            .find_value("accounts")
+            .ok()
+            .and_then(|v| v.into_dict())
+            .map(|d| d.into_keys().collect::<Vec<_>>())
+            .unwrap_or_default();
+        let known: Vec<&str> = std::iter::once(crate::watch::DEFAULT_ACCOUNT)
+            .chain(written.iter().map(String::as_str))
+            .collect();
         return Err(UsageError(format!(
-            "no account {account:?} in the configuration (add an [accounts.{account}] table)"
+            "no account {account:?}{}; configured: {} (add an [accounts.{account}] table)",
+            crate::config::check::did_you_mean(account, known.iter().copied()),
+            known.join(", ")
         ))
         .into());
     }
@@ -208,15 +219,10 @@ pub fn client_from_config(
         }
     }
     let loaded = Config::from_figment(figment)?;
-    let Some(chosen) = loaded.config.account(account) else {
-        let known: Vec<&str> = loaded.config.accounts().map(|a| a.name).collect();
-        return Err(UsageError(format!(
-            "no account {account:?}{}; configured: {}",
-            crate::config::check::did_you_mean(account, known.iter().copied()),
-            known.join(", ")
-        ))
-        .into());
-    };
+    // Validation keeps every account whose table is there.
+    let chosen = loaded.config.account(account).ok_or_else(|| {
+        anyhow::anyhow!("account {account:?} is not in the validated configuration")
+    })?;
     crate::daemon::wiring::account_client(chosen)
 }
 

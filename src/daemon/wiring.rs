@@ -16,20 +16,8 @@ use crate::storage::Storage;
 use crate::watch::diff::DiffSettings;
 use crate::watch::poller::{CycleContext, Pace};
 
-/// The default account's credentials.
-pub fn credentials(config: &Config) -> Credentials {
-    account_credentials(default_account(config))
-}
-
-fn default_account(config: &Config) -> Account<'_> {
-    config
-        .accounts()
-        .next()
-        .expect("the default account is always first")
-}
-
 /// An account's credentials, as the client uses them.
-pub fn account_credentials(account: Account<'_>) -> Credentials {
+fn account_credentials(account: Account<'_>) -> Credentials {
     match account.auth {
         AuthConfig::None => Credentials::None,
         AuthConfig::Aksk(aksk) => Credentials::AkSk {
@@ -48,11 +36,6 @@ pub fn account_credentials(account: Account<'_>) -> Credentials {
     }
 }
 
-/// The default account's client.
-pub fn client(config: &Config) -> anyhow::Result<Client> {
-    account_client(default_account(config))
-}
-
 /// An account's client, with the account's own budget.
 pub fn account_client(account: Account<'_>) -> anyhow::Result<Client> {
     let settings = ClientSettings {
@@ -62,14 +45,6 @@ pub fn account_client(account: Account<'_>) -> anyhow::Result<Client> {
         backoff: Backoff::API,
     };
     Ok(Client::new(settings, account_credentials(account))?)
-}
-
-/// One client per account, by name: each paces its own budget.
-pub fn clients(config: &Config) -> anyhow::Result<BTreeMap<String, Arc<Client>>> {
-    config
-        .accounts()
-        .map(|a| Ok((a.name.to_owned(), Arc::new(account_client(a)?))))
-        .collect()
 }
 
 /// A cycle context per account, by name: the same store, router and
@@ -82,12 +57,10 @@ pub fn cycle_contexts(
     dry_run: bool,
 ) -> anyhow::Result<BTreeMap<String, Arc<CycleContext>>> {
     let router = router(config);
-    clients(config)?
-        .into_iter()
-        .map(|(name, client)| {
-            let client = Arc::into_inner(client)
-                .expect("a client just built has one owner")
-                .with_metrics(metrics.clone(), &name);
+    config
+        .accounts()
+        .map(|account| {
+            let client = account_client(account)?.with_metrics(metrics.clone(), account.name);
             let ctx = CycleContext {
                 client: Arc::new(client),
                 store: store.clone(),
@@ -98,7 +71,7 @@ pub fn cycle_contexts(
                 strategy: config.poll.strategy,
                 full_scan_every: config.poll.full_scan_every,
             };
-            Ok((name, Arc::new(ctx)))
+            Ok((account.name.to_owned(), Arc::new(ctx)))
         })
         .collect()
 }

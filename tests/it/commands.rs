@@ -1008,33 +1008,16 @@ async fn once_tells_a_baseline_and_waits_for_group_windows_up_to_wait() {
     let first = sim.create_waiting("CREATE_SERVER", 2).await;
     let recorder = crate::support::Recorder::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("jobwatch.toml");
     let write = |window: &str| {
-        std::fs::write(
-            &config,
-            format!(
-                r#"{preamble}
-[[targets]]
-project_id = "demo"
-job_types = ["CREATE_SERVER"]
-
-[notifiers.hook]
-kind = "webhook"
-url = "{url}"
-
-[[routes]]
-to = ["FAILED"]
-notify = ["hook"]
-group_window = "{window}"
-"#,
-                preamble =
-                    crate::support::daemon_preamble(&sim.url(), &dir.path().join("state.db"), None),
-                url = recorder.url,
-            ),
+        failures_to_hook(
+            dir.path(),
+            &sim,
+            &recorder.url,
+            "",
+            &format!("group_window = \"{window}\"\n"),
         )
-        .unwrap();
     };
-    write("2s");
+    let config = write("2s");
     let out = jobwatch(&config, &["once"]).await;
     assert!(out.status.success());
     assert_eq!(stdout(&out).trim(), "no transitions (baseline recorded)");
@@ -1149,32 +1132,13 @@ async fn a_per_job_digest_counts_the_jobs_sub_jobs_from_the_snapshot() {
     let ids = sim.create_waiting("CREATE_SERVER", 3).await;
     let recorder = crate::support::Recorder::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("jobwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{preamble}
-[[targets]]
-project_id = "demo"
-job_types = ["CREATE_SERVER"]
-
-[notifiers.hook]
-kind = "webhook"
-url = "{url}"
-template = '{{"title": {{{{ title|tojson }}}}, "group": {{{{ group|tojson }}}}}}'
-
-[[routes]]
-to = ["FAILED"]
-notify = ["hook"]
-group_window = "1s"
-group_by = "job_id"
-"#,
-            preamble =
-                crate::support::daemon_preamble(&sim.url(), &dir.path().join("state.db"), None),
-            url = recorder.url,
-        ),
-    )
-    .unwrap();
+    let config = failures_to_hook(
+        dir.path(),
+        &sim,
+        &recorder.url,
+        "template = '{\"title\": {{ title|tojson }}, \"group\": {{ group|tojson }}}'\n",
+        "group_window = \"1s\"\ngroup_by = \"job_id\"\n",
+    );
     assert!(jobwatch(&config, &["once"]).await.status.success());
     sim.set_status(&ids[0], "SUCCESS").await;
     sim.set_status(&ids[1], "SUCCESS").await;
@@ -1267,4 +1231,38 @@ async fn a_webhooks_own_content_type_replaces_the_default() {
     };
     assert_eq!(types("/own"), ["application/cloudevents+json"]);
     assert_eq!(types("/plain"), ["application/json"]);
+}
+
+/// `jobwatch.toml` in `dir`: `sim`'s demo/CREATE_SERVER, a webhook `hook`
+/// at `url` (with `hook_extra` keys), one route of FAILED to it (with
+/// `route_extra` keys). Written again on each call.
+fn failures_to_hook(
+    dir: &Path,
+    sim: &Sim,
+    url: &str,
+    hook_extra: &str,
+    route_extra: &str,
+) -> std::path::PathBuf {
+    let preamble = crate::support::daemon_preamble(&sim.url(), &dir.join("state.db"), None);
+    let config = dir.join("jobwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{preamble}
+[[targets]]
+project_id = "demo"
+job_types = ["CREATE_SERVER"]
+
+[notifiers.hook]
+kind = "webhook"
+url = "{url}"
+{hook_extra}
+[[routes]]
+to = ["FAILED"]
+notify = ["hook"]
+{route_extra}"#
+        ),
+    )
+    .unwrap();
+    config
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod metrics;
 pub mod notify;
+pub mod pg;
 pub mod ratelimit;
 pub mod retry;
 pub mod route;

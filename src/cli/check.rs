@@ -33,7 +33,7 @@ async fn budget(config: &Config) {
     }
     let mut basis = "at one page of history each: no state file yet";
     let mut pages = vec![1; targets.len()];
-    if config.state.path.exists() {
+    if config.state.url.is_some() || config.state.path.exists() {
         match Storage::open(&config.state, OpenMode::ReadOnly).await {
             Ok(store) => {
                 if let Ok(known) = store.targets().await {
@@ -42,7 +42,11 @@ async fn budget(config: &Config) {
                             *pages = pages_for(summary.tracked as u64);
                         }
                     }
-                    basis = "pages counted from the state file";
+                    basis = if config.state.url.is_some() {
+                        "pages counted from the state database"
+                    } else {
+                        "pages counted from the state file"
+                    };
                 }
             }
             Err(e) => eprintln!("note: the API budget below assumes one page per target: {e}"),

@@ -48,7 +48,7 @@ pub enum StateCommand {
 pub async fn run(cli: &Cli, args: &StateArgs) -> anyhow::Result<()> {
     let loaded = super::load_config(cli, true)?;
     let path = loaded.config.state.path.clone();
-    if !path.exists() {
+    if loaded.config.state.url.is_none() && !path.exists() {
         anyhow::bail!(
             "no state file at {} yet (state.path); run `jobwatch run` or `jobwatch once` first",
             path.display()
@@ -64,7 +64,7 @@ pub async fn run(cli: &Cli, args: &StateArgs) -> anyhow::Result<()> {
     };
     let store = Storage::open(&loaded.config.state, mode)
         .await
-        .with_context(|| format!("opening {}", path.display()))?;
+        .with_context(|| format!("opening {}", loaded.config.state.shown()))?;
     let mut out = std::io::stdout().lock();
     match command {
         StateCommand::Show => {

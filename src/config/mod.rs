@@ -51,6 +51,7 @@ pub struct Config {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub accounts: BTreeMap<String, AccountConfig>,
     pub state: StateConfig,
+    pub cluster: ClusterConfig,
     pub poll: PollConfig,
     pub delivery: DeliveryConfig,
     pub log: LogConfig,
@@ -145,7 +146,46 @@ pub struct PasswordAuth {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StateConfig {
+    /// The SQLite file; unused when `url` is set.
     pub path: PathBuf,
+    /// `state.url`: a PostgreSQL database several replicas share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<crate::pg::url::PgUrl>,
+}
+
+impl StateConfig {
+    /// One SQLite file.
+    pub fn file(path: impl Into<PathBuf>) -> StateConfig {
+        StateConfig {
+            path: path.into(),
+            url: None,
+        }
+    }
+
+    /// A PostgreSQL database.
+    pub fn postgres(url: crate::pg::url::PgUrl) -> StateConfig {
+        StateConfig {
+            path: PathBuf::new(),
+            url: Some(url),
+        }
+    }
+
+    /// Where the state is, as it may be shown (no password).
+    pub fn shown(&self) -> String {
+        match &self.url {
+            Some(url) => url.shown().to_owned(),
+            None => self.path.display().to_string(),
+        }
+    }
+}
+
+/// `[cluster]`: how replicas sharing a PostgreSQL state share the work.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterConfig {
+    /// How long a dead replica's targets and claims wait before others
+    /// take them; leases are renewed at a third of it.
+    #[serde(serialize_with = "dur::ser")]
+    pub lease: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -45,6 +45,7 @@ pub struct RawConfig {
     pub auth: RawAuth,
     pub accounts: BTreeMap<String, RawAccount>,
     pub state: RawState,
+    pub cluster: RawCluster,
     pub poll: RawPoll,
     pub delivery: RawDelivery,
     pub log: RawLog,
@@ -115,6 +116,14 @@ pub struct RawAuth {
 #[serde(default)]
 pub struct RawState {
     pub path: Option<RelativePathBuf>,
+    pub url: Option<Secret>,
+    pub url_file: Option<RelativePathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawCluster {
+    pub lease: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -296,6 +305,7 @@ pub fn known_keys(parent: &[Part]) -> &'static [&'static str] {
             Some("log") => fields::<RawLog>(),
             Some("heartbeat") => fields::<RawHeartbeat>(),
             Some("server") => fields::<RawServer>(),
+            Some("cluster") => fields::<RawCluster>(),
             _ => &[],
         },
         [k, Index(_)] => match key(k) {

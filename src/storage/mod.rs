@@ -23,13 +23,14 @@ use jiff::Timestamp;
 
 use crate::cloud::model::SubJob;
 use crate::config::StateConfig;
+use crate::pg::PgStore;
 use crate::store::{Delivery, SharedStore, Store};
 use crate::watch::{Target, TargetSnapshot};
 
 pub use crate::store::StoreError;
 pub use records::{
-    CycleCommit, CycleWrite, DueRef, Fence, OutboxCounts, OutboxRow, OutboxState, Outcome, Owner,
-    PendingOutlook, TargetSummary,
+    CycleCommit, CycleWrite, DueRef, Fence, Lease, OutboxCounts, OutboxRow, OutboxState, Outcome,
+    Owner, PendingOutlook, TargetSummary,
 };
 
 /// How to open the state.
@@ -53,6 +54,8 @@ pub enum OpenMode {
 pub enum Storage {
     /// One SQLite file, its calls on the blocking pool.
     Sqlite(SharedStore),
+    /// A PostgreSQL database a cluster of replicas shares.
+    Postgres(PgStore),
 }
 
 impl From<SharedStore> for Storage {
@@ -68,8 +71,14 @@ impl From<Store> for Storage {
 }
 
 impl Storage {
-    /// Opens the configured state (`state.path`).
+    /// Opens the configured state (`state.url`, else `state.path`).
     pub async fn open(state: &StateConfig, mode: OpenMode) -> Result<Storage, StoreError> {
+        if let Some(url) = &state.url {
+            // Replicas share the database, so no mode is exclusive; only
+            // `check` and `--dry-run` leave the schema as it is.
+            let migrate = matches!(mode, OpenMode::Exclusive | OpenMode::ReadWrite);
+            return Ok(Storage::Postgres(PgStore::connect(url, migrate).await?));
+        }
         let path = state.path.clone();
         let store = tokio::task::spawn_blocking(move || match mode {
             OpenMode::DryRun if !path.exists() => Store::open_in_memory(),
@@ -91,6 +100,7 @@ impl Storage {
         let target = target.clone();
         match self {
             Storage::Sqlite(s) => s.call(move |s| s.load_snapshot(&target)).await,
+            Storage::Postgres(p) => p.load_snapshot(&target).await,
         }
     }
 
@@ -103,6 +113,7 @@ impl Storage {
         let target = target.clone();
         match self {
             Storage::Sqlite(s) => s.call(move |s| s.sub_jobs(&target, &ids)).await,
+            Storage::Postgres(p) => p.sub_jobs(&target, &ids).await,
         }
     }
 
@@ -118,7 +129,8 @@ impl Storage {
                         outcome,
                         routed,
                         now,
-                        fence: Fence::Sole,
+                        // SQLite's fence is its file lock.
+                        fence: _,
                     } = &write;
                     let deliveries: Vec<Delivery<'_>> = routed
                         .iter()
@@ -132,6 +144,7 @@ impl Storage {
                 })
                 .await
             }
+            Storage::Postgres(p) => p.commit_cycle(&write).await,
         }
     }
 
@@ -145,6 +158,7 @@ impl Storage {
     ) -> Result<Vec<DueRef>, StoreError> {
         match self {
             Storage::Sqlite(s) => s.call(move |s| s.due_refs(now, after, limit)).await,
+            Storage::Postgres(p) => p.due_refs(now, after, limit).await,
         }
     }
 
@@ -166,6 +180,7 @@ impl Storage {
         let owner = owner.clone();
         match self {
             Storage::Sqlite(s) => s.call(move |s| s.claim(&owner, &ids, now, lease)).await,
+            Storage::Postgres(p) => p.claim(&owner, &ids, now, lease).await,
         }
     }
 
@@ -181,6 +196,7 @@ impl Storage {
         let owner = owner.clone();
         match self {
             Storage::Sqlite(s) => s.call(move |s| s.record_many(&owner, &outcomes)).await,
+            Storage::Postgres(p) => p.record_many(&owner, &outcomes).await,
         }
     }
 
@@ -190,6 +206,7 @@ impl Storage {
         let owner = owner.clone();
         match self {
             Storage::Sqlite(s) => s.call(move |s| s.release(&owner, &ids)).await,
+            Storage::Postgres(p) => p.release(&owner, &ids).await,
         }
     }
 
@@ -197,6 +214,7 @@ impl Storage {
     pub async fn dead_letters(&self) -> Result<Vec<OutboxRow>, StoreError> {
         match self {
             Storage::Sqlite(s) => s.call(|s| s.dead()).await,
+            Storage::Postgres(p) => p.dead().await,
         }
     }
 
@@ -206,6 +224,7 @@ impl Storage {
     pub async fn requeue_dead(&self, ids: Vec<i64>, now: Timestamp) -> Result<usize, StoreError> {
         match self {
             Storage::Sqlite(s) => s.call(move |s| s.retry_dead(&ids, now)).await,
+            Storage::Postgres(p) => p.retry_dead(&ids, now).await,
         }
     }
 
@@ -213,6 +232,7 @@ impl Storage {
     pub async fn pending_outlook(&self) -> Result<PendingOutlook, StoreError> {
         match self {
             Storage::Sqlite(s) => s.call(|s| s.pending_outlook()).await,
+            Storage::Postgres(p) => p.pending_outlook().await,
         }
     }
 
@@ -227,6 +247,10 @@ impl Storage {
                 })
                 .await
             }
+            Storage::Postgres(p) => {
+                let (pending, dead) = p.counts().await?;
+                Ok(OutboxCounts { pending, dead })
+            }
         }
     }
 
@@ -234,6 +258,7 @@ impl Storage {
     pub async fn targets(&self) -> Result<Vec<TargetSummary>, StoreError> {
         match self {
             Storage::Sqlite(s) => s.call(|s| s.targets()).await,
+            Storage::Postgres(p) => p.targets().await,
         }
     }
 
@@ -243,11 +268,10 @@ impl Storage {
         let target = target.clone();
         match self {
             Storage::Sqlite(s) => s.call(move |s| s.forget_target(&target)).await,
+            Storage::Postgres(p) => p.forget_target(&target).await,
         }
     }
 
-    /// Deletes delivered rows finished before `older_than`. Returns how
-    /// many were deleted.
     /// A parent job's sub-jobs in the snapshot, by status.
     pub async fn job_tally(
         &self,
@@ -257,6 +281,7 @@ impl Storage {
         let (project_id, job_id) = (project_id.to_owned(), job_id.to_owned());
         match self {
             Storage::Sqlite(s) => s.call(move |s| s.job_tally(&project_id, &job_id)).await,
+            Storage::Postgres(p) => p.job_tally(&project_id, &job_id).await,
         }
     }
 
@@ -264,12 +289,16 @@ impl Storage {
     pub async fn purge_dead(&self, older_than: Timestamp) -> Result<usize, StoreError> {
         match self {
             Storage::Sqlite(s) => s.call(move |s| s.purge_dead(older_than)).await,
+            Storage::Postgres(p) => p.purge_dead(older_than).await,
         }
     }
 
+    /// Deletes delivered rows finished before `older_than`. Returns how
+    /// many were deleted.
     pub async fn prune_delivered(&self, older_than: Timestamp) -> Result<usize, StoreError> {
         match self {
             Storage::Sqlite(s) => s.call(move |s| s.prune_delivered(older_than)).await,
+            Storage::Postgres(p) => p.prune_delivered(older_than).await,
         }
     }
 }

@@ -111,12 +111,25 @@ pub struct PendingOutlook {
 }
 
 /// The right to write a target's state in a commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fence {
     /// This process is the only writer: SQLite's state file belongs to one
-    /// daemon. A replicated backend adds a variant carrying the target
-    /// lease's fencing token, and refuses a commit whose token is stale.
+    /// daemon (its file lock). On PostgreSQL, `once` and `state` commands
+    /// outside a cluster: refused while a replica holds the target's lease.
     Sole,
+    /// A cluster member's lease on the target: the commit is refused unless
+    /// the lease is still this member's with this generation, checked in
+    /// the commit's transaction.
+    Lease(Lease),
+}
+
+/// A target's lease as its holder knows it: who, and which grant. Every
+/// change of holder makes a new generation, so a holder that paused past
+/// its lease, was replaced, and woke up cannot write with the old one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub member: std::sync::Arc<str>,
+    pub generation: i64,
 }
 
 /// One cycle of one target to commit, atomically: the diff's snapshot
@@ -147,6 +160,22 @@ impl Owner {
             rand::random::<u64>()
         ))
     }
+
+    /// A cluster member's dispatcher: its claims carry the member's id.
+    pub fn named(name: impl Into<String>) -> Owner {
+        Owner(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A time as the stores keep it: fixed-width UTC text with nanoseconds, so
+/// text order is time order and a value reads back exactly (`since` feeds
+/// event ids).
+pub(crate) fn time_text(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
 }
 
 /// How a delivery attempt of claimed rows ended.

@@ -87,6 +87,36 @@ pub enum StoreError {
         context: &'static str,
         error: rusqlite::Error,
     },
+    /// PostgreSQL's words (severity, message, detail) are part of the
+    /// message, as SQLite's are.
+    #[error("state database: {context}: {words}")]
+    Pg {
+        context: &'static str,
+        words: String,
+    },
+    #[error("state database {url}: cannot connect: {error}")]
+    Connect { url: String, error: String },
+    #[error(
+        "state database {url} has schema version {found}, not the {supported} this jobwatch \
+         reads without writing; `jobwatch run` brings an older one up to date"
+    )]
+    PgSchema {
+        url: String,
+        found: i32,
+        supported: i32,
+    },
+    #[error("state database: migrating the schema to version {version} failed: {words}")]
+    PgMigrate { version: i32, words: String },
+    /// A stored value that does not read (a time, a payload).
+    #[error("state store: {context}: {error}")]
+    Value {
+        context: &'static str,
+        error: String,
+    },
+    /// The commit's lease on its target is no longer ours: another replica
+    /// holds it, and this cycle's work is dropped (it re-detects the same).
+    #[error("{target}: not committed: this replica no longer holds the target's lease")]
+    Fenced { target: String },
 }
 
 /// Creates the directory of a state file, private to the user (0700).
@@ -1050,9 +1080,9 @@ struct DbTime(Timestamp);
 
 impl ToSql for DbTime {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(
-            self.0.strftime("%Y-%m-%dT%H:%M:%S%.9fZ").to_string(),
-        ))
+        Ok(ToSqlOutput::from(crate::storage::records::time_text(
+            self.0,
+        )))
     }
 }
 

@@ -322,7 +322,8 @@ fn every_dependency_points_down_the_layers_and_no_files_form_a_loop() {
 
 /// Two rules the layers alone do not say: the engine and its callers
 /// reach state through `storage::Storage`, never a backend (the daemon
-/// sits above `store` and could); and nothing but `store` speaks SQL.
+/// sits above `store` and `pg` and could); and nothing but `store` and
+/// `pg` speaks SQL, each its own driver.
 #[test]
 fn callers_name_no_backend_and_only_the_store_speaks_sql() {
     let modules = modules();
@@ -333,10 +334,16 @@ fn callers_name_no_backend_and_only_the_store_speaks_sql() {
         if !within("store") && code.contains("rusqlite") {
             wrong.push(format!("{module} uses rusqlite: only store writes SQL"));
         }
+        if !within("pg") && (code.contains("tokio_postgres") || code.contains("deadpool")) {
+            wrong.push(format!("{module} uses tokio_postgres: only pg writes SQL"));
+        }
         let caller = ["watch", "notify", "daemon", "cli"].into_iter().any(within);
         if caller {
             for path in references(module, &code) {
-                if path == "store" || path.starts_with("store::") {
+                let backend = ["store", "pg"]
+                    .iter()
+                    .any(|b| path == *b || path.starts_with(&format!("{b}::")));
+                if backend {
                     wrong.push(format!(
                         "{module} uses {path}: callers use storage::Storage, never a backend"
                     ));

@@ -1224,3 +1224,55 @@ fn the_readmes_service_config_passes_check_with_its_credentials() {
         "{text}"
     );
 }
+
+#[test]
+fn a_postgres_state_comes_from_url_url_file_or_the_environment_and_hides_its_password() {
+    let shown = "postgres://jw@db.internal:5433/jobwatch";
+    let url = "postgres://jw:pg-s3cret@db.internal:5433/jobwatch?sslmode=require";
+    let c = load(&format!("[state]\nurl = {url:?}\n")).config;
+    let state_url = c.state.url.as_ref().expect("a PostgreSQL state");
+    assert_eq!(state_url.shown(), shown);
+    assert!(state_url.tls());
+    assert_eq!(c.cluster.lease, std::time::Duration::from_secs(10));
+
+    let (_dir, file) = temp_file("pg-url", &format!("{url}\n"), 0o600);
+    let c = load(&format!(
+        "[state]\nurl_file = {:?}\n[cluster]\nlease = \"30s\"\n",
+        file.display().to_string()
+    ))
+    .config;
+    assert_eq!(c.state.url.as_ref().map(|u| u.shown()), Some(shown));
+    assert_eq!(c.cluster.lease, std::time::Duration::from_secs(30));
+
+    let mut env = SDK_CREDS.to_vec();
+    env.push(("JOBWATCH_STATE__URL", url));
+    let c = load_with("", &env).expect("valid").config;
+    assert_eq!(c.state.url.as_ref().map(|u| u.shown()), Some(shown));
+    let printed = toml::to_string_pretty(&c).expect("serialises");
+    assert!(printed.contains(shown), "{printed}");
+    assert!(!printed.contains("pg-s3cret") && !format!("{c:?}").contains("pg-s3cret"));
+}
+
+#[test]
+fn a_bad_postgres_state_is_an_error_naming_the_key_without_its_password() {
+    check_bad(
+        "[state]\npath = \"/tmp/x.db\"\nurl = \"postgres://u@h/db\"\n",
+        "state.url: both `path` and `url` are set",
+    );
+    check_bad(
+        "[state]\nurl = \"mysql://u:pw@h/db\"\n",
+        "state.url: not a PostgreSQL URL",
+    );
+    check_bad(
+        "[state]\nurl = \"postgres://u:pw@h:5432\"\n",
+        "state.url: names no database",
+    );
+    check_bad("[cluster]\nlease = \"1s\"\n", "cluster.lease");
+    let e = load_with(
+        "[state]\nurl = \"postgres://u:hunter22@h:port/db\"\n",
+        SDK_CREDS,
+    )
+    .expect_err("a bad port")
+    .to_string();
+    assert!(e.contains("state.url") && !e.contains("hunter22"), "{e}");
+}

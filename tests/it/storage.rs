@@ -1,7 +1,7 @@
 //! The storage interface as the engine uses it (`jobwatch::storage::Storage`,
 //! async), one suite for every backend: each test runs against each of
-//! [`backends`]. SQLite is the one backend today; a replicated backend
-//! joins this list and must pass the same tests.
+//! [`backends`]: SQLite, and PostgreSQL where a server can be started
+//! (always in CI).
 
 use std::time::Duration;
 
@@ -13,17 +13,31 @@ use jobwatch::storage::{CycleWrite, Fence, OpenMode, Outcome, Owner, PendingOutl
 use jobwatch::watch::{DiffSettings, Scan, Target, diff};
 use serde_json::json;
 
-/// A fresh, empty state of each backend, named for the failure message;
-/// the directory lives as long as the storage.
-async fn backends() -> Vec<(&'static str, Storage, tempfile::TempDir)> {
+use crate::postgres::Postgres;
+
+/// What a backend's state lives in, kept as long as the storage is used.
+#[allow(dead_code)]
+pub enum Keep {
+    Dir(tempfile::TempDir),
+    Server(Postgres),
+}
+
+/// A fresh, empty state of each backend, named for the failure message.
+pub async fn backends() -> Vec<(&'static str, Storage, Keep)> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = StateConfig {
-        path: dir.path().join("state.db"),
-    };
+    let state = StateConfig::file(dir.path().join("state.db"));
     let sqlite = Storage::open(&state, OpenMode::ReadWrite)
         .await
         .expect("opens");
-    vec![("sqlite", sqlite, dir)]
+    let mut all = vec![("sqlite", sqlite, Keep::Dir(dir))];
+    if let Some(pg) = Postgres::start() {
+        let state = StateConfig::postgres(pg.url("postgres").parse().expect("a valid URL"));
+        let postgres = Storage::open(&state, OpenMode::ReadWrite)
+            .await
+            .expect("connects and migrates");
+        all.push(("postgres", postgres, Keep::Server(pg)));
+    }
+    all
 }
 
 fn t(minutes: i64) -> Timestamp {

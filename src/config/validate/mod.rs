@@ -17,15 +17,13 @@ mod warnings;
 
 pub use warnings::{budget_key, budget_warnings};
 
-use std::path::PathBuf;
-
 use figment::{Figment, Profile, Provider};
 
 use super::check::{Checker, ConfigError, did_you_mean, figment_error};
 use super::env::SDK_PROFILE;
 use super::key::KeyPath;
 use super::raw::{Part, RawConfig, WithUnknown, known_keys};
-use super::{Config, Loaded, StateConfig};
+use super::{Config, Loaded};
 use crate::notify::template::TemplateSettings;
 
 /// The Huawei Cloud SDK variables, as found in the [`SDK_PROFILE`] profile.
@@ -111,19 +109,8 @@ fn run(mut ck: Checker<'_>, raw: RawConfig, sdk: SdkEnv) -> Result<Loaded, Confi
     let api = api::check(&mut ck, &root.f("api"), raw.api, &sdk);
     let auth = auth::check(&mut ck, &root.f("auth"), raw.auth, &sdk);
     let accounts = accounts::check(&mut ck, &root.f("accounts"), raw.accounts);
-    let state = StateConfig {
-        path: raw
-            .state
-            .path
-            .map(|p| p.relative())
-            .unwrap_or_else(|| PathBuf::from("/var/lib/jobwatch/state.db")),
-    };
-    if state.path.as_os_str().is_empty() {
-        ck.err(
-            &root.f("state").f("path"),
-            "empty; give the state file's path (default /var/lib/jobwatch/state.db)",
-        );
-    }
+    let state = sections::state(&mut ck, &root.f("state"), raw.state);
+    let cluster = sections::cluster(&mut ck, &root.f("cluster"), raw.cluster);
     let poll = sections::poll(&mut ck, &root.f("poll"), raw.poll);
     let delivery = sections::delivery(&mut ck, &root.f("delivery"), raw.delivery);
     let log = sections::log(&mut ck, &root.f("log"), raw.log);
@@ -169,6 +156,7 @@ fn run(mut ck: Checker<'_>, raw: RawConfig, sdk: SdkEnv) -> Result<Loaded, Confi
         auth,
         accounts,
         state,
+        cluster,
         poll,
         delivery,
         log,

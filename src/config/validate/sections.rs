@@ -1,5 +1,5 @@
-//! The small sections: `[poll]`, `[delivery]`, `[log]`, `[heartbeat]` and
-//! `[server]`.
+//! The small sections: `[state]`, `[cluster]`, `[poll]`, `[delivery]`,
+//! `[log]`, `[heartbeat]` and `[server]`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,14 +7,62 @@ use std::time::Duration;
 use crate::config::check::Checker;
 use crate::config::dur::human;
 use crate::config::key::KeyPath;
-use crate::config::raw::{RawDelivery, RawHeartbeat, RawLog, RawPoll, RawServer};
+use crate::config::raw::{
+    RawCluster, RawDelivery, RawHeartbeat, RawLog, RawPoll, RawServer, RawState,
+};
 use crate::config::{
-    DeliveryConfig, HeartbeatConfig, LogConfig, LogFormat, PollConfig, ServerConfig,
+    ClusterConfig, DeliveryConfig, HeartbeatConfig, LogConfig, LogFormat, PollConfig, ServerConfig,
+    StateConfig,
 };
 use crate::secret::SecretUrl;
 use crate::watch::strategy::Strategy;
 
 const SECOND: Duration = Duration::from_secs(1);
+
+/// Where the SQLite file is when `state.path` is not set.
+const DEFAULT_STATE_PATH: &str = "/var/lib/jobwatch/state.db";
+
+pub(super) fn state(ck: &mut Checker<'_>, key: &KeyPath, raw: RawState) -> StateConfig {
+    let has_path = raw.path.is_some();
+    let path = raw
+        .path
+        .map(|p| p.relative())
+        .unwrap_or_else(|| DEFAULT_STATE_PATH.into());
+    if path.as_os_str().is_empty() {
+        ck.err(
+            &key.f("path"),
+            format!("empty; give the state file's path (default {DEFAULT_STATE_PATH})"),
+        );
+    }
+    let secret = ck.secret(key, "url", raw.url, raw.url_file, None);
+    let url = secret.and_then(
+        |text| match text.expose().parse::<crate::pg::url::PgUrl>() {
+            Ok(url) => Some(url),
+            Err(e) => {
+                ck.err(&key.f("url"), format!("{e} (the value is not shown)"));
+                None
+            }
+        },
+    );
+    if has_path && (url.is_some() || ck.has_secret_problem(key, "url")) {
+        ck.err(
+            &key.f("url"),
+            "both `path` and `url` are set; keep one (`url` puts the state in PostgreSQL)",
+        );
+    }
+    StateConfig { path, url }
+}
+
+pub(super) fn cluster(ck: &mut Checker<'_>, key: &KeyPath, raw: RawCluster) -> ClusterConfig {
+    ClusterConfig {
+        lease: ck.duration(
+            &key.f("lease"),
+            raw.lease.as_ref(),
+            Duration::from_secs(10),
+            Duration::from_secs(3),
+        ),
+    }
+}
 
 pub(super) fn poll(ck: &mut Checker<'_>, key: &KeyPath, raw: RawPoll) -> PollConfig {
     let interval = ck.duration(

@@ -1,0 +1,1 @@
+//! Cluster membership and target leases (next).

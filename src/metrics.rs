@@ -62,6 +62,14 @@ pub struct Metrics {
     pub deliveries: Family<DeliveryLabels, Counter>,
     pub outbox_pending: Gauge,
     pub outbox_dead: Gauge,
+    /// Cluster members seen alive (PostgreSQL state only).
+    pub cluster_members: Gauge,
+    /// Targets whose lease this replica holds.
+    pub cluster_targets_owned: Gauge,
+    pub cluster_lease_renewals: Counter,
+    /// Leases this replica lost before handing them over (not renewed in
+    /// time, or taken by another replica).
+    pub cluster_lease_losses: Counter,
     /// Unix seconds of each target's last poll that succeeded.
     pub last_successful_poll: Family<TargetLabels, Gauge>,
     /// 1 if the last configuration reload succeeded (or none was tried).
@@ -134,6 +142,30 @@ impl Metrics {
             outbox_pending.clone(),
         );
         registry.register("outbox_dead", "Dead letters", outbox_dead.clone());
+        let cluster_members = Gauge::default();
+        let cluster_targets_owned = Gauge::default();
+        let cluster_lease_renewals = Counter::default();
+        let cluster_lease_losses = Counter::default();
+        registry.register(
+            "cluster_members",
+            "Replicas seen alive on the shared state database",
+            cluster_members.clone(),
+        );
+        registry.register(
+            "cluster_targets_owned",
+            "Targets whose lease this replica holds",
+            cluster_targets_owned.clone(),
+        );
+        registry.register(
+            "cluster_lease_renewals",
+            "Target leases taken or renewed by this replica",
+            cluster_lease_renewals.clone(),
+        );
+        registry.register(
+            "cluster_lease_losses",
+            "Target leases this replica lost without handing them over",
+            cluster_lease_losses.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -176,6 +208,10 @@ impl Metrics {
             deliveries,
             outbox_pending,
             outbox_dead,
+            cluster_members,
+            cluster_targets_owned,
+            cluster_lease_renewals,
+            cluster_lease_losses,
             last_successful_poll,
             config_last_reload_successful,
             config_last_reload_success_timestamp,

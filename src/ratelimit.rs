@@ -125,10 +125,10 @@ impl Lane {
 
 #[derive(Debug)]
 pub struct RateLimiter {
-    interval: Duration,
     /// Slots that may start at once after a quiet spell (1: none).
     burst: u32,
-    /// At most `count` slots start in any window of `period`, burst or not.
+    /// At most `count` slots start in any window of `period`, burst or not
+    /// (of this process's share: [`RateLimiter::set_share`]).
     count: u32,
     period: Duration,
     state: Mutex<State>,
@@ -152,6 +152,17 @@ struct State {
     /// waiting background scan gets the next one, so a budget the
     /// foreground fills does not starve first scans for ever.
     foreground_run: u32,
+    /// This process's part of the rate, `(parts, of)`, when it shares it
+    /// with others (replicas of a cluster); `None`: all of it.
+    share: Option<(u32, u32)>,
+}
+
+/// The rate this process may use now: its share of the whole.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    interval: Duration,
+    burst: u32,
+    count: u32,
 }
 
 /// At most this many foreground slots in a row while a reconciliation
@@ -211,7 +222,6 @@ impl RateLimiter {
     /// spaced `period / n` apart.
     pub fn new(n: u32, period: Duration) -> RateLimiter {
         RateLimiter {
-            interval: period / n.max(1),
             burst: 1,
             count: n.max(1),
             period,
@@ -231,8 +241,49 @@ impl RateLimiter {
         self
     }
 
+    /// The spacing of slots now (this process's share of the rate).
     pub fn interval(&self) -> Duration {
-        self.interval
+        self.rate(&self.lock()).interval
+    }
+
+    /// From now, this process takes `parts` of `of` equal parts of the
+    /// rate (replicas of a cluster share it), at least one slot per period.
+    pub fn set_share(&self, parts: u32, of: u32) {
+        {
+            let mut st = self.lock();
+            let before = self.rate(&st).interval;
+            st.share = (of > 0).then_some((parts.min(of), of));
+            // A slot reserved at a slower rate comes no later than the new
+            // rate allows (a replica that polled nothing and now holds
+            // targets must not wait out a minute's spacing).
+            let after = self.rate(&st).interval;
+            if after < before
+                && let Some(next) = st.next
+            {
+                st.next = Some(next.min(Instant::now() + after));
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Until when a pause holds, if one does.
+    pub fn paused_until(&self) -> Option<Instant> {
+        let st = self.lock();
+        st.paused_until.filter(|p| *p > Instant::now())
+    }
+
+    fn rate(&self, st: &State) -> Rate {
+        let count = match st.share {
+            Some((parts, of)) => {
+                (u64::from(self.count) * u64::from(parts) / u64::from(of)).max(1) as u32
+            }
+            None => self.count,
+        };
+        Rate {
+            interval: self.period / count,
+            burst: self.burst.min(count),
+            count,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -243,7 +294,8 @@ impl RateLimiter {
 
     /// When the first waiter may start.
     fn earliest(&self, st: &State, now: Instant) -> Instant {
-        let tolerance = self.interval * (self.burst - 1);
+        let rate = self.rate(st);
+        let tolerance = rate.interval * (rate.burst - 1);
         let mut at = st
             .next
             .map_or(now, |next| next.checked_sub(tolerance).unwrap_or(now))
@@ -251,8 +303,8 @@ impl RateLimiter {
         if let Some(paused) = st.paused_until {
             at = at.max(paused);
         }
-        if self.burst > 1
-            && st.recent.len() >= self.count as usize
+        if rate.burst > 1
+            && st.recent.len() >= rate.count as usize
             && let Some(oldest) = st.recent.front()
         {
             at = at.max(*oldest + self.period);
@@ -293,10 +345,11 @@ impl RateLimiter {
                         Priority::Foreground => st.foreground_run + 1,
                         Priority::Background { .. } => 0,
                     };
-                    st.next = Some(st.next.map_or(now, |n| n.max(now)) + self.interval);
-                    if self.burst > 1 {
+                    let rate = self.rate(&st);
+                    st.next = Some(st.next.map_or(now, |n| n.max(now)) + rate.interval);
+                    if rate.burst > 1 {
                         st.recent.push_back(now);
-                        while st.recent.len() > self.count as usize {
+                        while st.recent.len() > rate.count as usize {
                             st.recent.pop_front();
                         }
                     }
@@ -323,7 +376,8 @@ impl RateLimiter {
     pub fn pause_until(&self, until: Instant) {
         {
             let mut st = self.lock();
-            let paced = until + self.interval * (self.burst - 1);
+            let rate = self.rate(&st);
+            let paced = until + rate.interval * (rate.burst - 1);
             if st.next.is_none_or(|n| n < paced) {
                 st.next = Some(paced);
             }
@@ -364,6 +418,39 @@ mod tests {
             assert!(in_window <= 20, "{in_window} within a minute of {t:?}");
         }
         assert_eq!(times[44], Duration::from_secs(44 * 3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_share_of_the_rate_is_the_rate_divided_by_the_processes() {
+        let limiter = RateLimiter::per_minute(30).with_burst(5);
+        limiter.set_share(1, 3);
+        let start = Instant::now();
+        for _ in 0..21 {
+            limiter.acquire().await;
+        }
+        // 10 a minute: the burst is cut to 5 at most in any minute too.
+        assert!(
+            start.elapsed() >= Duration::from_secs(120),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(limiter.interval(), Duration::from_secs(6));
+        limiter.set_share(2, 3);
+        assert_eq!(limiter.interval(), Duration::from_secs(3));
+        // A replica with no share whose slot was spaced a minute out gets
+        // it at the new rate once it has a share.
+        limiter.set_share(0, 3);
+        assert_eq!(limiter.interval(), Duration::from_secs(60));
+        limiter.acquire().await;
+        let before = Instant::now();
+        limiter.set_share(1, 1);
+        assert_eq!(limiter.interval(), Duration::from_secs(2));
+        limiter.acquire().await;
+        assert!(
+            before.elapsed() <= Duration::from_secs(2),
+            "{:?}",
+            before.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Context;
 
 use super::{Cli, Format};
-use crate::storage::{OpenMode, Storage};
+use crate::storage::{LeaseRow, MemberRow, OpenMode, Storage};
 use crate::watch::Target;
 
 #[derive(Debug, clap::Args)]
@@ -36,6 +36,25 @@ pub enum StateCommand {
         #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
         older_than: std::time::Duration,
     },
+    /// The replicas sharing a PostgreSQL state, and which targets each
+    /// polls since when.
+    Cluster,
+    /// Copy this SQLite state (snapshots, pending outbox, dead letters)
+    /// into an empty PostgreSQL database, so a cluster starts from it: no
+    /// new baseline, nothing lost. Stop the daemon first.
+    Migrate {
+        /// The database, `postgres://USER[:PASSWORD]@HOST:PORT/DB`.
+        #[arg(
+            long,
+            value_name = "URL",
+            required_unless_present = "to_file",
+            conflicts_with = "to_file"
+        )]
+        to: Option<String>,
+        /// A file holding the URL (keeps a password out of the process list).
+        #[arg(long, value_name = "PATH")]
+        to_file: Option<std::path::PathBuf>,
+    },
     /// Drop a target's snapshot (its next scan is a new silent baseline).
     ForgetTarget {
         #[arg(long)]
@@ -47,6 +66,9 @@ pub enum StateCommand {
 
 pub async fn run(cli: &Cli, args: &StateArgs) -> anyhow::Result<()> {
     let loaded = super::load_config(cli, true)?;
+    if let Some(StateCommand::Migrate { to, to_file }) = &args.command {
+        return migrate(&loaded.config, to.as_deref(), to_file.as_deref()).await;
+    }
     let path = loaded.config.state.path.clone();
     if loaded.config.state.url.is_none() && !path.exists() {
         anyhow::bail!(
@@ -57,7 +79,8 @@ pub async fn run(cli: &Cli, args: &StateArgs) -> anyhow::Result<()> {
     let command = args.command.as_ref().unwrap_or(&StateCommand::Show);
     // Looking needs no write access: it works on a read-only file.
     let mode = match command {
-        StateCommand::Show | StateCommand::Dead => OpenMode::ReadOnly,
+        StateCommand::Show | StateCommand::Dead | StateCommand::Cluster => OpenMode::ReadOnly,
+        StateCommand::Migrate { .. } => unreachable!("handled above"),
         StateCommand::Retry { .. }
         | StateCommand::Purge { .. }
         | StateCommand::ForgetTarget { .. } => OpenMode::ReadWrite,
@@ -218,7 +241,197 @@ pub async fn run(cli: &Cli, args: &StateArgs) -> anyhow::Result<()> {
             let n = store.forget_target(&target).await?;
             writeln!(out, "forgot {target}: {n} tracked sub-job(s) dropped")?;
         }
+        StateCommand::Cluster => {
+            let Some(cluster) = store.cluster() else {
+                anyhow::bail!(
+                    "state cluster: the state is one SQLite file ({}), which one daemon owns; \
+                     replicas share a PostgreSQL state (state.url)",
+                    loaded.config.state.shown()
+                );
+            };
+            let lease = loaded.config.cluster.lease;
+            let members = cluster.members(lease).await?;
+            let leases = cluster.leases().await?;
+            let names = names(&loaded.config);
+            print_cluster(&mut out, args.format, &members, &leases, &names)?;
+        }
+        StateCommand::Migrate { .. } => unreachable!("handled above"),
     }
+    Ok(())
+}
+
+fn time(t: std::time::SystemTime) -> String {
+    jiff::Timestamp::try_from(t)
+        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
+        .unwrap_or_default()
+}
+
+fn print_cluster(
+    out: &mut impl Write,
+    format: Format,
+    members: &[MemberRow],
+    leases: &[LeaseRow],
+    names: &std::collections::HashMap<Target, String>,
+) -> anyhow::Result<()> {
+    let name = |l: &LeaseRow| {
+        let target = Target::new(l.project_id.clone(), l.job_type.as_str());
+        names
+            .get(&target)
+            .cloned()
+            .unwrap_or_else(|| target.to_string())
+    };
+    let held = |member: &str| {
+        leases
+            .iter()
+            .filter(|l| l.live && l.owner.as_deref() == Some(member))
+            .count()
+    };
+    if format == Format::Json {
+        let members: Vec<serde_json::Value> = members
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "id": m.id, "host": m.host, "pid": m.pid,
+                    "started_at": time(m.started_at), "seen_at": time(m.seen_at),
+                    "live": m.live, "targets": held(&m.id),
+                })
+            })
+            .collect();
+        let leases: Vec<serde_json::Value> = leases
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "target": name(l), "project_id": l.project_id, "job_type": l.job_type,
+                    "owner": l.owner, "generation": l.generation,
+                    "since": time(l.since), "expires_at": time(l.expires_at), "live": l.live,
+                })
+            })
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"members": members, "leases": leases})
+        )?;
+        return Ok(());
+    }
+    let mut table = super::table(&[
+        "MEMBER",
+        "HOST",
+        "PID",
+        "STARTED",
+        "LAST SEEN",
+        "STATE",
+        "TARGETS",
+    ]);
+    for m in members {
+        super::row(
+            &mut table,
+            [
+                m.id.clone(),
+                m.host.clone(),
+                m.pid.to_string(),
+                time(m.started_at),
+                time(m.seen_at),
+                if m.live { "live" } else { "gone" }.to_owned(),
+                held(&m.id).to_string(),
+            ],
+        );
+    }
+    writeln!(out, "{table}")?;
+    let mut table = super::table(&["TARGET", "HELD BY", "SINCE", "EXPIRES", "GENERATION"]);
+    for l in leases {
+        let holder = match (&l.owner, l.live) {
+            (Some(owner), true) => owner.clone(),
+            (Some(owner), false) => format!("{owner} (ran out)"),
+            (None, _) => "nobody".to_owned(),
+        };
+        super::row(
+            &mut table,
+            [
+                name(l),
+                holder,
+                time(l.since),
+                time(l.expires_at),
+                l.generation.to_string(),
+            ],
+        );
+    }
+    writeln!(out, "{table}")?;
+    Ok(())
+}
+
+/// `state migrate`: the configured SQLite state, whole, into an empty
+/// PostgreSQL database.
+async fn migrate(
+    config: &crate::config::Config,
+    to: Option<&str>,
+    to_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if config.state.url.is_some() {
+        anyhow::bail!(
+            "state migrate copies an SQLite state file (state.path) into PostgreSQL; \
+             this config's state is already a database ({})",
+            config.state.shown()
+        );
+    }
+    let text = match (to, to_file) {
+        (Some(url), _) => url.to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("--to-file {}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => anyhow::bail!("state migrate: give --to URL or --to-file PATH"),
+    };
+    let url: crate::config::PgUrl = text
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--to: {e} (the value is not shown)"))?;
+    let path = &config.state.path;
+    if !path.exists() {
+        anyhow::bail!(
+            "no state file at {} (state.path): nothing to migrate",
+            path.display()
+        );
+    }
+    // Exclusive: a daemon still running on the file would go on writing
+    // what the copy no longer sees.
+    let source = Storage::open(&config.state, OpenMode::Exclusive)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    let target = Storage::open(
+        &crate::config::StateConfig::postgres(url.clone()),
+        OpenMode::ReadWrite,
+    )
+    .await
+    .with_context(|| format!("opening {}", url.shown()))?;
+    if !target.is_empty().await? {
+        anyhow::bail!(
+            "{} already holds a state (targets or outbox rows); migrate into an empty database",
+            url.shown()
+        );
+    }
+    let export = source.export().await?;
+    target.import(&export).await?;
+    let counts = target.outbox_counts().await?;
+    let delivered = export
+        .outbox
+        .iter()
+        .filter(|r| r.state == crate::storage::OutboxState::Delivered)
+        .count();
+    println!(
+        "copied {} target(s) with {} tracked sub-job(s), and {} outbox row(s) ({} pending, {} dead, \
+         {delivered} delivered) from {} into {}",
+        export.targets.len(),
+        export.snapshot.len(),
+        export.outbox.len(),
+        counts.pending,
+        counts.dead,
+        path.display(),
+        url.shown()
+    );
+    println!(
+        "next: set state.url (or state.url_file) to this database in place of state.path, and \
+         start the replicas; the file is left as it was"
+    );
     Ok(())
 }
 

@@ -144,6 +144,8 @@ pub struct PasswordAuth {
     pub project_id: Option<String>,
 }
 
+pub use crate::pg::url::PgUrl;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StateConfig {
     /// The SQLite file; unused when `url` is set.

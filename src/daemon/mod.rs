@@ -1,6 +1,7 @@
 //! The daemon: pollers per target, the dispatcher, the metrics server,
 //! signals and systemd, and reload — all tasks tracked, shutdown an argument.
 
+pub mod cluster;
 pub mod heartbeat;
 pub mod server;
 pub mod systemd;
@@ -22,9 +23,11 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::notify::dispatch::Dispatcher;
+use crate::ratelimit::RateLimiter;
 use crate::storage::{OpenMode, Storage};
 use crate::watch::Target;
-use crate::watch::poller::{Beat, CycleContext, Pace, poll_loop};
+use crate::watch::poller::{Beat, CycleContext, Gate, Pace, poll_loop, sole_gate};
+use cluster::Membership;
 use heartbeat::Heartbeat;
 use server::Health;
 use systemd::Systemd;
@@ -75,12 +78,34 @@ pub async fn run(
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     }
 
-    let dispatcher = Arc::new(Dispatcher::new(
+    let mut dispatcher = Dispatcher::new(
         store.clone(),
         wiring::notifiers(&config)?,
         wiring::dispatch_settings(&config),
         metrics.clone(),
-    ));
+    );
+    // On a shared database: this process is one member of a cluster.
+    let membership = match store.cluster() {
+        Some(cluster) => {
+            dispatcher = dispatcher.with_claim_lease(config.cluster.lease);
+            let membership = Arc::new(Membership::new(
+                cluster,
+                dispatcher.owner(),
+                config.cluster.lease,
+                metrics.clone(),
+                health.clone(),
+            ));
+            tracing::info!(member = membership.member(), database = %store.shown(), lease_s = config.cluster.lease.as_secs(), "joining the cluster on the state database");
+            Some(membership)
+        }
+        None => None,
+    };
+    let dispatcher = Arc::new(dispatcher);
+    let stop_cluster = CancellationToken::new();
+    if let Some(membership) = &membership {
+        let (membership, stop) = (membership.clone(), stop_cluster.clone());
+        services.spawn(async move { membership.run(stop).await });
+    }
     {
         let dispatcher = dispatcher.clone();
         let deliveries = deliveries.clone();
@@ -96,6 +121,7 @@ pub async fn run(
         liveness: liveness.clone(),
         health: health.clone(),
         services: services.clone(),
+        membership: membership.clone(),
     };
     let mut pollers = Pollers::start(&config, &parts)?;
     spawn_gauges(&services, store.clone(), metrics.clone(), stop_all.clone());
@@ -185,6 +211,8 @@ pub async fn run(
             "deliveries still under way after shutdown_grace; they stay queued and go out after the restart"
         );
     }
+    // Leases go last: the others take this replica's targets at once.
+    stop_cluster.cancel();
     stop_server.cancel();
     services.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), services.wait()).await;
@@ -208,6 +236,8 @@ struct Parts {
     health: Arc<Health>,
     /// Heartbeat pings run here, so shutdown waits for them.
     services: TaskTracker,
+    /// This replica's part in a cluster (PostgreSQL state only).
+    membership: Option<Arc<Membership>>,
 }
 
 /// The running poll loops, stoppable as a set (reload replaces them).
@@ -224,6 +254,8 @@ struct Prepared {
     pace: Pace,
     /// Each target with its account's context (client and budget).
     targets: Vec<(Arc<CycleContext>, Target)>,
+    /// Each account's API budget, by scope (`api:ACCOUNT`).
+    budgets: Vec<(String, Arc<RateLimiter>)>,
 }
 
 impl Pollers {
@@ -253,10 +285,15 @@ impl Pollers {
                 (ctx, target)
             })
             .collect();
+        let budgets = contexts
+            .iter()
+            .map(|(name, ctx)| (format!("api:{name}"), ctx.client.budget().clone()))
+            .collect();
         Ok(Prepared {
             heartbeat,
             pace: wiring::pace(config),
             targets,
+            budgets,
         })
     }
 }
@@ -274,7 +311,24 @@ impl Prepared {
             heartbeat,
             pace,
             targets,
+            budgets,
         } = self;
+        // Shut until this replica holds the target's lease, in a cluster.
+        let mut gates: HashMap<Target, Gate> = match &parts.membership {
+            Some(membership) => {
+                let watched: Vec<Target> = targets.iter().map(|(_, t)| t.clone()).collect();
+                let mut limits = budgets;
+                limits.extend(
+                    dispatcher
+                        .limiters()
+                        .into_iter()
+                        .map(|(name, limiter)| (format!("notifier:{name}"), limiter)),
+                );
+                membership.set_limiters(limits);
+                membership.set_targets(&watched).into_iter().collect()
+            }
+            None => HashMap::new(),
+        };
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let count = targets.len();
@@ -285,22 +339,34 @@ impl Prepared {
             let (heartbeat, services, health) =
                 (heartbeat.clone(), services.clone(), health.clone());
             liveness.idle(&target);
+            let gate = gates.remove(&target).unwrap_or_else(sole_gate);
             tracker.spawn(async move {
                 let live = liveness.clone();
-                poll_loop(ctx, target, pace, stop, move |target, beat| match beat {
-                    Beat::CycleStarted => live.busy(target),
-                    Beat::CycleFinished { ok, store_failed } => {
-                        live.idle(target);
-                        health.record(target, ok, store_failed);
-                        dispatcher.wake();
-                        if let Some(hb) = &heartbeat
-                            && hb.record(target, ok)
-                        {
-                            let hb = hb.clone();
-                            services.spawn(async move { hb.ping().await });
+                poll_loop(
+                    ctx,
+                    target,
+                    pace,
+                    gate,
+                    stop,
+                    move |target, beat| match beat {
+                        Beat::CycleStarted => live.busy(target),
+                        Beat::Released => {
+                            live.idle(target);
+                            health.forget(target);
                         }
-                    }
-                })
+                        Beat::CycleFinished { ok, store_failed } => {
+                            live.idle(target);
+                            health.record(target, ok, store_failed);
+                            dispatcher.wake();
+                            if let Some(hb) = &heartbeat
+                                && hb.record(target, ok)
+                            {
+                                let hb = hb.clone();
+                                services.spawn(async move { hb.ping().await });
+                            }
+                        }
+                    },
+                )
                 .await
             });
         }

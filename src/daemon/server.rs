@@ -34,6 +34,8 @@ pub struct Health {
     failing_for: Mutex<Duration>,
     /// A cycle could not read or commit the state, and none has since.
     store_failing: AtomicBool,
+    /// The cluster's last beat did not reach the state database.
+    database_unreachable: AtomicBool,
 }
 
 /// How many poll intervals of failures, on every target, make the daemon
@@ -46,6 +48,17 @@ impl Health {
     pub fn reset_targets(&self, interval: Duration) {
         lock(&self.targets).clear();
         *lock(&self.failing_for) = interval * NOT_READY_AFTER_INTERVALS;
+    }
+
+    /// Forgets a target another replica polls now.
+    pub fn forget(&self, target: &Target) {
+        lock(&self.targets).remove(target);
+    }
+
+    /// Whether the cluster's beat reaches the state database.
+    pub fn database_reachable(&self, reachable: bool) {
+        self.database_unreachable
+            .store(!reachable, Ordering::Relaxed);
     }
 
     /// Records how a target's cycle ended, `store_failed` when it could
@@ -84,6 +97,9 @@ impl Health {
         }
         if let Some(why) = self.unhealthy() {
             return Some(why);
+        }
+        if self.database_unreachable.load(Ordering::Relaxed) {
+            return Some("the state database does not answer (the log says why)".to_owned());
         }
         let targets = lock(&self.targets);
         let failing_for = *lock(&self.failing_for);

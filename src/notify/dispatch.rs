@@ -41,15 +41,17 @@ const BATCH: usize = 500;
 const QUEUE_CAP: usize = 10_000;
 /// How long a claim keeps other dispatchers off our rows when we neither
 /// record nor release them (we died). Our own claims hold until we do,
-/// however long a delivery waits for a permit or the rate; a replicated
-/// backend whose deliveries wait longer than this would renew them.
+/// however long a delivery waits for a permit or the rate; in a cluster
+/// the lease is `cluster.lease`, renewed by the membership's beat
+/// ([`Dispatcher::with_claim_lease`]).
 const CLAIM_LEASE: Duration = Duration::from_secs(60);
 
 /// One configured notifier with its limits.
 #[derive(Debug)]
 pub struct Slot {
     pub notifier: Notifier,
-    pub limiter: RateLimiter,
+    /// Shared with the other replicas of a cluster (each takes its part).
+    pub limiter: Arc<RateLimiter>,
     pub concurrency: Arc<Semaphore>,
 }
 
@@ -62,7 +64,7 @@ impl Slot {
         };
         Slot {
             notifier,
-            limiter,
+            limiter: Arc::new(limiter),
             concurrency: Arc::new(Semaphore::new(max_concurrency.max(1))),
         }
     }
@@ -83,6 +85,9 @@ pub struct Dispatcher {
     store: Storage,
     /// Whose claims on outbox rows are ours.
     owner: Owner,
+    /// How long our claims keep others off when we neither record nor
+    /// release them.
+    claim_lease: Duration,
     notifiers: RwLock<Arc<Notifiers>>,
     settings: RwLock<DispatchSettings>,
     wake: Notify,
@@ -170,6 +175,7 @@ impl Dispatcher {
         Dispatcher {
             store,
             owner: Owner::unique(),
+            claim_lease: CLAIM_LEASE,
             notifiers: RwLock::new(Arc::new(notifiers)),
             settings: RwLock::new(settings),
             wake: Notify::new(),
@@ -179,6 +185,27 @@ impl Dispatcher {
             metrics,
             stop_waiting: CancellationToken::new(),
         }
+    }
+
+    /// Claims that run out after `lease` unless renewed (a cluster's
+    /// members renew theirs at each beat).
+    pub fn with_claim_lease(mut self, lease: Duration) -> Dispatcher {
+        self.claim_lease = lease;
+        self
+    }
+
+    /// Whose claims are this dispatcher's.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    /// Each notifier's rate limiter, by name (a cluster shares them).
+    pub fn limiters(&self) -> Vec<(String, Arc<RateLimiter>)> {
+        let notifiers = self.notifiers.read().unwrap_or_else(|p| p.into_inner());
+        notifiers
+            .iter()
+            .map(|(name, slot)| (name.clone(), slot.limiter.clone()))
+            .collect()
     }
 
     /// At shutdown: deliveries not yet sending (waiting for a rate or a
@@ -312,7 +339,7 @@ impl Dispatcher {
         // delivered row; see crash.rs).
         let claimed = self
             .store
-            .claim(&self.owner, ids, Timestamp::now(), CLAIM_LEASE)
+            .claim(&self.owner, ids, Timestamp::now(), self.claim_lease)
             .await;
         match claimed {
             Ok(rows) if rows.is_empty() => {}

@@ -24,8 +24,8 @@ use tokio_postgres::types::ToSql;
 
 use crate::cloud::model::{Status, SubJob};
 use crate::storage::records::{
-    CycleCommit, CycleWrite, DueRef, Fence, OutboxRow, OutboxState, Outcome, Owner, PendingOutlook,
-    TargetSummary, time_text,
+    CycleCommit, CycleWrite, DueRef, Export, Fence, OutboxRow, OutboxState, Outcome, Owner,
+    PendingOutlook, TargetSummary, time_text,
 };
 use crate::store::StoreError;
 use crate::watch::diff::keep_job_id;
@@ -855,6 +855,119 @@ impl PgStore {
             .await
             .map_err(pg("job tally"))?;
         Ok(rows.iter().map(|r| (r.get(0), count(r.get(1)))).collect())
+    }
+}
+
+impl PgStore {
+    /// Whether the database holds no state yet (no target, no outbox row).
+    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM targets) AND NOT EXISTS (SELECT 1 FROM outbox)",
+                &[],
+            )
+            .await
+            .map_err(pg("look at the database"))?;
+        Ok(row.get(0))
+    }
+
+    /// Writes a whole state into this empty database in one transaction
+    /// (`state migrate`): outbox ids are kept, so `state dead` shows the
+    /// same ids, and the id sequence continues after the highest.
+    pub async fn import(&self, export: &Export) -> Result<(), StoreError> {
+        let context = "import the state";
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg(context))?;
+        for t in &export.targets {
+            tx.execute(
+                "INSERT INTO targets (project_id, job_type, baselined, updated_at, full_scan_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &t.project_id,
+                    &t.job_type,
+                    &t.baselined,
+                    &time_text(t.updated_at),
+                    &t.full_scan_at.map(time_text),
+                ],
+            )
+            .await
+            .map_err(pg(context))?;
+        }
+        let snapshot = tx
+            .prepare(
+                "INSERT INTO snapshot (project_id, job_type, sub_job_id, job_id, status,
+                     error_code, since, stuck_reported, missing_scans, job_json)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::json)",
+            )
+            .await
+            .map_err(pg(context))?;
+        for r in &export.snapshot {
+            let missing = i32::try_from(r.missing_scans).unwrap_or(i32::MAX);
+            tx.execute(
+                &snapshot,
+                &[
+                    &r.project_id,
+                    &r.job_type,
+                    &r.sub_job_id,
+                    &r.job_id,
+                    &r.status,
+                    &r.error_code,
+                    &time_text(r.since),
+                    &r.stuck_reported,
+                    &missing,
+                    &r.job_json,
+                ],
+            )
+            .await
+            .map_err(pg(context))?;
+        }
+        let outbox = tx
+            .prepare(
+                "INSERT INTO outbox (id, event_id, notifier, group_key, project_id, job_type,
+                     sub_job_id, kind, payload_json, state, attempts, created_at, queued_at,
+                     next_attempt_at, last_error, finished_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::json, $10, $11, $12, $13,
+                         $14, $15, $16)",
+            )
+            .await
+            .map_err(pg(context))?;
+        for r in &export.outbox {
+            let attempts = i32::try_from(r.attempts).unwrap_or(i32::MAX);
+            tx.execute(
+                &outbox,
+                &[
+                    &r.id,
+                    &r.event_id,
+                    &r.notifier,
+                    &r.group_key,
+                    &r.target.project_id,
+                    &r.target.job_type.as_str(),
+                    &r.sub_job_id,
+                    &r.kind,
+                    &r.payload_json,
+                    &r.state.as_str(),
+                    &attempts,
+                    &time_text(r.created_at),
+                    &time_text(r.queued_at),
+                    &time_text(r.next_attempt_at),
+                    &r.last_error,
+                    &r.finished_at.map(time_text),
+                ],
+            )
+            .await
+            .map_err(pg(context))?;
+        }
+        tx.execute(
+            "SELECT setval(pg_get_serial_sequence('outbox', 'id'),
+                           GREATEST((SELECT MAX(id) FROM outbox), 1),
+                           (SELECT MAX(id) FROM outbox) IS NOT NULL)",
+            &[],
+        )
+        .await
+        .map_err(pg(context))?;
+        tx.commit().await.map_err(pg(context))
     }
 }
 

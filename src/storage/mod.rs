@@ -27,10 +27,11 @@ use crate::pg::PgStore;
 use crate::store::{Delivery, SharedStore, Store};
 use crate::watch::{Target, TargetSnapshot};
 
+pub use crate::pg::cluster::{ClusterStore, LeaseRow, MemberRow};
 pub use crate::store::StoreError;
 pub use records::{
-    CycleCommit, CycleWrite, DueRef, Fence, Lease, OutboxCounts, OutboxRow, OutboxState, Outcome,
-    Owner, PendingOutlook, TargetSummary,
+    CycleCommit, CycleWrite, DueRef, Export, Fence, Lease, OutboxCounts, OutboxRow, OutboxState,
+    Outcome, Owner, PendingOutlook, TargetSummary,
 };
 
 /// How to open the state.
@@ -91,6 +92,22 @@ impl Storage {
             Ok(store) => Ok(Storage::from(store?)),
             // Blocking tasks are never cancelled: a panic in `open`.
             Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// The cluster's tables, when the state is a database replicas share.
+    pub fn cluster(&self) -> Option<ClusterStore> {
+        match self {
+            Storage::Sqlite(_) => None,
+            Storage::Postgres(p) => Some(ClusterStore::new(p.clone())),
+        }
+    }
+
+    /// Where the state is, as it may be shown.
+    pub fn shown(&self) -> String {
+        match self {
+            Storage::Sqlite(s) => s.path_shown(),
+            Storage::Postgres(p) => p.url().shown().to_owned(),
         }
     }
 
@@ -282,6 +299,40 @@ impl Storage {
         match self {
             Storage::Sqlite(s) => s.call(move |s| s.job_tally(&project_id, &job_id)).await,
             Storage::Postgres(p) => p.job_tally(&project_id, &job_id).await,
+        }
+    }
+
+    /// Everything the state holds, whole (`state migrate` reads a file).
+    pub async fn export(&self) -> Result<Export, StoreError> {
+        match self {
+            Storage::Sqlite(s) => s.call(|s| s.export()).await,
+            Storage::Postgres(_) => Err(StoreError::Unsupported(
+                "state migrate copies from an SQLite state file (state.path), not from PostgreSQL",
+            )),
+        }
+    }
+
+    /// Whether nothing is stored yet: no target, no outbox row.
+    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        match self {
+            Storage::Sqlite(s) => {
+                s.call(|s| {
+                    let e = s.export()?;
+                    Ok(e.targets.is_empty() && e.outbox.is_empty())
+                })
+                .await
+            }
+            Storage::Postgres(p) => p.is_empty().await,
+        }
+    }
+
+    /// Writes a whole state into this empty one, in one transaction.
+    pub async fn import(&self, export: &Export) -> Result<(), StoreError> {
+        match self {
+            Storage::Sqlite(_) => Err(StoreError::Unsupported(
+                "state migrate writes to PostgreSQL (--to postgres://…)",
+            )),
+            Storage::Postgres(p) => p.import(export).await,
         }
     }
 

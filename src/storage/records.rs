@@ -197,3 +197,39 @@ pub enum Outcome {
         reason: String,
     },
 }
+
+/// A target's row, whole, as `state migrate` copies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetRecord {
+    pub project_id: String,
+    pub job_type: String,
+    pub baselined: bool,
+    pub updated_at: Timestamp,
+    pub full_scan_at: Option<Timestamp>,
+}
+
+/// A snapshot row, whole (the sub-job's JSON as stored), as `state
+/// migrate` copies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    pub project_id: String,
+    pub job_type: String,
+    pub sub_job_id: String,
+    pub job_id: Option<String>,
+    pub status: Option<String>,
+    pub error_code: Option<String>,
+    pub since: Timestamp,
+    pub stuck_reported: bool,
+    pub missing_scans: u32,
+    pub job_json: String,
+}
+
+/// Everything a state holds: what `state migrate` reads from SQLite and
+/// writes to PostgreSQL.
+#[derive(Debug, Clone, Default)]
+pub struct Export {
+    pub targets: Vec<TargetRecord>,
+    pub snapshot: Vec<SnapshotRecord>,
+    /// Every outbox row (pending, delivered and dead), by id.
+    pub outbox: Vec<OutboxRow>,
+}

@@ -26,7 +26,7 @@ use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBeh
 
 use crate::cloud::model::{Status, SubJob};
 use crate::route::Grouping;
-use crate::storage::records::{DueRef, Outcome, Owner};
+use crate::storage::records::{DueRef, Export, Outcome, Owner, SnapshotRecord, TargetRecord};
 use crate::watch::diff::keep_job_id;
 use crate::watch::{Change, DiffOutcome, Event, Target, TargetSnapshot, Tracked, fingerprint_json};
 
@@ -117,6 +117,9 @@ pub enum StoreError {
     /// holds it, and this cycle's work is dropped (it re-detects the same).
     #[error("{target}: not committed: this replica no longer holds the target's lease")]
     Fenced { target: String },
+    /// What this backend does not do (`state cluster` on a file).
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 /// Creates the directory of a state file, private to the user (0700).
@@ -831,6 +834,63 @@ impl Store {
                 params![DbTime(older_than)],
             )
             .map_err(sql("purge dead letters"))
+    }
+
+    /// Everything the file holds, whole (`state migrate`).
+    pub fn export(&self) -> Result<Export, StoreError> {
+        let context = "export the state";
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT project_id, job_type, baselined, updated_at, full_scan_at
+                 FROM targets ORDER BY project_id, job_type",
+            )
+            .map_err(sql(context))?;
+        let targets = stmt
+            .query_map([], |row| {
+                Ok(TargetRecord {
+                    project_id: row.get(0)?,
+                    job_type: row.get(1)?,
+                    baselined: row.get(2)?,
+                    updated_at: row.get::<_, DbTime>(3)?.0,
+                    full_scan_at: row.get::<_, Option<DbTime>>(4)?.map(|t| t.0),
+                })
+            })
+            .map_err(sql(context))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql(context))?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT project_id, job_type, sub_job_id, job_id, status, error_code, since,
+                        stuck_reported, missing_scans, job_json
+                 FROM snapshot ORDER BY project_id, job_type, sub_job_id",
+            )
+            .map_err(sql(context))?;
+        let snapshot = stmt
+            .query_map([], |row| {
+                Ok(SnapshotRecord {
+                    project_id: row.get(0)?,
+                    job_type: row.get(1)?,
+                    sub_job_id: row.get(2)?,
+                    job_id: row.get(3)?,
+                    status: row.get(4)?,
+                    error_code: row.get(5)?,
+                    since: row.get::<_, DbTime>(6)?.0,
+                    stuck_reported: row.get(7)?,
+                    missing_scans: row.get(8)?,
+                    job_json: row.get(9)?,
+                })
+            })
+            .map_err(sql(context))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql(context))?;
+        let outbox = self.outbox_rows(context, "ORDER BY id", params![])?;
+        Ok(Export {
+            targets,
+            snapshot,
+            outbox,
+        })
     }
 
     fn outbox_rows(

@@ -13,6 +13,12 @@ impl SharedStore {
         SharedStore(Arc::new(Mutex::new(store)))
     }
 
+    /// The file's path, for messages.
+    pub fn path_shown(&self) -> String {
+        let store = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        store.path().display().to_string()
+    }
+
     /// Runs `f` with the store on the blocking pool. Calls are serialised;
     /// each is short (one transaction at most).
     pub async fn call<R, F>(&self, f: F) -> R

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use rand::Rng;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Target;
@@ -76,6 +77,8 @@ pub struct CycleContext {
 pub struct TargetState {
     pub plan: ScanPlan,
     snapshot: Option<TargetSnapshot>,
+    /// The right to commit this target's cycles.
+    pub fence: Fence,
 }
 
 impl TargetState {
@@ -83,6 +86,7 @@ impl TargetState {
         TargetState {
             plan,
             snapshot: None,
+            fence: Fence::Sole,
         }
     }
 
@@ -201,9 +205,7 @@ async fn apply(
             ),
             routed,
             now,
-            // SQLite: one daemon per file. Per-target leases come with a
-            // replicated backend.
-            fence: Fence::Sole,
+            fence: state.fence.clone(),
         };
         // On a failed commit the snapshot is read again next cycle.
         ctx.store
@@ -320,14 +322,62 @@ pub enum Beat {
         ok: bool,
         store_failed: bool,
     },
+    /// The target's lease went to another replica: this one no longer
+    /// polls it (its health is the other's to report).
+    Released,
 }
 
-/// Polls one target until `shutdown`; `beat` hears when each cycle starts
-/// and ends.
+/// Whether this process may poll a target now, and the fence its commits
+/// carry: always [`Fence::Sole`] on SQLite ([`sole_gate`]), the target's
+/// lease while this replica holds it in a cluster (`None` otherwise).
+pub type Gate = watch::Receiver<Option<Fence>>;
+
+/// The gate of a process that is the only writer of its state.
+pub fn sole_gate() -> Gate {
+    watch::channel(Some(Fence::Sole)).1
+}
+
+/// The gate's fence once there is one; `None` at shutdown.
+async fn granted(gate: &mut Gate, shutdown: &CancellationToken) -> Option<Fence> {
+    loop {
+        if let Some(fence) = gate.borrow_and_update().clone() {
+            return Some(fence);
+        }
+        tokio::select! {
+            changed = gate.changed() => {
+                if changed.is_err() {
+                    // Nobody will open it again.
+                    shutdown.cancelled().await;
+                    return None;
+                }
+            }
+            _ = shutdown.cancelled() => return None,
+        }
+    }
+}
+
+/// Resolves once the gate no longer holds `fence` (the lease was lost or
+/// handed over).
+async fn revoked(mut gate: Gate, fence: &Fence) {
+    loop {
+        if gate.borrow_and_update().as_ref() != Some(fence) {
+            return;
+        }
+        if gate.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Polls one target until `shutdown`, while `gate` lets it; `beat` hears
+/// when each cycle starts and ends. A new grant of the gate (another
+/// replica may have written meanwhile) starts from the stored snapshot,
+/// at once.
 pub async fn poll_loop(
     ctx: Arc<CycleContext>,
     target: Target,
     pace: Pace,
+    mut gate: Gate,
     shutdown: CancellationToken,
     beat: impl Fn(&Target, Beat) + Send,
 ) {
@@ -346,13 +396,44 @@ pub async fn poll_loop(
     let mut last_problem: Option<String> = None;
     let mut state = TargetState::for_loop(&ctx);
     loop {
+        if gate.borrow().is_none() && matches!(state.fence, Fence::Lease(_)) {
+            // Handed over between cycles.
+            state = TargetState::for_loop(&ctx);
+            beat(&target, Beat::Released);
+        }
+        let Some(fence) = granted(&mut gate, &shutdown).await else {
+            return;
+        };
+        if fence != state.fence {
+            if let Fence::Lease(lease) = &fence {
+                tracing::info!(%target, generation = lease.generation, "polling: this replica holds the target's lease");
+            }
+            state = TargetState::for_loop(&ctx);
+            state.fence = fence.clone();
+        }
         beat(&target, Beat::CycleStarted);
         // Dropping a cycle half-way is safe: its commit is one transaction
         // that either happened or did not.
         let result = tokio::select! {
             result = cycle(&ctx, &target, &mut state) => result,
             _ = shutdown.cancelled() => return,
+            _ = revoked(gate.clone(), &fence) => Err(CycleError::Store {
+                target: target.clone(),
+                source: StoreError::Fenced { target: target.to_string() },
+            }),
         };
+        if let Err(CycleError::Store {
+            source: StoreError::Fenced { .. },
+            ..
+        }) = &result
+        {
+            // Another replica polls it now; what this cycle saw, it sees.
+            tracing::info!(%target, "lease lost; another replica polls this target now");
+            state = TargetState::for_loop(&ctx);
+            state.fence = Fence::Sole;
+            beat(&target, Beat::Released);
+            continue;
+        }
         let poll_labels = |result| PollLabels {
             target: target.to_string(),
             result,

@@ -31,34 +31,37 @@ const HOLD: Duration = Duration::from_secs(10);
 
 /// The test's side of the simulator: every sub-job it made, with the
 /// status it last set, stepped WAITING → RUNNING → SUCCESS | FAILED.
-struct Driver<'a> {
-    sim: &'a Sim,
-    rng: StdRng,
-    status: BTreeMap<String, &'static str>,
-    open: Vec<String>,
+pub struct Driver<'a> {
+    pub sim: &'a Sim,
+    pub rng: StdRng,
+    pub status: BTreeMap<String, &'static str>,
+    pub open: Vec<String>,
     /// Sub-jobs made before the daemon's baseline.
-    baseline: BTreeSet<String>,
+    pub baseline: BTreeSet<String>,
+    /// Each parent job is of one of these, at random.
+    pub job_types: &'static [&'static str],
 }
 
 impl Driver<'_> {
     /// The status each sub-job's latest event must carry: every sub-job
     /// made after the baseline, and every baseline one that has moved.
-    fn owed(&self) -> impl Iterator<Item = (&String, &&'static str)> {
+    pub fn owed(&self) -> impl Iterator<Item = (&String, &&'static str)> {
         self.status
             .iter()
             .filter(|(id, status)| !self.baseline.contains(*id) || **status != "WAITING")
     }
 
-    async fn create_parent(&mut self) {
+    pub async fn create_parent(&mut self) {
         let count = self.rng.random_range(2..=5);
-        for id in self.sim.create_waiting("CREATE_SERVER", count).await {
+        let job_type = self.job_types[self.rng.random_range(0..self.job_types.len())];
+        for id in self.sim.create_waiting(job_type, count).await {
             self.status.insert(id.clone(), "WAITING");
             self.open.push(id);
         }
     }
 
     /// One step of a random unfinished sub-job; false when all are done.
-    async fn step(&mut self) -> bool {
+    pub async fn step(&mut self) -> bool {
         if self.open.is_empty() {
             return false;
         }
@@ -77,7 +80,7 @@ impl Driver<'_> {
         true
     }
 
-    async fn steps(&mut self, n: usize) {
+    pub async fn steps(&mut self, n: usize) {
         for _ in 0..n {
             if !self.step().await {
                 break;
@@ -87,7 +90,7 @@ impl Driver<'_> {
 }
 
 /// Every delivered event with the request's `webhook-id`, in arrival order.
-fn delivered(recorder: &Recorder) -> Vec<(Option<String>, Value)> {
+pub fn delivered(recorder: &Recorder) -> Vec<(Option<String>, Value)> {
     recorder
         .received()
         .iter()
@@ -107,8 +110,18 @@ fn delivered(recorder: &Recorder) -> Vec<(Option<String>, Value)> {
 
 /// Waits until the receiver has, for every sub-job the driver made, an
 /// event whose `to` is the status it has now.
-async fn caught_up(recorder: &Recorder, driver: &Driver<'_>, what: &str) {
-    eventually(WITHIN, what, || {
+pub async fn caught_up(recorder: &Recorder, driver: &Driver<'_>, what: &str) {
+    caught_up_within(recorder, driver, what, WITHIN).await
+}
+
+/// [`caught_up`] with its own patience.
+pub async fn caught_up_within(
+    recorder: &Recorder,
+    driver: &Driver<'_>,
+    what: &str,
+    within: Duration,
+) {
+    eventually(within, what, || {
         let got: BTreeSet<(String, String)> = delivered(recorder)
             .iter()
             .map(|(_, e)| {
@@ -256,6 +269,7 @@ async fn sigkill_at_any_moment_loses_nothing_invents_nothing_and_repeats_little(
         status: BTreeMap::new(),
         open: Vec::new(),
         baseline: BTreeSet::new(),
+        job_types: &["CREATE_SERVER"],
     };
     // Sub-jobs under way before the daemon's first scan: the baseline.
     driver.create_parent().await;
@@ -366,89 +380,12 @@ async fn sigkill_at_any_moment_loses_nothing_invents_nothing_and_repeats_little(
         "nothing pending, nothing dead"
     );
 
-    // The truth: every status each of our sub-jobs had, in order.
-    let mut history: HashMap<String, Vec<String>> = HashMap::new();
     let true_events = sim.events().await;
-    for e in &true_events {
-        history
-            .entry(text(&e["sub_job_id"]).to_owned())
-            .or_default()
-            .push(text(&e["to"]).to_owned());
-    }
-    let transitions: usize = driver
-        .status
-        .keys()
-        .map(|id| history.get(id).map_or(0, |h| h.len().saturating_sub(1)))
-        .sum();
-
     let got = delivered(&recorder);
-    let mut copies: HashMap<String, usize> = HashMap::new();
-    let mut ids_by_transition: BTreeMap<(String, String, String, String), BTreeSet<String>> =
-        BTreeMap::new();
-    let mut reached: BTreeSet<(String, String)> = BTreeSet::new();
-    for (webhook_id, e) in &got {
-        let (id, sub, kind, to) = (
-            text(&e["event_id"]),
-            text(&e["sub_job_id"]),
-            text(&e["kind"]),
-            text(&e["to"]),
-        );
-        assert_eq!(
-            webhook_id.as_deref(),
-            Some(id),
-            "webhook-id is the event id"
-        );
-        *copies.entry(id.to_owned()).or_default() += 1;
-        // (b) Every event is true.
-        let had = history
-            .get(sub)
-            .unwrap_or_else(|| panic!("an event for a sub-job the cloud never had: {e}"));
-        let to_at = had
-            .iter()
-            .position(|s| s == to)
-            .unwrap_or_else(|| panic!("`to` is not a status {sub} had ({had:?}): {e}"));
-        match e["from"].as_str() {
-            Some(from) => {
-                let from_at = had.iter().position(|s| s == from);
-                assert!(
-                    from_at.is_some_and(|f| f < to_at),
-                    "`from` is not a status {sub} had before `to` ({had:?}): {e}"
-                );
-            }
-            None => {
-                assert_eq!(kind, "appeared", "{e}");
-                assert!(
-                    !before_baseline.contains(sub),
-                    "a baseline sub-job reported as new: {e}"
-                );
-            }
-        }
-        if to == "FAILED" {
-            assert_eq!(e["error_code"], SIM_ERROR_CODE, "{e}");
-        }
-        ids_by_transition
-            .entry((
-                sub.to_owned(),
-                kind.to_owned(),
-                text(&e["from"]).to_owned(),
-                to.to_owned(),
-            ))
-            .or_default()
-            .insert(id.to_owned());
-        reached.insert((sub.to_owned(), to.to_owned()));
-    }
-    // (a) Nothing lost: every sub-job's final status arrived.
-    for (sub, status) in driver.owed() {
-        assert!(
-            reached.contains(&(sub.clone(), (*status).to_owned())),
-            "{sub} ended {status}, never delivered"
-        );
-    }
-    // One transition, one event id: a re-detection after a crash is the
-    // same event, not a new one.
-    for (transition, ids) in &ids_by_transition {
-        assert_eq!(ids.len(), 1, "{transition:?} went out as {ids:?}");
-    }
+    let Truth {
+        copies,
+        transitions,
+    } = check_truth(&true_events, &got, &driver, &before_baseline);
     // (c) Repeats only of what was in flight when the process died.
     let duplicates: usize = copies.values().map(|n| n - 1).sum();
     let bound = h.kills.len() * HOOK_CONCURRENCY;
@@ -548,4 +485,110 @@ async fn sigkill_at_any_moment_loses_nothing_invents_nothing_and_repeats_little(
         duplicates <= bound,
         "{duplicates} duplicates > {bound} (kills × concurrency)"
     );
+}
+
+/// What [`check_truth`] counted.
+pub struct Truth {
+    /// Deliveries of each event id.
+    pub copies: HashMap<String, usize>,
+    /// True transitions of the driver's sub-jobs after their creation.
+    pub transitions: usize,
+}
+
+/// Checks what the receiver `got` against the simulator's `true_events`:
+/// every event is a transition the sub-job really made (and an
+/// `appeared` one is not of the baseline), every final status of the
+/// driver's sub-jobs arrived, and one transition went out under one event
+/// id however often it was re-detected.
+pub fn check_truth(
+    true_events: &[Value],
+    got: &[(Option<String>, Value)],
+    driver: &Driver<'_>,
+    before_baseline: &BTreeSet<String>,
+) -> Truth {
+    // The truth: every status each of our sub-jobs had, in order.
+    let mut history: HashMap<String, Vec<String>> = HashMap::new();
+    for e in true_events {
+        history
+            .entry(text(&e["sub_job_id"]).to_owned())
+            .or_default()
+            .push(text(&e["to"]).to_owned());
+    }
+    let transitions: usize = driver
+        .status
+        .keys()
+        .map(|id| history.get(id).map_or(0, |h| h.len().saturating_sub(1)))
+        .sum();
+
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    let mut ids_by_transition: BTreeMap<(String, String, String, String), BTreeSet<String>> =
+        BTreeMap::new();
+    let mut reached: BTreeSet<(String, String)> = BTreeSet::new();
+    for (webhook_id, e) in got {
+        let (id, sub, kind, to) = (
+            text(&e["event_id"]),
+            text(&e["sub_job_id"]),
+            text(&e["kind"]),
+            text(&e["to"]),
+        );
+        assert_eq!(
+            webhook_id.as_deref(),
+            Some(id),
+            "webhook-id is the event id"
+        );
+        *copies.entry(id.to_owned()).or_default() += 1;
+        // (b) Every event is true.
+        let had = history
+            .get(sub)
+            .unwrap_or_else(|| panic!("an event for a sub-job the cloud never had: {e}"));
+        let to_at = had
+            .iter()
+            .position(|s| s == to)
+            .unwrap_or_else(|| panic!("`to` is not a status {sub} had ({had:?}): {e}"));
+        match e["from"].as_str() {
+            Some(from) => {
+                let from_at = had.iter().position(|s| s == from);
+                assert!(
+                    from_at.is_some_and(|f| f < to_at),
+                    "`from` is not a status {sub} had before `to` ({had:?}): {e}"
+                );
+            }
+            None => {
+                assert_eq!(kind, "appeared", "{e}");
+                assert!(
+                    !before_baseline.contains(sub),
+                    "a baseline sub-job reported as new: {e}"
+                );
+            }
+        }
+        if to == "FAILED" {
+            assert_eq!(e["error_code"], SIM_ERROR_CODE, "{e}");
+        }
+        ids_by_transition
+            .entry((
+                sub.to_owned(),
+                kind.to_owned(),
+                text(&e["from"]).to_owned(),
+                to.to_owned(),
+            ))
+            .or_default()
+            .insert(id.to_owned());
+        reached.insert((sub.to_owned(), to.to_owned()));
+    }
+    // (a) Nothing lost: every sub-job's final status arrived.
+    for (sub, status) in driver.owed() {
+        assert!(
+            reached.contains(&(sub.clone(), (*status).to_owned())),
+            "{sub} ended {status}, never delivered"
+        );
+    }
+    // One transition, one event id: a re-detection after a crash is the
+    // same event, not a new one.
+    for (transition, ids) in &ids_by_transition {
+        assert_eq!(ids.len(), 1, "{transition:?} went out as {ids:?}");
+    }
+    Truth {
+        copies,
+        transitions,
+    }
 }

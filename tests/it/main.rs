@@ -5,6 +5,7 @@ mod all_kinds;
 mod architecture;
 mod chat;
 mod client;
+mod cluster;
 mod commands;
 mod config;
 mod crash;

@@ -135,6 +135,8 @@ pub struct RateLimiter {
     /// Told whenever a slot is taken, a waiter comes or goes, or a pause
     /// begins: the waiters then look again at who is first.
     changed: Notify,
+    /// Told when a pause begins (a cluster spreads it to the others).
+    paused: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -227,6 +229,7 @@ impl RateLimiter {
             period,
             state: Mutex::new(State::default()),
             changed: Notify::new(),
+            paused: Notify::new(),
         }
     }
 
@@ -386,6 +389,12 @@ impl RateLimiter {
             }
         }
         self.changed.notify_waiters();
+        self.paused.notify_waiters();
+    }
+
+    /// Resolves when a pause begins after the call.
+    pub async fn pause_begins(&self) {
+        self.paused.notified().await
     }
 
     /// When the next slot opens (for `state`/metrics); `None` if now.

@@ -155,11 +155,37 @@ impl Membership {
             // A lease not renewed within what is left of it is given up
             // here, before it runs out: others may hold it then.
             self.expire_unrenewed(every);
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stop.cancelled() => break,
+            let next = tokio::time::sleep(every);
+            tokio::pin!(next);
+            loop {
+                tokio::select! {
+                    _ = &mut next => break,
+                    // A throttle is news for the others now, not at the
+                    // next beat.
+                    _ = self.pause_begins() => {
+                        if let Err(e) = self.publish_pauses().await {
+                            tracing::debug!(error = %e, "cluster: cannot publish a pause yet");
+                        }
+                    }
+                    _ = stop.cancelled() => return self.leave().await,
+                }
             }
         }
+    }
+
+    /// Resolves when a pause begins on any shared limit.
+    async fn pause_begins(&self) {
+        let limiters = lock(&self.limiters).clone();
+        if limiters.is_empty() {
+            return std::future::pending().await;
+        }
+        let waits = limiters
+            .iter()
+            .map(|(_, limiter)| Box::pin(limiter.pause_begins()));
+        futures_util::future::select_all(waits).await;
+    }
+
+    async fn leave(&self) {
         for held in lock(&self.targets).values() {
             held.gate.send_replace(None);
         }
@@ -253,6 +279,28 @@ impl Membership {
         Ok(())
     }
 
+    /// Publishes the pauses of this replica's limits not yet published.
+    async fn publish_pauses(&self) -> Result<(), crate::storage::StoreError> {
+        let limiters = lock(&self.limiters).clone();
+        for (scope, limiter) in &limiters {
+            let Some(until) = limiter.paused_until() else {
+                continue;
+            };
+            let until = SystemTime::now() + until.saturating_duration_since(Instant::now());
+            let known = lock(&self.published).get(scope).copied();
+            let news = known.is_none_or(|k| {
+                until
+                    .duration_since(k)
+                    .is_ok_and(|d| d > Duration::from_secs(1))
+            });
+            if news {
+                self.store.pause(scope, until).await?;
+                lock(&self.published).insert(scope.clone(), until);
+            }
+        }
+        Ok(())
+    }
+
     /// Each replica's share of the shared limits, and the pauses all obey:
     /// an account's API budget in proportion to its targets this replica
     /// polls (the holders of all of them together have all of it), a
@@ -272,21 +320,8 @@ impl Membership {
                 }
                 None => limiter.set_share(1, members),
             }
-            let Some(until) = limiter.paused_until() else {
-                continue;
-            };
-            let until = SystemTime::now() + until.saturating_duration_since(Instant::now());
-            let known = lock(&self.published).get(scope).copied();
-            let news = known.is_none_or(|k| {
-                until
-                    .duration_since(k)
-                    .is_ok_and(|d| d > Duration::from_secs(1))
-            });
-            if news {
-                self.store.pause(scope, until).await?;
-                lock(&self.published).insert(scope.clone(), until);
-            }
         }
+        self.publish_pauses().await?;
         for (scope, until) in self.store.pauses().await? {
             let Ok(left) = until.duration_since(SystemTime::now()) else {
                 continue;

@@ -101,6 +101,8 @@ pub struct Dispatcher {
     /// notifier's rate or pause give their rows back instead of sending,
     /// so shutdown waits only for what is being sent.
     stop_waiting: CancellationToken,
+    /// The last look at the outbox failed: the next failure is not news.
+    unreadable: std::sync::atomic::AtomicBool,
 }
 
 /// Due rows read and not yet launched, by notifier, oldest first.
@@ -184,6 +186,7 @@ impl Dispatcher {
             recorder: Recorder::default(),
             metrics,
             stop_waiting: CancellationToken::new(),
+            unreadable: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -278,9 +281,19 @@ impl Dispatcher {
         let cursor = self.queue.lock().unwrap_or_else(|p| p.into_inner()).cursor;
         let read = self.store.due_refs(Timestamp::now(), cursor, BATCH).await;
         let rows = match read {
-            Ok(rows) => rows,
+            Ok(rows) => {
+                if self.unreadable.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the outbox reads again");
+                }
+                rows
+            }
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the outbox");
+                // Once per outage, not twice a second.
+                if self.unreadable.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(error = %e, "still cannot read the outbox");
+                } else {
+                    tracing::error!(error = %e, "cannot read the outbox; retrying");
+                }
                 return;
             }
         };

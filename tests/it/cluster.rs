@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use jobwatch::config::StateConfig;
-use jobwatch::storage::{OpenMode, Storage};
+use jobwatch::storage::{Fence, Lease, OpenMode, Storage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -156,6 +156,16 @@ async fn settled(pg: &Postgres, members: usize) -> Vec<Held> {
     .await
 }
 
+/// Waits until every target of [`JOB_TYPES`] has its baseline.
+async fn baselined(pg: &Postgres) {
+    eventually(WITHIN, "every target to be baselined", || {
+        // Until a replica made the schema, there is no table to ask.
+        let n = pg.try_psql("postgres", "SELECT count(*) FROM targets WHERE baselined");
+        async move { (n == Ok(JOB_TYPES.len().to_string())).then_some(()) }
+    })
+    .await;
+}
+
 /// One SIGKILL of one or more replicas, and how long their targets went
 /// unpolled.
 struct Takeover {
@@ -276,12 +286,7 @@ async fn three_replicas_share_the_targets_survive_sigkills_and_hold_the_budget()
     let mut replicas: Vec<Replica> = (0..3).map(|i| Replica::start(&config, log(i))).collect();
     let mut restarts = 3;
 
-    eventually(WITHIN, "every target to be baselined", || {
-        // Until a replica made the schema, there is no table to ask.
-        let n = pg.try_psql("postgres", "SELECT count(*) FROM targets WHERE baselined");
-        async move { (n == Ok(JOB_TYPES.len().to_string())).then_some(()) }
-    })
-    .await;
+    baselined(&pg).await;
     let spread = settled(&pg, 3).await;
     let owners: BTreeSet<&str> = spread.iter().map(|l| l.owner.as_str()).collect();
     assert!(
@@ -469,10 +474,467 @@ fn leases_live(pg: &Postgres) -> Vec<Held> {
 }
 
 /// A connection to the test's database, as the daemon opens it.
-#[allow(dead_code)]
 async fn storage(pg: &Postgres) -> Storage {
     let state = StateConfig::postgres(pg.url("postgres").parse().expect("a URL"));
     Storage::open(&state, OpenMode::ReadWrite)
         .await
         .expect("connects")
+}
+
+/// One cycle of `target` that saw sub-job `id` in `status`, committed
+/// under `fence`, routed to notifier `hook`.
+async fn commit_one(
+    store: &Storage,
+    target: &jobwatch::watch::Target,
+    id: &str,
+    status: &str,
+    fence: Fence,
+) -> Result<jobwatch::storage::CycleCommit, jobwatch::storage::StoreError> {
+    let before = store.load_snapshot(target).await.expect("loads");
+    let job: jobwatch::cloud::model::SubJob =
+        serde_json::from_value(serde_json::json!({"id": id, "status": status, "job_id": "j1"}))
+            .expect("a sub-job");
+    let settings = jobwatch::watch::DiffSettings {
+        notify_existing: true,
+        stuck_after: Duration::from_secs(3600),
+    };
+    let outcome = jobwatch::watch::diff(
+        target,
+        &before,
+        &jobwatch::watch::Scan::complete(vec![job]),
+        jiff::Timestamp::now(),
+        &settings,
+    );
+    let routed = (0..outcome.events.len())
+        .map(|i| {
+            (
+                i,
+                jobwatch::route::Routed {
+                    notifier: "hook".to_owned(),
+                    group: None,
+                },
+            )
+        })
+        .collect();
+    store
+        .commit_cycle(jobwatch::storage::CycleWrite {
+            target: target.clone(),
+            outcome,
+            routed,
+            now: jiff::Timestamp::now(),
+            fence,
+        })
+        .await
+}
+
+/// Fencing: a holder whose lease ran out and was taken over cannot
+/// commit with its old grant, nor can a process outside the cluster while
+/// a member holds the lease; the new holder can. Checked in the commit's
+/// own transaction, so nothing of the refused cycle is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_lease_cannot_commit_and_its_successor_can() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let store = storage(&pg).await;
+    let cluster = store.cluster().expect("a PostgreSQL state is a cluster's");
+    let target = jobwatch::watch::Target::new("p1", "CREATE_SERVER");
+    let short = Duration::from_millis(300);
+    let fence = |member: &str, generation| {
+        Fence::Lease(Lease {
+            member: member.into(),
+            generation,
+        })
+    };
+
+    let a = cluster.acquire("a", &target, short).await.expect("acquire");
+    assert_eq!(a, Some(1));
+    assert_eq!(
+        cluster.acquire("a", &target, short).await.expect("renew"),
+        Some(1),
+        "a renewal keeps the generation"
+    );
+    assert_eq!(
+        cluster.acquire("b", &target, short).await.expect("try"),
+        None
+    );
+    commit_one(&store, &target, "s1", "RUNNING", fence("a", 1))
+        .await
+        .expect("the holder commits");
+
+    // a pauses past its lease; b takes it over.
+    tokio::time::sleep(short + Duration::from_millis(100)).await;
+    let b = cluster.acquire("b", &target, LEASE).await.expect("acquire");
+    assert_eq!(b, Some(2), "a new holder, a new generation");
+
+    let stale = commit_one(&store, &target, "s1", "FAILED", fence("a", 1)).await;
+    assert!(
+        matches!(stale, Err(jobwatch::storage::StoreError::Fenced { .. })),
+        "{stale:?}"
+    );
+    let outside = commit_one(&store, &target, "s1", "FAILED", Fence::Sole).await;
+    assert!(
+        matches!(outside, Err(jobwatch::storage::StoreError::Fenced { .. })),
+        "{outside:?}"
+    );
+    // Nothing of the refused cycles: the stored status is a's RUNNING,
+    // and the outbox holds the one appeared event.
+    let snapshot = store.load_snapshot(&target).await.expect("loads");
+    assert_eq!(
+        snapshot.jobs["s1"].status.as_ref().map(|s| s.as_str()),
+        Some("RUNNING")
+    );
+    assert_eq!(store.outbox_counts().await.expect("counts").pending, 1);
+
+    let fresh = commit_one(&store, &target, "s1", "FAILED", fence("b", 2))
+        .await
+        .expect("the new holder commits");
+    assert_eq!(fresh.inserted, 1, "the FAILED transition, once");
+    assert_eq!(
+        cluster.acquire("a", &target, short).await.expect("try"),
+        None,
+        "b's live lease is b's"
+    );
+    let leases = cluster.leases().await.expect("leases");
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].owner.as_deref(), Some("b"));
+    assert_eq!(leases[0].generation, 2);
+}
+
+/// `GET /readyz` of a replica: the status and the body.
+async fn readyz(addr: std::net::SocketAddr) -> (u16, String) {
+    match reqwest::get(format!("http://{addr}/readyz")).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// The database unreachable: the replica keeps running and retrying,
+/// `/readyz` says not ready, and what happened meanwhile arrives once the
+/// database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_waits_out_its_database_and_loses_nothing() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::start(SimOptions::default()).await;
+    let recorder = Recorder::start().await;
+    let mut driver = Driver {
+        sim: &sim,
+        rng: StdRng::seed_from_u64(0x6f75_7461),
+        status: BTreeMap::new(),
+        open: Vec::new(),
+        baseline: BTreeSet::new(),
+        job_types: &["CREATE_SERVER", "DELETE_SERVER"],
+    };
+    let config = dir.path().join("jobwatch.toml");
+    std::fs::write(
+        &config,
+        cluster_config(
+            &sim,
+            &format!("{}/hook", recorder.url),
+            &pg.url("postgres"),
+            6000,
+        ),
+    )
+    .expect("write config");
+    let mut replica = Replica::start(&config, dir.path().join("replica.log"));
+    let addr = replica.daemon.served_addr(WITHIN).await;
+    baselined(&pg).await;
+    settled(&pg, 1).await;
+    eventually(WITHIN, "ready", || async move {
+        (readyz(addr).await.0 == 200).then_some(())
+    })
+    .await;
+
+    pg.stop();
+    driver.create_parent().await;
+    driver.create_parent().await;
+    driver.steps(4).await;
+    let body = eventually(WITHIN, "/readyz to say not ready", || async move {
+        let (status, body) = readyz(addr).await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(body.contains("state"), "{body}");
+    // Longer than the lease: the replica's leases run out meanwhile.
+    tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
+    assert!(replica.daemon.exited().is_none(), "the replica gave up");
+    driver.steps(3).await;
+
+    pg.restart();
+    eventually(WITHIN, "ready again", || async move {
+        (readyz(addr).await.0 == 200).then_some(())
+    })
+    .await;
+    caught_up_within(
+        &recorder,
+        &driver,
+        "what happened while the database was down",
+        WITHIN,
+    )
+    .await;
+    let log = replica.daemon.log();
+    assert!(
+        log.contains("cannot reach the state database") && log.contains("answers again"),
+        "{log}"
+    );
+    let true_events = sim.events().await;
+    check_truth(
+        &true_events,
+        &delivered(&recorder),
+        &driver,
+        &BTreeSet::new(),
+    );
+}
+
+/// `state migrate`: a daemon on SQLite leaves pending deliveries and a dead
+/// letter; its state moves to PostgreSQL, and two replicas deliver the rest
+/// without a new baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_migrate_moves_a_file_to_a_cluster_that_delivers_the_rest() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::start(SimOptions {
+        history: 30,
+        ..SimOptions::default()
+    })
+    .await;
+    let recorder = Recorder::start().await;
+    let refuses = crate::support::Receiver::start(
+        (0..50)
+            .map(|_| (400, vec![], "no such hook".to_owned()))
+            .collect(),
+    )
+    .await;
+    let mut driver = Driver {
+        sim: &sim,
+        rng: StdRng::seed_from_u64(0x6d69_6772),
+        status: BTreeMap::new(),
+        open: Vec::new(),
+        baseline: BTreeSet::new(),
+        job_types: &["CREATE_SERVER"],
+    };
+    driver.create_parent().await;
+    driver.baseline = driver.status.keys().cloned().collect();
+    let before_baseline = driver.baseline.clone();
+
+    // The file's daemon: `hook` at a port nobody listens on (every attempt
+    // fails and is retried), `refused` answering 400 (dead letters).
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let state = dir.path().join("state.db");
+    let with_hook = |hook: &str| {
+        daemon_config(&sim.url(), hook, &state, &["CREATE_SERVER"])
+            + &format!(
+                "\n[notifiers.refused]\nkind = \"webhook\"\nurl = \"{}/hook\"\n\n\
+                 [[routes]]\nnotify = [\"refused\"]\nto = [\"FAILED\"]\n",
+                refuses.url
+            )
+    };
+    let file_config = dir.path().join("file.toml");
+    std::fs::write(
+        &file_config,
+        with_hook(&format!("http://127.0.0.1:{closed}/hook")),
+    )
+    .expect("write config");
+    let mut daemon = Daemon::spawn(&file_config, None, &dir.path().join("file.log"));
+    crate::support::wait_baselined(&state, "CREATE_SERVER", WITHIN).await;
+    driver.create_parent().await;
+    driver.create_parent().await;
+    // Until a FAILED has happened (a dead letter comes of it).
+    while driver.step().await {}
+    let owed = driver.owed().count() as u64;
+    let (pending, dead) = eventually(WITHIN, "pending rows and a dead letter", || {
+        let state = state.clone();
+        async move {
+            let (pending, dead) = crate::support::outbox(&state).await;
+            (pending >= owed && dead >= 1).then_some((pending, dead))
+        }
+    })
+    .await;
+    daemon.signal("TERM");
+    assert_eq!(daemon.exit_status(WITHIN).await.code(), Some(0));
+    let (pending, dead) = {
+        let after = crate::support::outbox(&state).await;
+        assert!(after.0 >= pending && after.1 >= dead, "{after:?}");
+        after
+    };
+    let dead_ids = pg_or_file_dead_ids(&file_config).await;
+
+    let url = pg.url("postgres");
+    let out = crate::support::jobwatch(&file_config, &["state", "migrate", "--to", &url]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("{pending} pending, {dead} dead")),
+        "{stdout}"
+    );
+    let again = crate::support::jobwatch(&file_config, &["state", "migrate", "--to", &url]).await;
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds a state"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // The cluster: same notifiers, `hook` now the recorder, state in the
+    // database.
+    let cluster_toml = with_hook(&format!("{}/hook", recorder.url))
+        .replace(&format!("path = {state:?}"), &format!("url = {url:?}"))
+        + &format!("\n[cluster]\nlease = \"{}s\"\n", LEASE.as_secs());
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(&config, cluster_toml).expect("write config");
+    assert_eq!(
+        pg_or_file_dead_ids(&config).await,
+        dead_ids,
+        "dead letters keep their ids"
+    );
+    let replicas: Vec<Replica> = (0..2)
+        .map(|i| Replica::start(&config, dir.path().join(format!("replica-{i}.log"))))
+        .collect();
+    caught_up_within(&recorder, &driver, "the migrated deliveries", WITHIN).await;
+    // And the cluster goes on from the migrated snapshot.
+    driver.create_parent().await;
+    while driver.step().await {}
+    caught_up_within(&recorder, &driver, "what happened after the move", WITHIN).await;
+    eventually(WITHIN, "only the dead letters left", || {
+        let n = pg.psql(
+            "postgres",
+            "SELECT count(*) FROM outbox WHERE state = 'pending'",
+        );
+        async move { (n == "0").then_some(()) }
+    })
+    .await;
+    // No new baseline: nothing that existed before is news, and every
+    // event is true (check_truth).
+    let true_events = sim.events().await;
+    check_truth(
+        &true_events,
+        &delivered(&recorder),
+        &driver,
+        &before_baseline,
+    );
+    let appeared_baseline = delivered(&recorder)
+        .iter()
+        .filter(|(_, e)| {
+            e["kind"] == "appeared"
+                && before_baseline.contains(e["sub_job_id"].as_str().unwrap_or_default())
+        })
+        .count();
+    assert_eq!(appeared_baseline, 0);
+    for replica in &replicas {
+        let log = std::fs::read_to_string(&replica.log).unwrap_or_default();
+        assert!(
+            !log.contains("why=\"baseline\""),
+            "a replica scanned a new baseline:\n{log}"
+        );
+    }
+    // Wait for the leases: a first beat may still be under way.
+    eventually(WITHIN, "the target's lease", || {
+        let held = leases_live(&pg).len();
+        async move { (held == 1).then_some(()) }
+    })
+    .await;
+
+    // `state cluster` names both replicas and who polls the target.
+    let out = crate::support::jobwatch(&config, &["state", "cluster"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("| live").count(), 2, "{text}");
+    assert!(text.contains("demo/CREATE_SERVER"), "{text}");
+    assert!(!text.contains("nobody"), "{text}");
+}
+
+/// The ids `jobwatch state dead --format json` lists under `config`.
+async fn pg_or_file_dead_ids(config: &Path) -> Vec<i64> {
+    let out = crate::support::jobwatch(config, &["state", "dead", "--format", "json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    rows.as_array()
+        .expect("an array")
+        .iter()
+        .map(|r| r["id"].as_i64().expect("an id"))
+        .collect()
+}
+
+/// A receiver's 429 seen by one replica holds every replica: after the
+/// others' next beat nobody sends until `Retry-After` has passed (and the
+/// notifier's rate is the cluster's: each replica sends its part of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receivers_throttle_seen_by_one_replica_holds_them_all() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::start(SimOptions::default()).await;
+    let pause = Duration::from_secs(8);
+    let mut receiver = crate::support::Receiver::start(vec![(
+        429,
+        vec![("retry-after", pause.as_secs().to_string())],
+        "slow down".to_owned(),
+    )])
+    .await;
+    let config = dir.path().join("jobwatch.toml");
+    // 120 a minute for the cluster: each replica sends one a second, so
+    // the twelve take a while and one that did not obey the pause would
+    // send inside it.
+    std::fs::write(
+        &config,
+        cluster_config(
+            &sim,
+            &format!("{}/hook", receiver.url),
+            &pg.url("postgres"),
+            6000,
+        )
+        .replace(
+            "max_concurrency = ",
+            "rate_limit = \"120/min\"\nmax_concurrency = ",
+        ),
+    )
+    .expect("write config");
+    let _replicas: Vec<Replica> = (0..2)
+        .map(|i| Replica::start(&config, dir.path().join(format!("replica-{i}.log"))))
+        .collect();
+    baselined(&pg).await;
+    settled(&pg, 2).await;
+    // Twelve events at once, on targets of both replicas.
+    for job_type in JOB_TYPES.iter().take(6) {
+        sim.create_waiting(job_type, 2).await;
+    }
+    let first = receiver.next(WITHIN).await;
+    let throttled_at = first.at;
+    let mut arrivals = Vec::new();
+    while arrivals.len() < 11 {
+        arrivals.push(receiver.next(WITHIN).await.at);
+    }
+    // The throttled replica publishes the pause at once; the other reads
+    // it at its next beat, and may send once before.
+    let told = LEASE / 3 + Duration::from_millis(500);
+    let inside: Vec<Duration> = arrivals
+        .iter()
+        .map(|at| at.duration_since(throttled_at))
+        .filter(|d| *d > told && *d < pause - Duration::from_millis(200))
+        .collect();
+    assert!(
+        inside.is_empty(),
+        "requests {inside:?} after the 429 (Retry-After: {pause:?}, told within {told:?})"
+    );
 }

@@ -63,16 +63,24 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&init.stderr)
         );
+        pg.run_server();
+        Some(pg)
+    }
+
+    /// `pg_ctl start` on the cluster's directory and port, waiting until
+    /// it accepts connections.
+    fn run_server(&self) {
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off",
-            pg.dir.path().display()
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off",
+            self.port,
+            self.dir.path().display()
         );
-        let start = pg
-            .as_postgres(&pg.bin.join("pg_ctl"))
+        let start = self
+            .as_postgres(&self.bin.join("pg_ctl"))
             .arg("-D")
-            .arg(pg.data())
+            .arg(self.data())
             .arg("-l")
-            .arg(pg.dir.path().join("server.log"))
+            .arg(self.dir.path().join("server.log"))
             .args(["-o", &options, "-w", "start"])
             .output()
             .expect("run pg_ctl");
@@ -80,9 +88,29 @@ impl Postgres {
             start.status.success(),
             "pg_ctl start: {}{}",
             String::from_utf8_lossy(&start.stderr),
-            std::fs::read_to_string(pg.dir.path().join("server.log")).unwrap_or_default()
+            std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
         );
-        Some(pg)
+    }
+
+    /// Stops the server (its clients' connections drop), keeping its data.
+    pub fn stop(&self) {
+        let stop = self
+            .as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "fast", "-w", "stop"])
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            stop.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&stop.stderr)
+        );
+    }
+
+    /// Starts the stopped server again, on the same port with the same data.
+    pub fn restart(&self) {
+        self.run_server();
     }
 
     /// A connection URL for database `db` (`postgres` always exists).

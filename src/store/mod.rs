@@ -115,7 +115,7 @@ pub enum StoreError {
     },
     /// The commit's lease on its target is no longer ours: another replica
     /// holds it, and this cycle's work is dropped (it re-detects the same).
-    #[error("{target}: not committed: this replica no longer holds the target's lease")]
+    #[error("{target}: not committed: the target's lease is another replica's")]
     Fenced { target: String },
     /// What this backend does not do (`state cluster` on a file).
     #[error("{0}")]

@@ -846,6 +846,17 @@ async fn state_migrate_moves_a_file_to_a_cluster_that_delivers_the_rest() {
     })
     .await;
 
+    // `once` beside the cluster writes nothing for a target a replica
+    // holds: its commit is fenced.
+    let once = crate::support::jobwatch(&config, &["once"]).await;
+    let said =
+        String::from_utf8_lossy(&once.stderr).into_owned() + &String::from_utf8_lossy(&once.stdout);
+    assert!(!once.status.success(), "{said}");
+    assert!(
+        said.contains("the target's lease is another replica's"),
+        "{said}"
+    );
+
     // `state cluster` names both replicas and who polls the target.
     let out = crate::support::jobwatch(&config, &["state", "cluster"]).await;
     let text = String::from_utf8_lossy(&out.stdout);

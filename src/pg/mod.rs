@@ -68,8 +68,23 @@ fn pg_words(error: &tokio_postgres::Error) -> String {
             Some(detail) => format!("{}: {} ({detail})", db.severity(), db.message()),
             None => format!("{}: {}", db.severity(), db.message()),
         },
-        None => error.to_string(),
+        None => with_causes(error),
     }
+}
+
+/// An error and its causes: "error performing TLS handshake: invalid peer
+/// certificate: UnknownIssuer", not only the first part.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        cause = e.source();
+    }
+    text
 }
 
 fn parse_time(context: &'static str, text: &str) -> Result<Timestamp, StoreError> {
@@ -104,7 +119,7 @@ impl PgStore {
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("jobwatch");
         let manager = if url.tls() {
-            Manager::from_config(config, tls()?, manager_config)
+            Manager::from_config(config, tls(url)?, manager_config)
         } else {
             Manager::from_config(config, tokio_postgres::NoTls, manager_config)
         };
@@ -146,7 +161,7 @@ impl PgStore {
         self.pool.get().await.map_err(|e| StoreError::Connect {
             url: self.url.shown().to_owned(),
             error: match e {
-                deadpool_postgres::PoolError::Backend(e) => e.to_string(),
+                deadpool_postgres::PoolError::Backend(e) => with_causes(&e),
                 deadpool_postgres::PoolError::Timeout(_) => {
                     format!("no connection within {CONNECT_TIMEOUT:?}")
                 }
@@ -1006,16 +1021,37 @@ fn outbox_row(context: &'static str, row: &Row) -> Result<OutboxRow, StoreError>
     })
 }
 
-/// TLS for the database on the rustls already in the tree, verifying the
-/// server as the platform does (the API client's verifier).
-fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+/// TLS for the database on the rustls already in the tree: the server is
+/// verified against `sslrootcert`'s certificates when given, else as the
+/// platform verifies (the API client's verifier).
+fn tls(url: &PgUrl) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
     use rustls_platform_verifier::BuilderVerifierExt;
-    let config = rustls::ClientConfig::builder()
-        .with_platform_verifier()
-        .map_err(|e| StoreError::Value {
-            context: "set up TLS",
-            error: e.to_string(),
-        })?
-        .with_no_client_auth();
+    let failed = |error: String| StoreError::Connect {
+        url: url.shown().to_owned(),
+        error,
+    };
+    let builder = rustls::ClientConfig::builder();
+    let config = match &url.root_cert {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| failed(format!("sslrootcert {}: {e}", path.display())))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(failed(format!(
+                    "sslrootcert {}: no certificate in it",
+                    path.display()
+                )));
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => builder
+            .with_platform_verifier()
+            .map_err(|e| failed(format!("cannot set up TLS: {e}")))?,
+    }
+    .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }

@@ -4,10 +4,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// A parsed `postgres://` URL (or libpq `key=value` string).
+/// A parsed `postgres://` URL.
 #[derive(Clone)]
 pub struct PgUrl {
     pub(super) config: tokio_postgres::Config,
+    /// `sslrootcert=PATH`: the only roots the server's certificate is
+    /// checked against (a private CA), as libpq's; else the system's.
+    pub(super) root_cert: Option<std::path::PathBuf>,
     /// What logs and errors may show: no password.
     shown: String,
 }
@@ -66,6 +69,9 @@ impl FromStr for PgUrl {
             .fold(text.to_owned(), |t, mode| {
                 t.replace(&format!("sslmode={mode}"), "sslmode=require")
             });
+        // `sslrootcert` is ours to read (tokio-postgres leaves TLS to its
+        // connector): taken out of the query before the driver parses it.
+        let (text, root_cert) = take_param(&text, "sslrootcert");
         let config = tokio_postgres::Config::from_str(&text)
             .map_err(|e| PgUrlError(format!("not a valid PostgreSQL URL: {e}")))?;
         if config.get_hosts().is_empty() {
@@ -92,8 +98,41 @@ impl FromStr for PgUrl {
             .map(|u| format!("{u}@"))
             .unwrap_or_default();
         let shown = format!("postgres://{user}{}{port}/{db}", hosts.join(","));
-        Ok(PgUrl { config, shown })
+        Ok(PgUrl {
+            config,
+            root_cert: root_cert.map(Into::into),
+            shown,
+        })
     }
+}
+
+/// `url` without the query parameter `name`, and its (percent-decoded)
+/// value.
+fn take_param(url: &str, name: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut value = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.split_once('=') {
+            Some((key, v)) if key == name => {
+                value = Some(
+                    percent_encoding::percent_decode_str(v)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                );
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (url, value)
 }
 
 #[cfg(test)]
@@ -108,6 +147,21 @@ mod tests {
         assert_eq!(url.shown(), "postgres://jw@db.example:5433/jobwatch");
         assert!(!format!("{url:?} {url}").contains("s3cret-pw"));
         assert!(url.tls());
+        assert_eq!(url.root_cert, None);
+    }
+
+    #[test]
+    fn sslrootcert_is_taken_out_for_our_tls_and_the_rest_kept() {
+        let url: PgUrl =
+            "postgres://jw@db:5432/jobwatch?sslmode=require&sslrootcert=%2Fetc%2Fjw%2Fca.pem&application_name=x"
+                .parse()
+                .expect("valid");
+        assert_eq!(
+            url.root_cert.as_deref(),
+            Some(std::path::Path::new("/etc/jw/ca.pem"))
+        );
+        assert!(url.tls());
+        assert_eq!(url.config.get_application_name(), Some("x"));
     }
 
     #[test]

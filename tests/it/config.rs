@@ -1267,7 +1267,19 @@ fn a_bad_postgres_state_is_an_error_naming_the_key_without_its_password() {
         "[state]\nurl = \"postgres://u:pw@h:5432\"\n",
         "state.url: names no database",
     );
-    check_bad("[cluster]\nlease = \"1s\"\n", "cluster.lease");
+    check_bad(
+        "[state]\nurl = \"postgres://u@h/db\"\n[cluster]\nlease = \"1s\"\n",
+        "cluster.lease",
+    );
+    let alone = load("[cluster]\nlease = \"30s\"\n");
+    assert!(
+        alone
+            .warnings
+            .iter()
+            .any(|w| w.contains("cluster.lease: has no effect with a state file")),
+        "{:?}",
+        alone.warnings
+    );
     let e = load_with(
         "[state]\nurl = \"postgres://u:hunter22@h:port/db\"\n",
         SDK_CREDS,

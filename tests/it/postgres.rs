@@ -12,6 +12,8 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     bin: PathBuf,
     pub port: u16,
+    /// Server options beyond the port and socket (TLS).
+    options: String,
 }
 
 impl Drop for Postgres {
@@ -29,6 +31,26 @@ impl Postgres {
     /// Starts a cluster, or says in one line why it cannot (no server
     /// installed, not root) and returns `None`.
     pub fn start() -> Option<Postgres> {
+        Postgres::start_with(|_| String::new())
+    }
+
+    /// A server that speaks TLS with a certificate for `127.0.0.1` from a
+    /// CA of its own, and that CA's certificate (PEM) for clients.
+    pub fn start_with_tls() -> Option<(Postgres, PathBuf)> {
+        let mut ca = None;
+        let pg = Postgres::start_with(|dir| {
+            ca = Some(make_certificates(dir));
+            format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                dir.display()
+            )
+        })?;
+        Some((pg, ca.expect("made with the server")))
+    }
+
+    /// Starts a cluster with the options `extra` returns, given the
+    /// cluster's directory (owned by `postgres`).
+    fn start_with(extra: impl FnOnce(&Path) -> String) -> Option<Postgres> {
         let Some(bin) = server_bin() else {
             eprintln!(
                 "skipped: no PostgreSQL server (Debian's `postgresql` package; .ci/run installs it)"
@@ -45,7 +67,14 @@ impl Postgres {
         std::os::unix::fs::chown(dir.path(), Some(owner.0), Some(owner.1))
             .expect("give the directory to postgres");
         let port = free_port();
-        let pg = Postgres { dir, bin, port };
+        let options = extra(dir.path());
+        chown_all(dir.path(), owner);
+        let pg = Postgres {
+            dir,
+            bin,
+            port,
+            options,
+        };
         let init = pg
             .as_postgres(&pg.bin.join("initdb"))
             .arg("-D")
@@ -71,9 +100,10 @@ impl Postgres {
     /// it accepts connections.
     fn run_server(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off{}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.options
         );
         let start = self
             .as_postgres(&self.bin.join("pg_ctl"))
@@ -188,6 +218,99 @@ fn server_bin() -> Option<PathBuf> {
     })
 }
 
+/// Gives every file directly in `dir` to `owner` (the server reads its key
+/// as itself, and refuses one others may read).
+fn chown_all(dir: &Path, owner: (u32, u32)) {
+    for entry in std::fs::read_dir(dir)
+        .expect("read the directory")
+        .flatten()
+    {
+        std::os::unix::fs::chown(entry.path(), Some(owner.0), Some(owner.1)).expect("chown");
+    }
+}
+
+/// A CA and a server certificate for `127.0.0.1` it signed, with
+/// openssl, in `dir`: `ca.pem`, `server.crt`, `server.key` (0600).
+/// Returns the CA's path.
+pub fn make_certificates(dir: &Path) -> PathBuf {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=jobwatch test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&csr);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write the extensions");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod the key");
+    dir.join("ca.pem")
+}
+
 /// A user's uid and gid, from the password database.
 fn user_ids(name: &str) -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
@@ -220,4 +343,47 @@ fn a_real_server_starts_for_the_tests_and_answers() {
         pg.url("jobwatch_test")
             .starts_with("postgres://postgres@127.0.0.1:")
     );
+}
+
+/// `[state] url` with `sslmode=require`: the connection is TLS, verified
+/// against `sslrootcert`; a server whose certificate another CA signed is
+/// refused with rustls's reason, and the password is in no error.
+#[tokio::test]
+async fn a_tls_database_is_verified_against_its_sslrootcert() {
+    use jobwatch::config::StateConfig;
+    use jobwatch::storage::{OpenMode, Storage};
+    let Some((pg, ca)) = Postgres::start_with_tls() else {
+        return;
+    };
+    let url = |ca: &Path| {
+        format!(
+            "postgres://postgres:pw-not-shown@127.0.0.1:{}/postgres?sslmode=require&sslrootcert={}",
+            pg.port,
+            ca.display()
+        )
+    };
+    let state = StateConfig::postgres(url(&ca).parse().expect("a valid URL"));
+    let store = Storage::open(&state, OpenMode::ReadWrite)
+        .await
+        .expect("connects over TLS");
+    assert_eq!(store.outbox_counts().await.expect("counts").pending, 0);
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'jobwatch'"
+        ),
+        "t",
+        "every connection of ours is TLS"
+    );
+
+    let other = tempfile::tempdir().expect("tempdir");
+    let wrong_ca = make_certificates(other.path());
+    let state = StateConfig::postgres(url(&wrong_ca).parse().expect("a valid URL"));
+    let refused = Storage::open(&state, OpenMode::ReadWrite)
+        .await
+        .expect_err("another CA's server is refused")
+        .to_string();
+    assert!(refused.contains("certificate"), "{refused}");
+    assert!(!refused.contains("pw-not-shown"), "{refused}");
 }

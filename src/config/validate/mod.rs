@@ -110,7 +110,8 @@ fn run(mut ck: Checker<'_>, raw: RawConfig, sdk: SdkEnv) -> Result<Loaded, Confi
     let auth = auth::check(&mut ck, &root.f("auth"), raw.auth, &sdk);
     let accounts = accounts::check(&mut ck, &root.f("accounts"), raw.accounts);
     let state = sections::state(&mut ck, &root.f("state"), raw.state);
-    let cluster = sections::cluster(&mut ck, &root.f("cluster"), raw.cluster);
+    let shared = state.url.is_some();
+    let cluster = sections::cluster(&mut ck, &root.f("cluster"), raw.cluster, shared);
     let poll = sections::poll(&mut ck, &root.f("poll"), raw.poll);
     let delivery = sections::delivery(&mut ck, &root.f("delivery"), raw.delivery);
     let log = sections::log(&mut ck, &root.f("log"), raw.log);

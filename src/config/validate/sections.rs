@@ -53,7 +53,20 @@ pub(super) fn state(ck: &mut Checker<'_>, key: &KeyPath, raw: RawState) -> State
     StateConfig { path, url }
 }
 
-pub(super) fn cluster(ck: &mut Checker<'_>, key: &KeyPath, raw: RawCluster) -> ClusterConfig {
+/// `[cluster]`; `shared`: the state is a database replicas share.
+pub(super) fn cluster(
+    ck: &mut Checker<'_>,
+    key: &KeyPath,
+    raw: RawCluster,
+    shared: bool,
+) -> ClusterConfig {
+    if raw.lease.is_some() && !shared {
+        ck.warn(format!(
+            "{}: has no effect with a state file (one daemon polls alone); replicas share a \
+             PostgreSQL state (state.url)",
+            key.f("lease")
+        ));
+    }
     ClusterConfig {
         lease: ck.duration(
             &key.f("lease"),

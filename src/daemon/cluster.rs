@@ -70,6 +70,9 @@ pub struct Membership {
     metrics: Arc<Metrics>,
     /// Told whether the beats reach the database (`/readyz`).
     health: Arc<Health>,
+    /// Shutting down: polling has stopped, so no target lease is taken or
+    /// kept; the beat goes on for the claims of deliveries finishing.
+    polling_stopped: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Membership {
@@ -100,6 +103,23 @@ impl Membership {
             published: Mutex::new(HashMap::new()),
             metrics,
             health,
+            polling_stopped: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Polling has stopped (shutdown): leaves the members and gives every
+    /// target lease up now, so the others take the targets at their next
+    /// beat while this replica's deliveries finish (their claims are still
+    /// renewed).
+    pub async fn stop_polling(&self) {
+        self.polling_stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for held in lock(&self.targets).values_mut() {
+            held.granted = None;
+            held.gate.send_replace(None);
+        }
+        if let Err(e) = self.store.leave(&self.member).await {
+            tracing::warn!(error = %e, "cluster: cannot give the leases up; they run out instead");
         }
     }
 
@@ -212,6 +232,13 @@ impl Membership {
     }
 
     async fn beat(&self) -> Result<(), crate::storage::StoreError> {
+        if self
+            .polling_stopped
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // No longer a member: only what is still being sent is ours.
+            return self.renew_claims().await;
+        }
         let members = self
             .store
             .beat(&self.member, &self.host, self.lease)
@@ -271,9 +298,14 @@ impl Membership {
         }
         self.metrics.cluster_targets_owned.set(owned);
         self.share(ids.len() as u32).await?;
-        let store = self.store.store();
+        self.renew_claims().await
+    }
+
+    /// Keeps the dispatcher's claims for another lease.
+    async fn renew_claims(&self) -> Result<(), crate::storage::StoreError> {
         let until = jiff::Timestamp::now() + self.lease;
-        store
+        self.store
+            .store()
             .renew_claims(&Owner::named(self.member.to_string()), until)
             .await?;
         Ok(())

@@ -196,6 +196,9 @@ pub async fn run(
     systemd.stopping();
     health.stopping.store(true, Ordering::Relaxed);
     pollers.stop().await;
+    if let Some(membership) = &membership {
+        membership.stop_polling().await;
+    }
     stop_all.cancel();
     // What only waits for a rate or a receiver's pause stays queued; the
     // grace is for what is being sent.
@@ -211,7 +214,7 @@ pub async fn run(
             "deliveries still under way after shutdown_grace; they stay queued and go out after the restart"
         );
     }
-    // Leases go last: the others take this replica's targets at once.
+    // The membership goes last: it renews the claims of what was sending.
     stop_cluster.cancel();
     stop_server.cancel();
     services.close();

@@ -165,18 +165,26 @@ impl ClusterStore {
         Ok(())
     }
 
-    /// Leaves the cluster: every lease of `member` is free at once and it
-    /// is no longer a member, so the others take its targets at their next
-    /// renewal rather than after the lease.
-    pub async fn leave(&self, member: &str) -> Result<(), StoreError> {
-        let client = self.store.client().await?;
-        client
+    /// Frees every target lease of `member` at once: the others take its
+    /// targets at their next beat rather than after the lease.
+    pub async fn release_all(&self, member: &str) -> Result<(), StoreError> {
+        self.store
+            .client()
+            .await?
             .execute(
                 "UPDATE target_leases SET owner = NULL, expires_at = now() WHERE owner = $1",
                 &[&member],
             )
             .await
-            .map_err(pg("leave the cluster"))?;
+            .map_err(pg("release the leases"))?;
+        Ok(())
+    }
+
+    /// Leaves the cluster: every lease of `member` is free at once and it
+    /// is no longer a member.
+    pub async fn leave(&self, member: &str) -> Result<(), StoreError> {
+        self.release_all(member).await?;
+        let client = self.store.client().await?;
         client
             .execute("DELETE FROM members WHERE id = $1", &[&member])
             .await

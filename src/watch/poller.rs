@@ -432,6 +432,14 @@ pub async fn poll_loop(
             state = TargetState::for_loop(&ctx);
             state.fence = Fence::Sole;
             beat(&target, Beat::Released);
+            // A commit refused while the gate still says ours (the
+            // membership has not heard yet) is not retried at once: the
+            // next try waits for the gate to change, or an active interval.
+            tokio::select! {
+                _ = gate.changed() => {}
+                _ = tokio::time::sleep(pace.active_interval) => {}
+                _ = shutdown.cancelled() => return,
+            }
             continue;
         }
         let poll_labels = |result| PollLabels {

@@ -59,6 +59,12 @@ fn cluster_config(sim: &Sim, hook: &str, url: &str, budget: u64) -> String {
         )
 }
 
+/// Writes [`cluster_config`] to `path`.
+fn write_cluster_config(path: &Path, sim: &Sim, hook: &str, pg: &Postgres, budget: u64) {
+    std::fs::write(path, cluster_config(sim, hook, &pg.url("postgres"), budget))
+        .expect("write config");
+}
+
 /// One lease as the database has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Held {
@@ -258,30 +264,15 @@ async fn three_replicas_share_the_targets_survive_sigkills_and_hold_the_budget()
     })
     .await;
     let recorder = Recorder::start().await;
-    let mut driver = Driver {
-        sim: &sim,
-        rng: StdRng::seed_from_u64(0x636c_7573),
-        status: BTreeMap::new(),
-        open: Vec::new(),
-        baseline: BTreeSet::new(),
-        job_types: JOB_TYPES,
-    };
+    let mut driver = Driver::new(&sim, 0x636c_7573, JOB_TYPES);
     driver.create_parent().await;
     driver.create_parent().await;
     driver.baseline = driver.status.keys().cloned().collect();
     let before_baseline = driver.baseline.clone();
 
     let config = dir.path().join("jobwatch.toml");
-    std::fs::write(
-        &config,
-        cluster_config(
-            &sim,
-            &format!("{}/hook", recorder.url),
-            &pg.url("postgres"),
-            BUDGET,
-        ),
-    )
-    .expect("write config");
+    let hook = format!("{}/hook", recorder.url);
+    write_cluster_config(&config, &sim, &hook, &pg, BUDGET);
     let log = |i: usize| dir.path().join(format!("replica-{i}.log"));
     let mut replicas: Vec<Replica> = (0..3).map(|i| Replica::start(&config, log(i))).collect();
     let mut restarts = 3;
@@ -332,16 +323,7 @@ async fn three_replicas_share_the_targets_survive_sigkills_and_hold_the_budget()
 
     // For the kills, a budget that does not bind (a reload): how soon a
     // target is polled again is then the lease's doing, not the budget's.
-    std::fs::write(
-        &config,
-        cluster_config(
-            &sim,
-            &format!("{}/hook", recorder.url),
-            &pg.url("postgres"),
-            6000,
-        ),
-    )
-    .expect("write config");
+    write_cluster_config(&config, &sim, &hook, &pg, 6000);
     for replica in &replicas {
         replica.daemon.signal("HUP");
     }
@@ -620,25 +602,9 @@ async fn a_replica_waits_out_its_database_and_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = Sim::start(SimOptions::default()).await;
     let recorder = Recorder::start().await;
-    let mut driver = Driver {
-        sim: &sim,
-        rng: StdRng::seed_from_u64(0x6f75_7461),
-        status: BTreeMap::new(),
-        open: Vec::new(),
-        baseline: BTreeSet::new(),
-        job_types: &["CREATE_SERVER", "DELETE_SERVER"],
-    };
+    let mut driver = Driver::new(&sim, 0x6f75_7461, &["CREATE_SERVER", "DELETE_SERVER"]);
     let config = dir.path().join("jobwatch.toml");
-    std::fs::write(
-        &config,
-        cluster_config(
-            &sim,
-            &format!("{}/hook", recorder.url),
-            &pg.url("postgres"),
-            6000,
-        ),
-    )
-    .expect("write config");
+    write_cluster_config(&config, &sim, &format!("{}/hook", recorder.url), &pg, 6000);
     let mut replica = Replica::start(&config, dir.path().join("replica.log"));
     let addr = replica.daemon.served_addr(WITHIN).await;
     baselined(&pg).await;
@@ -710,14 +676,7 @@ async fn state_migrate_moves_a_file_to_a_cluster_that_delivers_the_rest() {
             .collect(),
     )
     .await;
-    let mut driver = Driver {
-        sim: &sim,
-        rng: StdRng::seed_from_u64(0x6d69_6772),
-        status: BTreeMap::new(),
-        open: Vec::new(),
-        baseline: BTreeSet::new(),
-        job_types: &["CREATE_SERVER"],
-    };
+    let mut driver = Driver::new(&sim, 0x6d69_6772, &["CREATE_SERVER"]);
     driver.create_parent().await;
     driver.baseline = driver.status.keys().cloned().collect();
     let before_baseline = driver.baseline.clone();
@@ -948,4 +907,52 @@ async fn a_receivers_throttle_seen_by_one_replica_holds_them_all() {
         inside.is_empty(),
         "requests {inside:?} after the 429 (Retry-After: {pause:?}, told within {told:?})"
     );
+}
+
+/// SIGTERM: a replica gives its targets up as soon as it stops polling,
+/// not when its last delivery is done, so the others poll them while it
+/// drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_replica_hands_its_targets_over_while_its_deliveries_finish() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Sim::start(SimOptions::default()).await;
+    let recorder = Recorder::start().await;
+    let config = dir.path().join("jobwatch.toml");
+    write_cluster_config(&config, &sim, &format!("{}/hook", recorder.url), &pg, 6000);
+    let mut replicas: Vec<Replica> = (0..2)
+        .map(|i| Replica::start(&config, dir.path().join(format!("replica-{i}.log"))))
+        .collect();
+    baselined(&pg).await;
+    let leases = settled(&pg, 2).await;
+    let stopping = (0..2)
+        .find(|i| leases.iter().any(|l| replicas[*i].holds(l)))
+        .expect("a replica holds targets");
+    // Slow deliveries on every target: both replicas have some under way,
+    // longer than the 5 s shutdown grace, so the stopping one drains for it.
+    recorder.set_delay(Duration::from_secs(8));
+    for job_type in JOB_TYPES {
+        sim.create_waiting(job_type, 2).await;
+    }
+    eventually(WITHIN, "deliveries under way", || {
+        let n = recorder.in_flight();
+        async move { (n >= 2 * HOOK_CONCURRENCY - 1).then_some(()) }
+    })
+    .await;
+    replicas[stopping].daemon.signal("TERM");
+    eventually(WITHIN, "the other replica to hold every target", || {
+        let leases = leases_live(&pg);
+        let all =
+            leases.len() == JOB_TYPES.len() && leases.iter().all(|l| !replicas[stopping].holds(l));
+        async move { all.then_some(()) }
+    })
+    .await;
+    assert!(
+        replicas[stopping].daemon.exited().is_none(),
+        "the targets moved only once the stopping replica had exited"
+    );
+    let status = replicas[stopping].daemon.exit_status(WITHIN).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
 }

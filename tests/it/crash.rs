@@ -42,7 +42,19 @@ pub struct Driver<'a> {
     pub job_types: &'static [&'static str],
 }
 
-impl Driver<'_> {
+impl<'a> Driver<'a> {
+    /// A driver of `sim` with nothing made yet, seeded with `seed`.
+    pub fn new(sim: &'a Sim, seed: u64, job_types: &'static [&'static str]) -> Driver<'a> {
+        Driver {
+            sim,
+            rng: StdRng::seed_from_u64(seed),
+            status: BTreeMap::new(),
+            open: Vec::new(),
+            baseline: BTreeSet::new(),
+            job_types,
+        }
+    }
+
     /// The status each sub-job's latest event must carry: every sub-job
     /// made after the baseline, and every baseline one that has moved.
     pub fn owed(&self) -> impl Iterator<Item = (&String, &&'static str)> {
@@ -263,14 +275,7 @@ async fn sigkill_at_any_moment_loses_nothing_invents_nothing_and_repeats_little(
     })
     .await;
     let recorder = Recorder::start().await;
-    let mut driver = Driver {
-        sim: &sim,
-        rng: StdRng::seed_from_u64(SEED),
-        status: BTreeMap::new(),
-        open: Vec::new(),
-        baseline: BTreeSet::new(),
-        job_types: &["CREATE_SERVER"],
-    };
+    let mut driver = Driver::new(&sim, SEED, &["CREATE_SERVER"]);
     // Sub-jobs under way before the daemon's first scan: the baseline.
     driver.create_parent().await;
     driver.baseline = driver.status.keys().cloned().collect();

@@ -25,7 +25,7 @@ use tokio_postgres::types::ToSql;
 use crate::cloud::model::{Status, SubJob};
 use crate::storage::records::{
     CycleCommit, CycleWrite, DueRef, Export, Fence, OutboxRow, OutboxState, Outcome, Owner,
-    PendingOutlook, TargetSummary, time_text,
+    PendingOutlook, TargetSummary, summarize, time_text,
 };
 use crate::store::StoreError;
 use crate::watch::diff::keep_job_id;
@@ -704,17 +704,6 @@ impl PgStore {
             .await
     }
 
-    /// Every outbox row with an id above `after`, by id, `limit` at most
-    /// (`state migrate` reads them this way).
-    pub async fn outbox_page(&self, after: i64, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        self.outbox_rows(
-            "read outbox",
-            "WHERE id > $1 ORDER BY id LIMIT $2",
-            &[&after, &limit],
-        )
-        .await
-    }
-
     pub async fn retry_dead(&self, ids: &[i64], now: Timestamp) -> Result<usize, StoreError> {
         let update = "UPDATE outbox SET state = 'pending', attempts = 0, queued_at = $1,
                           next_attempt_at = $1, finished_at = NULL,
@@ -785,27 +774,19 @@ impl PgStore {
             )
             .await
             .map_err(pg(context))?;
-        let mut out: Vec<TargetSummary> = Vec::new();
-        for row in rows {
-            let target = Target::new(row.get::<_, String>(0), row.get::<_, String>(1));
-            let status: Option<String> = row.get(4);
-            let n = count(row.get(5)) as usize;
-            if out.last().is_none_or(|last| last.target != target) {
-                out.push(TargetSummary {
-                    target,
-                    baselined: row.get(2),
-                    updated_at: parse_time(context, row.get(3))?,
-                    tracked: 0,
-                    active: 0,
-                });
-            }
-            let summary = out.last_mut().expect("a summary for this target");
-            summary.tracked += n;
-            if status.is_some_and(|s| Status::from(s).is_active()) {
-                summary.active += n;
-            }
-        }
-        Ok(out)
+        let counts = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    Target::new(row.get::<_, String>(0), row.get::<_, String>(1)),
+                    row.get(2),
+                    parse_time(context, row.get(3))?,
+                    row.get(4),
+                    count(row.get(5)) as usize,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(summarize(counts))
     }
 
     pub async fn forget_target(&self, target: &Target) -> Result<usize, StoreError> {

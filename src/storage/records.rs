@@ -92,6 +92,35 @@ pub struct TargetSummary {
     pub active: usize,
 }
 
+/// A target's snapshot counted by status, as both backends' `targets`
+/// query returns it: (target, baselined, updated_at, status, sub-jobs).
+pub(crate) type TargetCount = (Target, bool, Timestamp, Option<String>, usize);
+
+/// Folds [`TargetCount`] rows (grouped by target, in order) into one
+/// summary a target. Counted by status in SQL and classified here, so
+/// "active" has one definition: `Status::is_active`.
+pub(crate) fn summarize(rows: impl IntoIterator<Item = TargetCount>) -> Vec<TargetSummary> {
+    let mut out: Vec<TargetSummary> = Vec::new();
+    for (target, baselined, updated_at, status, count) in rows {
+        if out.last().is_none_or(|last| last.target != target) {
+            out.push(TargetSummary {
+                target,
+                baselined,
+                updated_at,
+                tracked: 0,
+                active: 0,
+            });
+        }
+        // Just pushed if it was missing.
+        let summary = out.last_mut().expect("a summary for this target");
+        summary.tracked += count;
+        if status.is_some_and(|s| crate::cloud::model::Status::from(s).is_active()) {
+            summary.active += count;
+        }
+    }
+    out
+}
+
 /// The outbox backlog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct OutboxCounts {

@@ -26,7 +26,9 @@ use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBeh
 
 use crate::cloud::model::{Status, SubJob};
 use crate::route::Grouping;
-use crate::storage::records::{DueRef, Export, Outcome, Owner, SnapshotRecord, TargetRecord};
+use crate::storage::records::{
+    DueRef, Export, Outcome, Owner, SnapshotRecord, TargetRecord, summarize,
+};
 use crate::watch::diff::keep_job_id;
 use crate::watch::{Change, DiffOutcome, Event, Target, TargetSnapshot, Tracked, fingerprint_json};
 
@@ -726,8 +728,7 @@ impl Store {
     /// Every target with a stored snapshot, by project then job type.
     pub fn targets(&self) -> Result<Vec<TargetSummary>, StoreError> {
         let context = "list targets";
-        // Counted by status here and classified in Rust, so "active" has
-        // one definition: `Status::is_active`.
+        // Counted by status here, classified by `summarize`.
         let mut stmt = self
             .conn
             .prepare(
@@ -748,26 +749,8 @@ impl Store {
                 Ok((target, baselined, updated_at, status, count))
             })
             .map_err(sql(context))?;
-        let mut out: Vec<TargetSummary> = Vec::new();
-        for row in rows {
-            let (target, baselined, updated_at, status, count) = row.map_err(sql(context))?;
-            if out.last().is_none_or(|last| last.target != target) {
-                out.push(TargetSummary {
-                    target,
-                    baselined,
-                    updated_at,
-                    tracked: 0,
-                    active: 0,
-                });
-            }
-            // Just pushed if it was missing.
-            let summary = out.last_mut().expect("a summary for this target");
-            summary.tracked += count;
-            if status.is_some_and(|s| Status::from(s).is_active()) {
-                summary.active += count;
-            }
-        }
-        Ok(out)
+        let rows = rows.collect::<Result<Vec<_>, _>>().map_err(sql(context))?;
+        Ok(summarize(rows))
     }
 
     /// Forgets a target's snapshot (its next scan is a new baseline). Its

@@ -390,9 +390,9 @@ async fn sigkill_at_any_moment_loses_nothing_invents_nothing_and_repeats_little(
     let Truth {
         copies,
         transitions,
+        duplicates,
     } = check_truth(&true_events, &got, &driver, &before_baseline);
     // (c) Repeats only of what was in flight when the process died.
-    let duplicates: usize = copies.values().map(|n| n - 1).sum();
     let bound = h.kills.len() * HOOK_CONCURRENCY;
 
     println!(
@@ -498,6 +498,8 @@ pub struct Truth {
     pub copies: HashMap<String, usize>,
     /// True transitions of the driver's sub-jobs after their creation.
     pub transitions: usize,
+    /// Deliveries beyond the first of each event id.
+    pub duplicates: usize,
 }
 
 /// Checks what the receiver `got` against the simulator's `true_events`:
@@ -592,8 +594,10 @@ pub fn check_truth(
     for (transition, ids) in &ids_by_transition {
         assert_eq!(ids.len(), 1, "{transition:?} went out as {ids:?}");
     }
+    let duplicates = copies.values().map(|n| n - 1).sum();
     Truth {
         copies,
         transitions,
+        duplicates,
     }
 }

@@ -52,15 +52,13 @@ impl Postgres {
     /// cluster's directory (owned by `postgres`).
     fn start_with(extra: impl FnOnce(&Path) -> String) -> Option<Postgres> {
         let Some(bin) = server_bin() else {
-            eprintln!(
-                "skipped: no PostgreSQL server (Debian's `postgresql` package; .ci/run installs it)"
+            return skip(
+                "no PostgreSQL server (Debian's `postgresql` package; .ci/run installs it)",
             );
-            return None;
         };
         // SAFETY: geteuid only reads the process's credentials.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: starting PostgreSQL as its own user needs root (CI runs as root)");
-            return None;
+            return skip("starting PostgreSQL as its own user needs root (CI runs as root)");
         }
         let dir = tempfile::tempdir().expect("a temporary directory");
         let owner = user_ids("postgres").expect("the postgresql package makes a postgres user");
@@ -309,6 +307,17 @@ pub fn make_certificates(dir: &Path) -> PathBuf {
     )
     .expect("chmod the key");
     dir.join("ca.pem")
+}
+
+/// Says in one line why no server starts here, and starts none; under
+/// `.ci/run` (`CI_REQUIRE_POSTGRES=1`) that is a failure, so CI can never
+/// pass with the PostgreSQL tests skipped.
+fn skip<T>(why: &str) -> Option<T> {
+    if std::env::var_os("CI_REQUIRE_POSTGRES").is_some_and(|v| v == "1") {
+        panic!("CI_REQUIRE_POSTGRES=1, but {why}");
+    }
+    eprintln!("skipped: {why}");
+    None
 }
 
 /// A user's uid and gid, from the password database.

@@ -70,7 +70,7 @@ async fn measure(url: &str, strategy: Strategy) -> Row {
     let ctx = CycleContext {
         client: Arc::new(client),
         store: store.into(),
-        router: Router::new(vec![]),
+        router: Router::from_routes(vec![]),
         diff: DiffSettings::default(),
         metrics: Arc::new(Metrics::new()),
         dry_run: false,

@@ -12,6 +12,7 @@ pub mod ratelimit;
 pub mod retry;
 pub mod route;
 pub mod secret;
+pub mod silence;
 pub mod sim;
 pub mod storage;
 pub mod store;

@@ -8,7 +8,7 @@
 //! The store keeps the key and the time as data; the dispatcher and the
 //! message wording ask this module what they mean.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::cloud::model::{JobType, Status};
+use crate::silence::{Hold, Silence, TimeInterval};
 use crate::watch::event::{Event, EventKind};
 
 /// One `[[routes]]` entry.
@@ -50,6 +51,10 @@ pub struct Route {
     )]
     pub group_window: Option<Duration>,
     pub group_by: GroupBy,
+    /// `[time_intervals]` names: while one holds, what the route takes is
+    /// recorded as held and not sent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mute_time_intervals: Vec<String>,
 }
 
 impl Route {
@@ -88,28 +93,61 @@ pub enum GroupBy {
     JobId,
 }
 
-/// Which notifiers an event goes to, by the configured routes.
-#[derive(Debug, Clone, Default)]
+/// Which notifiers an event goes to, by the configured routes, and what
+/// holds it back from them.
+#[derive(Debug, Clone)]
 pub struct Router {
     routes: Vec<Route>,
+    /// `[time_intervals.NAME]`, which routes' `mute_time_intervals` name.
+    intervals: BTreeMap<String, TimeInterval>,
+    /// `delivery.timezone`: the zone the intervals' days and times are in.
+    timezone: jiff::tz::TimeZone,
 }
 
 /// One event for one notifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routed {
     pub notifier: String,
+    /// The index of the route that sent it there.
+    pub route: usize,
     /// `Some` when the route groups (`group_window`).
     pub group: Option<Grouping>,
+    /// `Some`: a silence or the route's maintenance window holds it; it is
+    /// recorded in the history and never sent.
+    pub held: Option<Hold>,
 }
 
 impl Router {
-    pub fn new(routes: Vec<Route>) -> Router {
-        Router { routes }
+    pub fn new(
+        routes: Vec<Route>,
+        intervals: BTreeMap<String, TimeInterval>,
+        timezone: jiff::tz::TimeZone,
+    ) -> Router {
+        Router {
+            routes,
+            intervals,
+            timezone,
+        }
+    }
+
+    /// Routes alone: no maintenance windows.
+    pub fn from_routes(routes: Vec<Route>) -> Router {
+        Router::new(routes, BTreeMap::new(), jiff::tz::TimeZone::UTC)
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
     }
 
     /// Every notifier the event is routed to, once each (the first route
-    /// naming a notifier decides its grouping).
-    pub fn route(&self, event: &Event) -> Vec<Routed> {
+    /// naming a notifier decides its grouping), each with what holds it at
+    /// `now`: the first of `silences` that matches, else the first of its
+    /// route's maintenance windows that is on.
+    pub fn route(&self, event: &Event, now: Timestamp, silences: &[Silence]) -> Vec<Routed> {
+        let silenced = silences
+            .iter()
+            .find(|s| s.holds(event, now))
+            .map(|s| Hold::Silence(s.id));
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
         for (index, route) in self.routes.iter().enumerate() {
@@ -120,11 +158,24 @@ impl Router {
                 key: GroupKey::new(index, route.group_by, event),
                 window,
             });
+            let held = silenced.clone().or_else(|| {
+                route
+                    .mute_time_intervals
+                    .iter()
+                    .find(|name| {
+                        self.intervals
+                            .get(name.as_str())
+                            .is_some_and(|i| i.contains(now, &self.timezone))
+                    })
+                    .map(|name| Hold::Window(name.clone()))
+            });
             for notifier in &route.notify {
                 if seen.insert(notifier.clone()) {
                     out.push(Routed {
                         notifier: notifier.clone(),
+                        route: index,
                         group: group.clone(),
+                        held: held.clone(),
                     });
                 }
             }

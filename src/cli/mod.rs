@@ -7,11 +7,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub mod check;
 pub mod completions;
 pub mod demo;
+pub mod history;
 pub mod jobs;
 pub mod logging;
 pub mod notify_test;
 pub mod once;
+pub mod routes;
 pub mod run;
+pub mod silence;
 pub mod sim;
 pub mod state;
 
@@ -74,6 +77,9 @@ impl Cli {
             Command::Jobs(a) => &a.config,
             Command::NotifyTest(a) => &a.config,
             Command::State(a) => &a.config,
+            Command::History(a) => &a.config,
+            Command::Silence(a) => &a.config,
+            Command::Routes(a) => &a.config,
             Command::Sim(_) | Command::Demo(_) | Command::Completions(_) | Command::Manpage => {
                 &ConfigArg { config: None }
             }
@@ -113,6 +119,12 @@ pub enum Command {
     NotifyTest(notify_test::NotifyTestArgs),
     /// What is tracked, the outbox backlog, dead letters.
     State(state::StateArgs),
+    /// Every event kept, where it went and how each delivery went.
+    History(history::HistoryArgs),
+    /// Hold matching events for a while: add, list, expire.
+    Silence(silence::SilenceArgs),
+    /// Where an event would go: `routes test --job-type … --to …`.
+    Routes(routes::RoutesArgs),
     /// The embedded Workspace API simulator.
     Sim(sim::SimArgs),
     /// Zero-config demo: simulator, daemon, log and a local receiver.
@@ -141,6 +153,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(args) => jobs::run(&cli, args).await,
         Command::NotifyTest(args) => notify_test::run(&cli, args).await,
         Command::State(args) => state::run(&cli, args).await,
+        Command::History(args) => history::run(&cli, args).await,
+        Command::Silence(args) => silence::run(&cli, args).await,
+        Command::Routes(args) => routes::run(&cli, args).await,
         Command::Sim(args) => sim::run(args).await,
         Command::Demo(args) => demo::run(&cli, args).await,
         Command::Completions(args) => completions::completions(args),

@@ -58,6 +58,9 @@ pub struct Config {
     pub targets: Vec<TargetConfig>,
     pub notifiers: BTreeMap<String, NotifierConfig>,
     pub routes: Vec<Route>,
+    /// `[time_intervals.NAME]`: maintenance windows routes mute in.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub time_intervals: BTreeMap<String, crate::silence::TimeInterval>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<HeartbeatConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -153,14 +156,22 @@ pub struct StateConfig {
     /// `state.url`: a PostgreSQL database several replicas share.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<crate::pg::url::PgUrl>,
+    /// `state.keep_history`: how long events, delivery attempts and
+    /// expired silences are kept.
+    #[serde(serialize_with = "dur::ser")]
+    pub keep_history: Duration,
 }
 
 impl StateConfig {
+    /// The default of `state.keep_history`: 30 days.
+    pub const KEEP_HISTORY: Duration = Duration::from_secs(30 * 24 * 3600);
+
     /// One SQLite file.
     pub fn file(path: impl Into<PathBuf>) -> StateConfig {
         StateConfig {
             path: path.into(),
             url: None,
+            keep_history: StateConfig::KEEP_HISTORY,
         }
     }
 
@@ -169,6 +180,7 @@ impl StateConfig {
         StateConfig {
             path: PathBuf::new(),
             url: Some(url),
+            keep_history: StateConfig::KEEP_HISTORY,
         }
     }
 
@@ -323,6 +335,10 @@ pub struct HeartbeatConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// `server.token`: the bearer token the console and its API ask for
+    /// (required beyond loopback; actions always need it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<crate::secret::Secret>,
 }
 
 impl Config {

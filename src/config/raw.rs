@@ -52,6 +52,7 @@ pub struct RawConfig {
     pub targets: Vec<RawTarget>,
     pub notifiers: BTreeMap<String, RawNotifier>,
     pub routes: Vec<RawRoute>,
+    pub time_intervals: BTreeMap<String, RawTimeInterval>,
     pub heartbeat: Option<RawHeartbeat>,
     pub server: Option<RawServer>,
 }
@@ -118,6 +119,7 @@ pub struct RawState {
     pub path: Option<RelativePathBuf>,
     pub url: Option<Secret>,
     pub url_file: Option<RelativePathBuf>,
+    pub keep_history: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,6 +230,15 @@ pub struct RawRoute {
     pub notify: Option<Vec<String>>,
     pub group_window: Option<RawDuration>,
     pub group_by: Option<String>,
+    pub mute_time_intervals: Option<Vec<String>>,
+}
+
+/// `[time_intervals.NAME]`: a maintenance window routes can name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawTimeInterval {
+    pub weekdays: Option<Vec<String>>,
+    pub times: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,6 +252,8 @@ pub struct RawHeartbeat {
 #[serde(default)]
 pub struct RawServer {
     pub listen: Option<String>,
+    pub token: Option<Secret>,
+    pub token_file: Option<RelativePathBuf>,
 }
 
 /// A step of a key's path: a table's key or an array's index.
@@ -316,6 +329,7 @@ pub fn known_keys(parent: &[Part]) -> &'static [&'static str] {
         [k, Key(_)] => match key(k) {
             Some("accounts") => fields::<RawAccount>(),
             Some("notifiers") => fields::<RawNotifier>(),
+            Some("time_intervals") => fields::<RawTimeInterval>(),
             _ => &[],
         },
         [k, Key(_), Key(auth)] if key(k) == Some("accounts") && auth == "auth" => {

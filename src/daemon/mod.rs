@@ -129,7 +129,16 @@ pub async fn run(
     spawn_pruner(
         &services,
         store.clone(),
+        Prune::Delivered,
         keep_delivered.clone(),
+        stop_all.clone(),
+    );
+    let keep_history = Arc::new(AtomicU64::new(config.state.keep_history.as_secs()));
+    spawn_pruner(
+        &services,
+        store.clone(),
+        Prune::History,
+        keep_history.clone(),
         stop_all.clone(),
     );
     if let Some(every) = systemd.watchdog_interval() {
@@ -176,6 +185,7 @@ pub async fn run(
                         dispatcher.replace(notifiers, wiring::dispatch_settings(&new));
                         pollers = next.launch(&parts);
                         keep_delivered.store(new.delivery.keep_delivered.as_secs(), Ordering::Relaxed);
+                        keep_history.store(new.state.keep_history.as_secs(), Ordering::Relaxed);
                         config = new;
                         metrics.reloaded(true);
                         tracing::info!(targets = pollers.len(), "configuration reloaded");
@@ -455,11 +465,21 @@ fn spawn_watchdog(
     });
 }
 
-/// Deletes delivered outbox rows older than `keep` (seconds, changed by a
-/// reload), every tenth of it, between once a second and once an hour.
+/// What a pruner deletes.
+#[derive(Debug, Clone, Copy)]
+enum Prune {
+    /// Delivered outbox rows (`delivery.keep_delivered`).
+    Delivered,
+    /// Events, attempts and ended silences (`state.keep_history`).
+    History,
+}
+
+/// Deletes what `what` names once older than `keep` (seconds, changed by
+/// a reload), every tenth of it, between once a second and once an hour.
 fn spawn_pruner(
     tracker: &TaskTracker,
     store: Storage,
+    what: Prune,
     keep: Arc<AtomicU64>,
     stop: CancellationToken,
 ) {
@@ -469,10 +489,14 @@ fn spawn_pruner(
             let every = (keep_for / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
             let older_than = jiff::Timestamp::now()
                 - jiff::SignedDuration::try_from(keep_for).unwrap_or(jiff::SignedDuration::MAX);
-            match store.prune_delivered(older_than).await {
+            let pruned = match what {
+                Prune::Delivered => store.prune_delivered(older_than).await,
+                Prune::History => store.prune_history(older_than).await,
+            };
+            match pruned {
                 Ok(0) => {}
-                Ok(pruned) => tracing::debug!(pruned, "pruned delivered outbox rows"),
-                Err(e) => tracing::warn!(error = %e, "pruning delivered outbox rows failed"),
+                Ok(pruned) => tracing::debug!(pruned, ?what, "pruned old rows"),
+                Err(e) => tracing::warn!(error = %e, ?what, "pruning old rows failed"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}

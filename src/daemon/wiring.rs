@@ -77,7 +77,11 @@ pub fn cycle_contexts(
 }
 
 pub fn router(config: &Config) -> Router {
-    Router::new(config.routes.clone())
+    Router::new(
+        config.routes.clone(),
+        config.time_intervals.clone(),
+        config.delivery.timezone.clone(),
+    )
 }
 
 pub fn diff_settings(config: &Config) -> DiffSettings {

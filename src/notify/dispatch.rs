@@ -518,6 +518,7 @@ impl Dispatcher {
                 let outcome = Outcome::Retry {
                     at: next,
                     error: attempt.answer,
+                    tried: now,
                 };
                 if let Err(e) = self.record(ids, outcome).await {
                     tracing::error!(error = %e, "cannot record a retry");

@@ -23,9 +23,11 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::cloud::model::{Status, SubJob};
+use crate::silence::{NewSilence, Silence};
 use crate::storage::records::{
-    CycleCommit, CycleWrite, DueRef, Export, Fence, OutboxRow, OutboxState, Outcome, Owner,
-    PendingOutlook, TargetSummary, summarize, time_text,
+    AttemptRecord, CycleCommit, CycleWrite, DueRef, Export, Fence, HistoryEntry, HistoryQuery,
+    OutboxRow, OutboxState, Outcome, Owner, PendingOutlook, TargetSummary, assemble_history,
+    read_matchers, summarize, time_text,
 };
 use crate::store::StoreError;
 use crate::watch::diff::keep_job_id;
@@ -470,7 +472,8 @@ impl PgStore {
             .await
             .map_err(pg("write outbox"))?;
         let mut commit = CycleCommit::default();
-        for (i, routed) in routed {
+        // What a silence or window holds is in the history only.
+        for (i, routed) in routed.iter().filter(|(_, r)| r.held.is_none()) {
             let event = &outcome.events[*i];
             let group_key = routed.group.as_ref().map(|g| g.key.to_string());
             let not_before = match (&routed.group, &group_key) {
@@ -523,6 +526,41 @@ impl PgStore {
                 commit.duplicates += 1;
             } else {
                 commit.inserted += 1;
+            }
+        }
+        let routes = write.route_records();
+        if !outcome.events.is_empty() {
+            let history = tx
+                .prepare(
+                    "INSERT INTO events (event_id, project_id, job_type, sub_job_id, job_id,
+                         observed_at, payload_json, routes_json)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::json, $8::text::json)
+                     ON CONFLICT (event_id) DO NOTHING",
+                )
+                .await
+                .map_err(pg("write history"))?;
+            for (i, event) in outcome.events.iter().enumerate() {
+                let json = |e: serde_json::Error| StoreError::Value {
+                    context: "write history",
+                    error: e.to_string(),
+                };
+                let payload = serde_json::to_string(event).map_err(json)?;
+                let routes = serde_json::to_string(&routes[i]).map_err(json)?;
+                tx.execute(
+                    &history,
+                    &[
+                        &event.event_id,
+                        &event.project_id,
+                        &event.job_type.as_str(),
+                        &event.sub_job_id,
+                        &event.job_id,
+                        &time_text(event.observed_at),
+                        &payload,
+                        &routes,
+                    ],
+                )
+                .await
+                .map_err(pg("write history"))?;
             }
         }
         tx.commit().await.map_err(pg(context))?;
@@ -623,6 +661,7 @@ impl PgStore {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(pg(context))?;
             for (ids, outcome) in outcomes {
+                let (tried, verdict, answer, next) = outcome.attempt();
                 let (sql, at, text) = match outcome {
                     Outcome::Delivered { at } => (
                         "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,
@@ -632,7 +671,7 @@ impl PgStore {
                         at,
                         None,
                     ),
-                    Outcome::Retry { at, error } => (
+                    Outcome::Retry { at, error, .. } => (
                         "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2,
                              last_error = $3, claim_owner = NULL, claim_until = NULL
                          WHERE id = ANY($1) AND state = 'pending'",
@@ -648,9 +687,26 @@ impl PgStore {
                         Some(reason.as_str()),
                     ),
                 };
-                tx.execute(sql, &[ids, &time_text(*at), &text])
-                    .await
-                    .map_err(pg(context))?;
+                // The attempt goes into the history for the rows it changed.
+                let sql = format!(
+                    "WITH done AS ({sql} RETURNING id, event_id, notifier)
+                     INSERT INTO attempts (outbox_id, event_id, notifier, at, verdict, answer, next_at)
+                     SELECT id, event_id, notifier, $4, $5, $6, $7 FROM done"
+                );
+                tx.execute(
+                    &sql,
+                    &[
+                        ids,
+                        &time_text(*at),
+                        &text,
+                        &time_text(tried),
+                        &verdict,
+                        &answer,
+                        &next.map(time_text),
+                    ],
+                )
+                .await
+                .map_err(pg(context))?;
             }
             tx.commit().await.map_err(pg(context))
         }
@@ -709,15 +765,194 @@ impl PgStore {
                           next_attempt_at = $1, finished_at = NULL,
                           claim_owner = NULL, claim_until = NULL
                       WHERE state = 'dead'";
-        let client = self.client().await?;
+        let context = "requeue dead letters";
         let now = time_text(now);
-        let n = if ids.is_empty() {
-            client.execute(update, &[&now]).await
+        let filter = if ids.is_empty() {
+            ""
         } else {
-            let sql = format!("{update} AND id = ANY($2)");
+            " AND id = ANY($2)"
+        };
+        // The requeue goes into the history with the rows it changed.
+        let sql = format!(
+            "WITH done AS ({update}{filter} RETURNING id, event_id, notifier)
+             INSERT INTO attempts (outbox_id, event_id, notifier, at, verdict)
+             SELECT id, event_id, notifier, $1, 'requeued' FROM done"
+        );
+        let client = self.client().await?;
+        let n = if ids.is_empty() {
+            client.execute(&sql, &[&now]).await
+        } else {
             client.execute(&sql, &[&now, &ids]).await
         };
-        n.map(|n| n as usize).map_err(pg("requeue dead letters"))
+        n.map(|n| n as usize).map_err(pg(context))
+    }
+
+    pub async fn prune_history(&self, older_than: Timestamp) -> Result<usize, StoreError> {
+        let context = "prune history";
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg(context))?;
+        let at = time_text(older_than);
+        let mut n = 0;
+        for sql in [
+            "DELETE FROM events WHERE observed_at < $1",
+            "DELETE FROM attempts WHERE at < $1",
+            "DELETE FROM silences WHERE ends_at < $1",
+        ] {
+            n += tx.execute(sql, &[&at]).await.map_err(pg(context))?;
+        }
+        tx.commit().await.map_err(pg(context))?;
+        Ok(n as usize)
+    }
+
+    pub async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+        let context = "read history";
+        let client = self.client().await?;
+        let limit = i64::try_from(query.limit.max(1)).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT event_id, payload_json::text, routes_json::text FROM events
+                 WHERE ($1::text IS NULL OR sub_job_id = $1)
+                   AND ($2::text IS NULL OR job_id = $2 OR (job_id IS NULL AND sub_job_id = $2))
+                   AND ($3::text IS NULL OR observed_at >= $3)
+                 ORDER BY observed_at DESC, event_id DESC LIMIT $4",
+                &[
+                    &query.sub_job_id,
+                    &query.job_id,
+                    &query.since.map(time_text),
+                    &limit,
+                ],
+            )
+            .await
+            .map_err(pg(context))?;
+        let mut ids: Vec<String> = Vec::with_capacity(rows.len());
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows.iter().rev() {
+            ids.push(row.get(0));
+            events.push((row.get(1), row.get(2)));
+        }
+        let outbox = client
+            .query(
+                "SELECT id, event_id, notifier, state FROM outbox
+                 WHERE event_id = ANY($1) ORDER BY id",
+                &[&ids],
+            )
+            .await
+            .map_err(pg(context))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        let mut attempts = Vec::new();
+        for r in client
+            .query(
+                "SELECT outbox_id, event_id, notifier, at, verdict, answer, next_at
+                 FROM attempts WHERE event_id = ANY($1) ORDER BY id",
+                &[&ids],
+            )
+            .await
+            .map_err(pg(context))?
+        {
+            attempts.push((
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                AttemptRecord {
+                    at: parse_time(context, r.get::<_, &str>(3))?,
+                    verdict: r.get(4),
+                    answer: r.get(5),
+                    next_at: parse_opt_time(context, r.get(6))?,
+                },
+            ));
+        }
+        assemble_history(events, outbox, attempts)
+            .map_err(|error| StoreError::Value { context, error })
+    }
+
+    pub async fn add_silence(
+        &self,
+        new: &NewSilence,
+        now: Timestamp,
+    ) -> Result<Silence, StoreError> {
+        let context = "add silence";
+        let matchers: Vec<String> = new.matchers.iter().map(ToString::to_string).collect();
+        let matchers = serde_json::to_string(&matchers).map_err(|e| StoreError::Value {
+            context,
+            error: e.to_string(),
+        })?;
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "INSERT INTO silences (matchers, starts_at, ends_at, comment, created_by, created_at)
+                 VALUES ($1::text::json, $2, $3, $4, $5, $6) RETURNING id",
+                &[
+                    &matchers,
+                    &time_text(new.starts_at),
+                    &time_text(new.ends_at),
+                    &new.comment,
+                    &new.created_by,
+                    &time_text(now),
+                ],
+            )
+            .await
+            .map_err(pg(context))?;
+        Ok(Silence {
+            id: row.get(0),
+            matchers: new.matchers.clone(),
+            starts_at: new.starts_at,
+            ends_at: new.ends_at,
+            comment: new.comment.clone(),
+            created_by: new.created_by.clone(),
+            created_at: now,
+        })
+    }
+
+    pub async fn silences(&self, active_at: Option<Timestamp>) -> Result<Vec<Silence>, StoreError> {
+        let context = "read silences";
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, matchers::text, starts_at, ends_at, comment, created_by, created_at
+                 FROM silences
+                 WHERE $1::text IS NULL OR (starts_at <= $1 AND $1 < ends_at)
+                 ORDER BY id",
+                &[&active_at.map(time_text)],
+            )
+            .await
+            .map_err(pg(context))?;
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.get(0);
+                Ok(Silence {
+                    id,
+                    matchers: read_matchers(r.get(1)).map_err(|error| StoreError::Value {
+                        context,
+                        error: format!("silence {id}: {error}"),
+                    })?,
+                    starts_at: parse_time(context, r.get(2))?,
+                    ends_at: parse_time(context, r.get(3))?,
+                    comment: r.get(4),
+                    created_by: r.get(5),
+                    created_at: parse_time(context, r.get(6))?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn expire_silence(
+        &self,
+        id: i64,
+        now: Timestamp,
+    ) -> Result<Option<Silence>, StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE silences SET ends_at = $2 WHERE id = $1 AND ends_at > $2",
+                &[&id, &time_text(now)],
+            )
+            .await
+            .map_err(pg("expire silence"))?;
+        Ok(self.silences(None).await?.into_iter().find(|s| s.id == id))
     }
 
     pub async fn pending_outlook(&self) -> Result<PendingOutlook, StoreError> {

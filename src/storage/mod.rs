@@ -30,9 +30,12 @@ use crate::watch::{Target, TargetSnapshot};
 pub use crate::pg::cluster::{ClusterStore, LeaseRow, MemberRow};
 pub use crate::store::StoreError;
 pub use records::{
-    CycleCommit, CycleWrite, DueRef, Export, Fence, Lease, OutboxCounts, OutboxRow, OutboxState,
-    Outcome, Owner, PendingOutlook, TargetSummary,
+    AttemptRecord, CycleCommit, CycleWrite, DeliveryRecord, DueRef, Export, Fence, HistoryEntry,
+    HistoryQuery, Lease, OutboxCounts, OutboxRow, OutboxState, Outcome, Owner, PendingOutlook,
+    RouteRecord, TargetSummary,
 };
+
+use crate::silence::{NewSilence, Silence};
 
 /// How to open the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +144,7 @@ impl Storage {
         match self {
             Storage::Sqlite(s) => {
                 s.call(move |s| {
+                    let routes = write.route_records();
                     let CycleWrite {
                         target,
                         outcome,
@@ -149,15 +153,17 @@ impl Storage {
                         // SQLite's fence is its file lock.
                         fence: _,
                     } = &write;
+                    // What a silence or window holds is in the history only.
                     let deliveries: Vec<Delivery<'_>> = routed
                         .iter()
+                        .filter(|(_, r)| r.held.is_none())
                         .map(|(i, r)| Delivery {
                             event: &outcome.events[*i],
                             notifier: &r.notifier,
                             group: r.group.as_ref(),
                         })
                         .collect();
-                    s.commit_cycle(target, outcome, &deliveries, *now)
+                    s.commit_routed(target, outcome, &deliveries, &routes, *now)
                 })
                 .await
             }
@@ -341,6 +347,65 @@ impl Storage {
         match self {
             Storage::Sqlite(s) => s.call(move |s| s.purge_dead(older_than)).await,
             Storage::Postgres(p) => p.purge_dead(older_than).await,
+        }
+    }
+
+    /// The history `query` asks for: events with their routes and
+    /// deliveries, oldest first.
+    pub async fn history(&self, query: HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+        match self {
+            Storage::Sqlite(s) => s.call(move |s| s.history(&query)).await,
+            Storage::Postgres(p) => p.history(&query).await,
+        }
+    }
+
+    /// Deletes events and attempts from before `older_than`, and silences
+    /// that ended before it.
+    pub async fn prune_history(&self, older_than: Timestamp) -> Result<usize, StoreError> {
+        match self {
+            Storage::Sqlite(s) => s.call(move |s| s.prune_history(older_than)).await,
+            Storage::Postgres(p) => p.prune_history(older_than).await,
+        }
+    }
+
+    /// Adds a silence; returns it with its id.
+    pub async fn add_silence(
+        &self,
+        new: NewSilence,
+        now: Timestamp,
+    ) -> Result<Silence, StoreError> {
+        match self {
+            Storage::Sqlite(s) => s.call(move |s| s.add_silence(&new, now)).await,
+            Storage::Postgres(p) => p.add_silence(&new, now).await,
+        }
+    }
+
+    /// Every silence kept, by id (expired ones until the history is pruned).
+    pub async fn silences(&self) -> Result<Vec<Silence>, StoreError> {
+        match self {
+            Storage::Sqlite(s) => s.call(|s| s.silences(None)).await,
+            Storage::Postgres(p) => p.silences(None).await,
+        }
+    }
+
+    /// The silences active at `now`: what routing holds events by.
+    pub async fn active_silences(&self, now: Timestamp) -> Result<Vec<Silence>, StoreError> {
+        match self {
+            Storage::Sqlite(s) => s.call(move |s| s.silences(Some(now))).await,
+            Storage::Postgres(p) => p.silences(Some(now)).await,
+        }
+    }
+
+    /// Ends silence `id` now (one already ended stays as it is); `None`
+    /// if there is no such silence.
+    pub async fn expire_silence(
+        &self,
+        id: i64,
+        now: Timestamp,
+    ) -> Result<Option<Silence>, StoreError> {
+        match self {
+            Storage::Sqlite(s) => s.call(move |s| s.expire_silence(id, now)).await,
+            Storage::Postgres(p) => p.expire_silence(id, now).await,
         }
     }
 

@@ -3,8 +3,10 @@
 //! these; the [`super::Storage`] enum above the backends dispatches to one.
 
 use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
 
 use crate::route::Routed;
+use crate::silence::Hold;
 use crate::watch::{DiffOutcome, Event, Target};
 
 /// What [`Storage::commit_cycle`] wrote.
@@ -218,6 +220,8 @@ pub enum Outcome {
     Retry {
         at: Timestamp,
         error: String,
+        /// When the attempt that failed was made (the history's time).
+        tried: Timestamp,
     },
     /// A permanent failure or `max_age` reached: a dead letter, with the
     /// receiver's words kept.
@@ -225,6 +229,166 @@ pub enum Outcome {
         at: Timestamp,
         reason: String,
     },
+}
+
+impl Outcome {
+    /// When the attempt was made, its verdict as the history names it,
+    /// the receiver's answer and the next attempt.
+    pub(crate) fn attempt(&self) -> (Timestamp, &'static str, Option<&str>, Option<Timestamp>) {
+        match self {
+            Outcome::Delivered { at } => (*at, "delivered", None, None),
+            Outcome::Retry { at, error, tried } => (*tried, "retry", Some(error), Some(*at)),
+            Outcome::Dead { at, reason } => (*at, "dead", Some(reason), None),
+        }
+    }
+}
+
+/// Where one route sent one event, as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteRecord {
+    pub route: usize,
+    pub notifier: String,
+    /// The group it joined (`routes[N]`, `routes[N]/PROJECT/JOB`).
+    #[serde(default)]
+    pub group_key: Option<String>,
+    /// What held it back, if anything: then it was never sent.
+    #[serde(default)]
+    pub held: Option<Hold>,
+}
+
+impl CycleWrite {
+    /// The routes each event of this cycle took, by event index: what the
+    /// history records beside the event (held ones included).
+    pub(crate) fn route_records(&self) -> Vec<Vec<RouteRecord>> {
+        let mut out = vec![Vec::new(); self.outcome.events.len()];
+        for (i, r) in &self.routed {
+            if let Some(list) = out.get_mut(*i) {
+                list.push(RouteRecord {
+                    route: r.route,
+                    notifier: r.notifier.clone(),
+                    group_key: r.group.as_ref().map(|g| g.key.to_string()),
+                    held: r.held.clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Which events `history` returns: every filter given must match; the
+/// newest `limit`, listed oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub sub_job_id: Option<String>,
+    /// A parent job: its sub-jobs' events (and a sub-job's own id when the
+    /// API gave it no parent).
+    pub job_id: Option<String>,
+    pub since: Option<Timestamp>,
+    pub limit: usize,
+}
+
+/// One delivery attempt, or an operator's requeue, as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptRecord {
+    pub at: Timestamp,
+    /// `delivered`, `retry`, `dead` or `requeued`.
+    pub verdict: String,
+    /// The receiver's answer (or why it was given up).
+    pub answer: Option<String>,
+    /// For `retry`: when the next attempt was due.
+    pub next_at: Option<Timestamp>,
+}
+
+/// One event's delivery to one notifier: its outbox row's state (absent
+/// once the row is pruned) and every attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryRecord {
+    pub outbox_id: i64,
+    pub notifier: String,
+    /// `pending`, `delivered` or `dead`; `None` once the row was pruned
+    /// (the attempts still say how it went).
+    pub state: Option<&'static str>,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// One event in the history: what was observed, where the routes sent it
+/// (and what held it), and how each delivery went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryEntry {
+    pub event: Event,
+    pub routes: Vec<RouteRecord>,
+    pub deliveries: Vec<DeliveryRecord>,
+}
+
+/// Assembles history entries from a backend's rows: events (with their
+/// routes' JSON), outbox rows (id, event id, notifier, state) and
+/// attempts (outbox id, event id, notifier, the attempt), each in order.
+pub(crate) fn assemble_history(
+    events: Vec<(String, String)>,
+    outbox: Vec<(i64, String, String, String)>,
+    attempts: Vec<(i64, String, String, AttemptRecord)>,
+) -> Result<Vec<HistoryEntry>, String> {
+    let mut out = Vec::with_capacity(events.len());
+    for (payload, routes) in events {
+        let event: Event = serde_json::from_str(&payload)
+            .map_err(|e| format!("a stored event does not read: {e}"))?;
+        let routes: Vec<RouteRecord> = serde_json::from_str(&routes).map_err(|e| {
+            format!(
+                "event {}: its stored routes do not read: {e}",
+                event.event_id
+            )
+        })?;
+        let mut deliveries: Vec<DeliveryRecord> = Vec::new();
+        for (id, event_id, notifier, state) in &outbox {
+            if *event_id == event.event_id {
+                let state = match state.as_str() {
+                    "pending" => OutboxState::Pending,
+                    "delivered" => OutboxState::Delivered,
+                    _ => OutboxState::Dead,
+                };
+                deliveries.push(DeliveryRecord {
+                    outbox_id: *id,
+                    notifier: notifier.clone(),
+                    state: Some(state.as_str()),
+                    attempts: Vec::new(),
+                });
+            }
+        }
+        for (outbox_id, event_id, notifier, attempt) in &attempts {
+            if *event_id != event.event_id {
+                continue;
+            }
+            match deliveries.iter_mut().find(|d| d.outbox_id == *outbox_id) {
+                Some(d) => d.attempts.push(attempt.clone()),
+                None => deliveries.push(DeliveryRecord {
+                    outbox_id: *outbox_id,
+                    notifier: notifier.clone(),
+                    state: None,
+                    attempts: vec![attempt.clone()],
+                }),
+            }
+        }
+        deliveries.sort_by_key(|d| d.outbox_id);
+        out.push(HistoryEntry {
+            event,
+            routes,
+            deliveries,
+        });
+    }
+    Ok(out)
+}
+
+/// A silence's matchers as stored: a JSON list of their texts.
+pub(crate) fn read_matchers(text: &str) -> Result<Vec<crate::silence::Matcher>, String> {
+    let texts: Vec<String> =
+        serde_json::from_str(text).map_err(|e| format!("its matchers do not read: {e}"))?;
+    texts
+        .iter()
+        .map(|t| {
+            t.parse()
+                .map_err(|e: crate::silence::MatcherError| e.to_string())
+        })
+        .collect()
 }
 
 /// A target's row, whole, as `state migrate` copies it.

@@ -26,8 +26,10 @@ use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBeh
 
 use crate::cloud::model::{Status, SubJob};
 use crate::route::Grouping;
+use crate::silence::{NewSilence, Silence};
 use crate::storage::records::{
-    DueRef, Export, Outcome, Owner, SnapshotRecord, TargetRecord, summarize,
+    AttemptRecord, DueRef, Export, HistoryEntry, HistoryQuery, Outcome, Owner, RouteRecord,
+    SnapshotRecord, TargetRecord, assemble_history, summarize,
 };
 use crate::watch::diff::keep_job_id;
 use crate::watch::{Change, DiffOutcome, Event, Target, TargetSnapshot, Tracked, fingerprint_json};
@@ -455,6 +457,41 @@ impl Store {
         deliveries: &[Delivery<'_>],
         now: Timestamp,
     ) -> Result<CycleCommit, StoreError> {
+        // The history's routes, as far as the deliveries tell them: the
+        // route's index is in a group's key, else it reads as route 0.
+        let mut routes = vec![Vec::new(); outcome.events.len()];
+        for d in deliveries {
+            if let Some(i) = outcome
+                .events
+                .iter()
+                .position(|e| e.event_id == d.event.event_id)
+            {
+                let route = match d.group.map(|g| &g.key) {
+                    Some(crate::route::GroupKey::Route { route })
+                    | Some(crate::route::GroupKey::Job { route, .. }) => *route,
+                    _ => 0,
+                };
+                routes[i].push(RouteRecord {
+                    route,
+                    notifier: d.notifier.to_owned(),
+                    group_key: d.group.map(|g| g.key.to_string()),
+                    held: None,
+                });
+            }
+        }
+        self.commit_routed(target, outcome, deliveries, &routes, now)
+    }
+
+    /// As [`Store::commit_cycle`], with each event's routes for the
+    /// history given (held ones among them; `deliveries` are those sent).
+    pub fn commit_routed(
+        &mut self,
+        target: &Target,
+        outcome: &DiffOutcome,
+        deliveries: &[Delivery<'_>],
+        routes: &[Vec<RouteRecord>],
+        now: Timestamp,
+    ) -> Result<CycleCommit, StoreError> {
         // IMMEDIATE: take the write lock up front, so a concurrent writer
         // makes us wait (busy_timeout) rather than fail halfway.
         let tx = self
@@ -463,6 +500,7 @@ impl Store {
             .map_err(sql("begin cycle"))?;
         // On error `tx` is dropped, which rolls everything back.
         let commit = write_cycle(&tx, target, outcome, deliveries, now)?;
+        write_events(&tx, outcome, routes)?;
         tx.commit().map_err(sql("commit cycle"))?;
         Ok(commit)
     }
@@ -640,6 +678,7 @@ impl Store {
         let outcome = Outcome::Retry {
             at: next_attempt_at,
             error: error.to_owned(),
+            tried: Timestamp::now(),
         };
         mark(&self.conn, id, &outcome)
     }
@@ -660,18 +699,30 @@ impl Store {
     pub fn retry_dead(&mut self, ids: &[i64], now: Timestamp) -> Result<usize, StoreError> {
         let context = "requeue dead letters";
         let tx = self.conn.transaction().map_err(sql(context))?;
+        // The history first, while the rows still say `dead`.
+        let note = "INSERT INTO attempts (outbox_id, event_id, notifier, at, verdict)
+                    SELECT id, event_id, notifier, ?1, 'requeued' FROM outbox
+                    WHERE state = 'dead'";
         let update = "UPDATE outbox SET state = 'pending', attempts = 0, queued_at = ?1,
                           next_attempt_at = ?1, finished_at = NULL
                       WHERE state = 'dead'";
         let n = if ids.is_empty() {
+            tx.execute(note, params![DbTime(now)])
+                .map_err(sql(context))?;
             tx.execute(update, params![DbTime(now)])
                 .map_err(sql(context))?
         } else {
+            let mut noted = tx
+                .prepare(&format!("{note} AND id = ?2"))
+                .map_err(sql(context))?;
             let mut stmt = tx
                 .prepare(&format!("{update} AND id = ?2"))
                 .map_err(sql(context))?;
             let mut n = 0;
             for id in ids {
+                noted
+                    .execute(params![DbTime(now), id])
+                    .map_err(sql(context))?;
                 n += stmt
                     .execute(params![DbTime(now), id])
                     .map_err(sql(context))?;
@@ -778,6 +829,194 @@ impl Store {
     /// Deletes delivered rows finished before `older_than`. Until then they
     /// show in `state show` and keep a re-detected transition from being
     /// sent again. Returns how many were deleted.
+    /// Deletes the history (events, attempts) from before `older_than`,
+    /// and silences that ended before it. Returns how many rows went.
+    pub fn prune_history(&mut self, older_than: Timestamp) -> Result<usize, StoreError> {
+        let context = "prune history";
+        let tx = self.conn.transaction().map_err(sql(context))?;
+        let mut n = 0;
+        for stmt in [
+            "DELETE FROM events WHERE observed_at < ?1",
+            "DELETE FROM attempts WHERE at < ?1",
+            "DELETE FROM silences WHERE ends_at < ?1",
+        ] {
+            n += tx
+                .execute(stmt, params![DbTime(older_than)])
+                .map_err(sql(context))?;
+        }
+        tx.commit().map_err(sql(context))?;
+        Ok(n)
+    }
+
+    /// The events `query` asks for, each with its routes and deliveries.
+    pub fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+        let context = "read history";
+        let limit = i64::try_from(query.limit.max(1)).unwrap_or(i64::MAX);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT event_id, payload_json, routes_json FROM events
+                 WHERE (?1 IS NULL OR sub_job_id = ?1)
+                   AND (?2 IS NULL OR job_id = ?2 OR (job_id IS NULL AND sub_job_id = ?2))
+                   AND (?3 IS NULL OR observed_at >= ?3)
+                 ORDER BY observed_at DESC, rowid DESC LIMIT ?4",
+            )
+            .map_err(sql(context))?;
+        let mut events: Vec<(String, String, String)> = stmt
+            .query_map(
+                params![
+                    query.sub_job_id,
+                    query.job_id,
+                    query.since.map(DbTime),
+                    limit
+                ],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .map_err(sql(context))?
+            .collect::<Result<_, _>>()
+            .map_err(sql(context))?;
+        events.reverse();
+        let mut outbox = Vec::new();
+        let mut attempts = Vec::new();
+        let mut rows = self
+            .conn
+            .prepare_cached(
+                "SELECT id, event_id, notifier, state FROM outbox WHERE event_id = ?1 ORDER BY id",
+            )
+            .map_err(sql(context))?;
+        let mut tries = self
+            .conn
+            .prepare_cached(
+                "SELECT outbox_id, event_id, notifier, at, verdict, answer, next_at
+                 FROM attempts WHERE event_id = ?1 ORDER BY id",
+            )
+            .map_err(sql(context))?;
+        for (event_id, _, _) in &events {
+            let found = rows
+                .query_map(params![event_id], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })
+                .map_err(sql(context))?;
+            for row in found {
+                outbox.push(row.map_err(sql(context))?);
+            }
+            let found = tries
+                .query_map(params![event_id], |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        AttemptRecord {
+                            at: row.get::<_, DbTime>(3)?.0,
+                            verdict: row.get(4)?,
+                            answer: row.get(5)?,
+                            next_at: row.get::<_, Option<DbTime>>(6)?.map(|t| t.0),
+                        },
+                    ))
+                })
+                .map_err(sql(context))?;
+            for row in found {
+                attempts.push(row.map_err(sql(context))?);
+            }
+        }
+        let events = events.into_iter().map(|(_, p, r)| (p, r)).collect();
+        assemble_history(events, outbox, attempts)
+            .map_err(|e| StoreError::Value { context, error: e })
+    }
+
+    /// Adds a silence; returns it with its id.
+    pub fn add_silence(&mut self, new: &NewSilence, now: Timestamp) -> Result<Silence, StoreError> {
+        let context = "add silence";
+        let matchers: Vec<String> = new.matchers.iter().map(ToString::to_string).collect();
+        self.conn
+            .execute(
+                "INSERT INTO silences (matchers, starts_at, ends_at, comment, created_by, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    JsonCol(&matchers),
+                    DbTime(new.starts_at),
+                    DbTime(new.ends_at),
+                    new.comment,
+                    new.created_by,
+                    DbTime(now)
+                ],
+            )
+            .map_err(sql(context))?;
+        Ok(Silence {
+            id: self.conn.last_insert_rowid(),
+            matchers: new.matchers.clone(),
+            starts_at: new.starts_at,
+            ends_at: new.ends_at,
+            comment: new.comment.clone(),
+            created_by: new.created_by.clone(),
+            created_at: now,
+        })
+    }
+
+    /// Every silence kept (expired ones until the history is pruned), by
+    /// id; `active_at`: only those active then.
+    pub fn silences(&self, active_at: Option<Timestamp>) -> Result<Vec<Silence>, StoreError> {
+        let context = "read silences";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, matchers, starts_at, ends_at, comment, created_by, created_at
+                 FROM silences WHERE ?1 IS NULL OR (starts_at <= ?1 AND ?1 < ends_at)
+                 ORDER BY id",
+            )
+            .map_err(sql(context))?;
+        let rows = stmt
+            .query_map(params![active_at.map(DbTime)], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, DbTime>(2)?.0,
+                    row.get::<_, DbTime>(3)?.0,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, String>(5)?,
+                    row.get::<_, DbTime>(6)?.0,
+                ))
+            })
+            .map_err(sql(context))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, matchers, starts_at, ends_at, comment, created_by, created_at) =
+                row.map_err(sql(context))?;
+            let matchers = crate::storage::records::read_matchers(&matchers).map_err(|error| {
+                StoreError::Value {
+                    context,
+                    error: format!("silence {id}: {error}"),
+                }
+            })?;
+            out.push(Silence {
+                id,
+                matchers,
+                starts_at,
+                ends_at,
+                comment,
+                created_by,
+                created_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Ends silence `id` at `now` if it has not ended; returns it as it is
+    /// now, or `None` if there is no such silence.
+    pub fn expire_silence(
+        &mut self,
+        id: i64,
+        now: Timestamp,
+    ) -> Result<Option<Silence>, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE silences SET ends_at = ?2 WHERE id = ?1 AND ends_at > ?2",
+                params![id, DbTime(now)],
+            )
+            .map_err(sql("expire silence"))?;
+        Ok(self.silences(None)?.into_iter().find(|s| s.id == id))
+    }
+
     pub fn prune_delivered(&mut self, older_than: Timestamp) -> Result<usize, StoreError> {
         self.conn
             .execute(
@@ -1097,7 +1336,7 @@ fn mark(conn: &Connection, id: i64, outcome: &Outcome) -> Result<bool, StoreErro
             )
             .and_then(|mut stmt| stmt.execute(params![id, DbTime(*at)]))
             .map_err(sql("mark delivered"))?,
-        Outcome::Retry { at, error } => conn
+        Outcome::Retry { at, error, .. } => conn
             .prepare_cached(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2,
                      last_error = ?3
@@ -1114,7 +1353,58 @@ fn mark(conn: &Connection, id: i64, outcome: &Outcome) -> Result<bool, StoreErro
             .and_then(|mut stmt| stmt.execute(params![id, DbTime(*at), reason]))
             .map_err(sql("mark dead"))?,
     };
+    if n > 0 {
+        let (tried, verdict, answer, next) = outcome.attempt();
+        conn.prepare_cached(
+            "INSERT INTO attempts (outbox_id, event_id, notifier, at, verdict, answer, next_at)
+             SELECT id, event_id, notifier, ?2, ?3, ?4, ?5 FROM outbox WHERE id = ?1",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                id,
+                DbTime(tried),
+                verdict,
+                answer,
+                next.map(DbTime)
+            ])
+        })
+        .map_err(sql("record attempt"))?;
+    }
     Ok(n > 0)
+}
+
+/// Writes each event of a cycle into the history, with its routes. An
+/// event already there (re-detected) keeps its first record.
+fn write_events(
+    tx: &Transaction<'_>,
+    outcome: &DiffOutcome,
+    routes: &[Vec<RouteRecord>],
+) -> Result<(), StoreError> {
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO events (event_id, project_id, job_type, sub_job_id, job_id,
+                 observed_at, payload_json, routes_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .map_err(sql("write history"))?;
+    for (i, e) in outcome.events.iter().enumerate() {
+        let none = Vec::new();
+        let routes = routes.get(i).unwrap_or(&none);
+        insert
+            .execute(params![
+                e.event_id,
+                e.project_id,
+                e.job_type.as_str(),
+                e.sub_job_id,
+                e.job_id,
+                DbTime(e.observed_at),
+                JsonCol(e),
+                JsonCol(routes),
+            ])
+            .map_err(sql("write history"))?;
+    }
+    Ok(())
 }
 
 /// A time column: fixed-width UTC text with nanoseconds, so string order is

@@ -6,7 +6,7 @@
 //! Change the schema by appending a migration.
 
 /// Migration `i` (0-based) takes a file from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Version 1: targets, their snapshots, and the outbox.
 ///
@@ -88,4 +88,53 @@ ALTER TABLE targets ADD COLUMN full_scan_at TEXT;
 /// whole snapshot (the per-job digest counts them at send time).
 const V3: &str = r#"
 CREATE INDEX snapshot_by_job ON snapshot (project_id, job_id);
+"#;
+
+/// Version 4: the history (every event observed and every delivery
+/// attempt, kept for `state.keep_history`) and silences.
+const V4: &str = r#"
+-- Every event observed, with where the routes sent it (`routes_json`:
+-- [{"route": 0, "notifier": "chat", "group_key": null, "held": null}];
+-- `held` names the silence or maintenance window that kept it back).
+CREATE TABLE events (
+    event_id      TEXT PRIMARY KEY,
+    project_id    TEXT NOT NULL,
+    job_type      TEXT NOT NULL,
+    sub_job_id    TEXT NOT NULL,
+    job_id        TEXT,
+    observed_at   TEXT NOT NULL,
+    payload_json  TEXT NOT NULL CHECK (json_valid(payload_json)),
+    routes_json   TEXT NOT NULL CHECK (json_valid(routes_json))
+) STRICT;
+CREATE INDEX events_by_sub_job ON events (sub_job_id);
+CREATE INDEX events_by_job ON events (job_id);
+CREATE INDEX events_by_time ON events (observed_at);
+
+-- Every attempt to deliver an outbox row, and every requeue of one. Kept
+-- apart from the outbox, whose delivered rows are pruned sooner
+-- (`delivery.keep_delivered`).
+CREATE TABLE attempts (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    outbox_id  INTEGER NOT NULL,
+    event_id   TEXT NOT NULL,
+    notifier   TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    verdict    TEXT NOT NULL CHECK (verdict IN ('delivered', 'retry', 'dead', 'requeued')),
+    answer     TEXT,
+    next_at    TEXT
+) STRICT;
+CREATE INDEX attempts_by_event ON attempts (event_id);
+CREATE INDEX attempts_by_time ON attempts (at);
+
+-- Silences: every matcher (JSON text list, `job_type=CREATE_SERVER`) must
+-- match an event for it to be held, between starts_at and ends_at.
+CREATE TABLE silences (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    matchers    TEXT NOT NULL CHECK (json_valid(matchers)),
+    starts_at   TEXT NOT NULL,
+    ends_at     TEXT NOT NULL,
+    comment     TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+) STRICT;
 "#;

@@ -177,11 +177,29 @@ async fn apply(
     let now = Timestamp::now();
     let mut outcome = diff(target, &before, &scan, now, &ctx.diff);
     fill_vanished(ctx, target, &mut outcome).await?;
+    // Silences are read when there is something to hold: a cycle without
+    // events costs no query.
+    let silences = if outcome.events.is_empty() {
+        Vec::new()
+    } else {
+        ctx.store
+            .active_silences(now)
+            .await
+            .map_err(|source| CycleError::Store {
+                target: target.clone(),
+                source,
+            })?
+    };
     let routed: Vec<(usize, Routed)> = outcome
         .events
         .iter()
         .enumerate()
-        .flat_map(|(i, e)| ctx.router.route(e).into_iter().map(move |r| (i, r)))
+        .flat_map(|(i, e)| {
+            ctx.router
+                .route(e, now, &silences)
+                .into_iter()
+                .map(move |r| (i, r))
+        })
         .collect();
     let baselined_now = !before.baselined && outcome.baselined;
     let mut after = before;

@@ -291,16 +291,29 @@ async fn three_replicas_share_the_targets_survive_sigkills_and_hold_the_budget()
         owners.len() >= 2,
         "all nine targets on one replica: {spread:?}"
     );
-    // One poller per target: the replicas' own counts add up to nine.
-    let mut owned = 0.0;
+    // One poller per target: once every replica sees three members and
+    // its beat has settled, the replicas' own counts add up to nine (read
+    // until they do: the three beats are not at one instant).
+    let mut addrs = Vec::new();
     for replica in &replicas {
-        let addr = replica.daemon.served_addr(WITHIN).await;
-        owned += eventually(WITHIN, "a replica's lease count", || async move {
-            let members = metric(addr, "jobwatch_cluster_members").await;
-            (members == 3.0).then_some(metric(addr, "jobwatch_cluster_targets_owned").await)
-        })
-        .await;
+        addrs.push(replica.daemon.served_addr(WITHIN).await);
     }
+    let addrs = &addrs;
+    let owned = eventually(
+        WITHIN,
+        "the targets owned, summed, to be nine",
+        || async move {
+            let mut owned = 0.0;
+            for &addr in addrs {
+                if metric(addr, "jobwatch_cluster_members").await != 3.0 {
+                    return None;
+                }
+                owned += metric(addr, "jobwatch_cluster_targets_owned").await;
+            }
+            (owned == JOB_TYPES.len() as f64).then_some(owned)
+        },
+    )
+    .await;
     assert_eq!(
         owned,
         JOB_TYPES.len() as f64,
@@ -500,7 +513,9 @@ async fn commit_one(
                 i,
                 jobwatch::route::Routed {
                     notifier: "hook".to_owned(),
+                    route: 0,
                     group: None,
+                    held: None,
                 },
             )
         })

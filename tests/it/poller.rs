@@ -35,7 +35,7 @@ fn target() -> Target {
 /// Every kind, `vanished` included, to one notifier `hook`: the outbox then
 /// shows every event a cycle committed.
 fn route_everything() -> Router {
-    Router::new(vec![Route {
+    Router::from_routes(vec![Route {
         targets: vec![],
         projects: vec![],
         error_codes: vec![],
@@ -45,6 +45,7 @@ fn route_everything() -> Router {
         notify: vec!["hook".into()],
         group_window: None,
         group_by: GroupBy::Route,
+        mute_time_intervals: vec![],
     }])
 }
 
@@ -502,7 +503,7 @@ async fn a_grouped_route_queues_rows_under_its_group_key_until_the_window_ends()
     let dir = tempfile::tempdir().unwrap();
     let client = client(&sim);
     let window = Duration::from_secs(600);
-    let router = Router::new(vec![Route {
+    let router = Router::from_routes(vec![Route {
         targets: vec![],
         projects: vec![],
         error_codes: vec![],
@@ -512,6 +513,7 @@ async fn a_grouped_route_queues_rows_under_its_group_key_until_the_window_ends()
         notify: vec!["hook".into()],
         group_window: Some(window),
         group_by: GroupBy::JobId,
+        mute_time_intervals: vec![],
     }]);
     let poller = Poller::open_routed(&client, &state_file(&dir), DiffSettings::default(), router);
     poller.cycle().await;

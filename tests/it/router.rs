@@ -35,7 +35,7 @@ kind = "log"
         .merge(Toml::string(&toml))
         .merge(EnvVars::default());
     match Config::from_figment(figment) {
-        Ok(loaded) => Router::new(loaded.config.routes),
+        Ok(loaded) => Router::from_routes(loaded.config.routes),
         Err(e) => panic!("routes rejected: {e}\n{routes}"),
     }
 }
@@ -89,7 +89,7 @@ fn check(routes: &str, event: &Event, expected: &[Expect<'_>]) {
     // The key as stored (its text encoding), so the check also pins the
     // form state files hold.
     let got: Vec<(String, Option<String>, Option<Duration>)> = router(routes)
-        .route(event)
+        .route(event, jiff::Timestamp::now(), &[])
         .into_iter()
         .map(|r| {
             let key = r.group.as_ref().map(|g| g.key.to_string());

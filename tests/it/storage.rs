@@ -92,7 +92,9 @@ async fn cycle(
                     i,
                     Routed {
                         notifier: (*notifier).to_owned(),
+                        route: 0,
                         group,
+                        held: None,
                     },
                 )
             })
@@ -161,6 +163,7 @@ async fn claims_outcomes_and_why_rows_wait() {
                 Outcome::Retry {
                     at: t(10),
                     error: "HTTP 503".into(),
+                    tried: t(2),
                 },
             ),
             (
@@ -298,6 +301,233 @@ async fn a_parent_jobs_sub_jobs_are_counted_by_status_and_grouped_rows_wait_for_
         assert_eq!(
             store.outbox_counts().await.expect("counts").pending,
             3,
+            "{backend}"
+        );
+    }
+}
+
+/// The history keeps every event with where it went (held ones too) and
+/// every attempt; silences are stored, listed by time and expired; both
+/// are pruned by age. The same on every backend.
+#[tokio::test]
+async fn the_history_keeps_events_routes_and_attempts_and_silences_come_and_go() {
+    use jobwatch::silence::{Hold, NewSilence};
+    use jobwatch::storage::HistoryQuery;
+    for (backend, store, _dir) in backends().await {
+        let silence = store
+            .add_silence(
+                NewSilence {
+                    matchers: vec!["job_type=CREATE_SERVER".parse().expect("a matcher")],
+                    starts_at: t(0),
+                    ends_at: t(60),
+                    comment: "maintenance".into(),
+                    created_by: "ops@host".into(),
+                },
+                t(0),
+            )
+            .await
+            .expect("adds");
+        assert_eq!(
+            store.active_silences(t(1)).await.expect("reads"),
+            vec![silence.clone()],
+            "{backend}"
+        );
+        assert!(
+            store
+                .active_silences(t(60))
+                .await
+                .expect("reads")
+                .is_empty()
+        );
+
+        // A baseline, then s1 fails: `a` is sent, `b` is held.
+        let settings = DiffSettings {
+            notify_existing: false,
+            stuck_after: Duration::from_secs(3600),
+        };
+        for (jobs, now) in [
+            (&[("s1", "RUNNING"), ("s2", "RUNNING")][..], t(0)),
+            (&[("s1", "FAILED"), ("s2", "RUNNING")][..], t(1)),
+        ] {
+            let before = store.load_snapshot(&target()).await.expect("loads");
+            let outcome = diff(&target(), &before, &scan(jobs), now, &settings);
+            let routed = (0..outcome.events.len())
+                .flat_map(|i| {
+                    [("a", None), ("b", Some(Hold::Silence(silence.id)))]
+                        .into_iter()
+                        .map(move |(notifier, held)| {
+                            (
+                                i,
+                                Routed {
+                                    notifier: notifier.to_owned(),
+                                    route: 0,
+                                    group: None,
+                                    held,
+                                },
+                            )
+                        })
+                })
+                .collect();
+            store
+                .commit_cycle(CycleWrite {
+                    target: target(),
+                    outcome,
+                    routed,
+                    now,
+                    fence: Fence::Sole,
+                })
+                .await
+                .expect("commits");
+        }
+        // Only `a` is owed.
+        let due = store.due_refs(t(1), 0, 100).await.expect("due");
+        assert_eq!(
+            due.len(),
+            1,
+            "{backend}: the held delivery is not in the outbox"
+        );
+        assert_eq!(due[0].notifier, "a");
+        let id = due[0].id;
+        let owner = Owner::unique();
+        store
+            .claim(&owner, vec![id], t(1), Duration::from_secs(60))
+            .await
+            .expect("claims");
+        store
+            .record_many(
+                &owner,
+                vec![(
+                    vec![id],
+                    Outcome::Retry {
+                        at: t(3),
+                        error: "HTTP 503: busy".into(),
+                        tried: t(2),
+                    },
+                )],
+            )
+            .await
+            .expect("records");
+        store
+            .claim(&owner, vec![id], t(3), Duration::from_secs(60))
+            .await
+            .expect("claims");
+        store
+            .record_many(
+                &owner,
+                vec![(
+                    vec![id],
+                    Outcome::Dead {
+                        at: t(3),
+                        reason: "HTTP 400: no".into(),
+                    },
+                )],
+            )
+            .await
+            .expect("records");
+        assert_eq!(
+            store.requeue_dead(vec![id], t(4)).await.expect("requeues"),
+            1
+        );
+
+        let query =
+            |sub_job: Option<&str>, job: Option<&str>, since: Option<Timestamp>| HistoryQuery {
+                sub_job_id: sub_job.map(str::to_owned),
+                job_id: job.map(str::to_owned),
+                since,
+                limit: 50,
+            };
+        let history = store
+            .history(query(Some("s1"), None, None))
+            .await
+            .expect("reads");
+        assert_eq!(history.len(), 1, "{backend}: one event for s1");
+        let entry = &history[0];
+        assert_eq!(entry.event.sub_job_id, "s1");
+        assert_eq!(entry.event.to.as_ref().map(|s| s.as_str()), Some("FAILED"));
+        assert_eq!(entry.event.observed_at, t(1));
+        let held: Vec<(&str, Option<&Hold>)> = entry
+            .routes
+            .iter()
+            .map(|r| (r.notifier.as_str(), r.held.as_ref()))
+            .collect();
+        assert_eq!(
+            held,
+            vec![("a", None), ("b", Some(&Hold::Silence(silence.id)))],
+            "{backend}"
+        );
+        assert_eq!(entry.deliveries.len(), 1, "{backend}: only `a` was sent");
+        let d = &entry.deliveries[0];
+        assert_eq!((d.notifier.as_str(), d.state), ("a", Some("pending")));
+        let attempts: Vec<(Timestamp, &str, Option<&str>)> = d
+            .attempts
+            .iter()
+            .map(|a| (a.at, a.verdict.as_str(), a.answer.as_deref()))
+            .collect();
+        assert_eq!(
+            attempts,
+            vec![
+                (t(2), "retry", Some("HTTP 503: busy")),
+                (t(3), "dead", Some("HTTP 400: no")),
+                (t(4), "requeued", None),
+            ],
+            "{backend}"
+        );
+        assert_eq!(d.attempts[0].next_at, Some(t(3)));
+        // By parent job, and by time.
+        assert_eq!(
+            store
+                .history(query(None, Some("j1"), None))
+                .await
+                .expect("reads")
+                .len(),
+            1
+        );
+        assert!(
+            store
+                .history(query(None, Some("j2"), None))
+                .await
+                .expect("reads")
+                .is_empty()
+        );
+        assert!(
+            store
+                .history(query(None, None, Some(t(2))))
+                .await
+                .expect("reads")
+                .is_empty()
+        );
+
+        // Expiring ends a silence now; an unknown id is `None`.
+        let expired = store
+            .expire_silence(silence.id, t(5))
+            .await
+            .expect("expires");
+        assert_eq!(expired.map(|s| s.ends_at), Some(t(5)), "{backend}");
+        assert!(store.active_silences(t(6)).await.expect("reads").is_empty());
+        assert_eq!(
+            store
+                .expire_silence(silence.id + 100, t(5))
+                .await
+                .expect("reads"),
+            None
+        );
+        assert_eq!(store.silences().await.expect("reads").len(), 1);
+
+        // Pruning what is older than t(2) takes the event (t(1)) …
+        let pruned = store.prune_history(t(2)).await.expect("prunes");
+        assert!(pruned >= 1, "{backend}");
+        assert!(
+            store
+                .history(query(Some("s1"), None, None))
+                .await
+                .expect("reads")
+                .is_empty()
+        );
+        // … and the silence that ended at t(5) goes once that is old.
+        assert_eq!(store.silences().await.expect("reads").len(), 1);
+        store.prune_history(t(6)).await.expect("prunes");
+        assert!(
+            store.silences().await.expect("reads").is_empty(),
             "{backend}"
         );
     }

@@ -141,6 +141,7 @@ fn a_claimed_row_is_its_owners_until_recorded_or_released_and_anothers_after_the
             &Outcome::Retry {
                 at: t(10),
                 error: "503".into(),
+                tried: t(1),
             },
         )
         .expect("records");
@@ -544,7 +545,7 @@ fn a_newer_schema_is_refused() {
             err,
             StoreError::NewerSchema {
                 found: 99,
-                supported: 3,
+                supported: 4,
                 ..
             }
         ),

@@ -742,7 +742,7 @@ impl PollLoop {
         let ctx = jobwatch::watch::poller::CycleContext {
             client: std::sync::Arc::new(sim.client(Credentials::None)),
             store: store.into(),
-            router: jobwatch::route::Router::new(vec![]),
+            router: jobwatch::route::Router::from_routes(vec![]),
             diff: jobwatch::watch::diff::DiffSettings::default(),
             metrics: std::sync::Arc::new(jobwatch::metrics::Metrics::new()),
             dry_run: false,

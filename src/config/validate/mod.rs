@@ -143,7 +143,17 @@ fn run(mut ck: Checker<'_>, raw: RawConfig, sdk: SdkEnv) -> Result<Loaded, Confi
         raw.notifiers,
         &template_settings,
     );
-    let routes = routes::check(&mut ck, &root.f("routes"), raw.routes, &notifiers, &targets);
+    let written_intervals: std::collections::BTreeSet<String> =
+        raw.time_intervals.keys().cloned().collect();
+    let time_intervals = routes::intervals(&mut ck, &root.f("time_intervals"), raw.time_intervals);
+    let routes = routes::check(
+        &mut ck,
+        &root.f("routes"),
+        raw.routes,
+        &notifiers,
+        &targets,
+        &written_intervals,
+    );
     let heartbeat = raw
         .heartbeat
         .and_then(|h| sections::heartbeat(&mut ck, &root.f("heartbeat"), h));
@@ -164,6 +174,7 @@ fn run(mut ck: Checker<'_>, raw: RawConfig, sdk: SdkEnv) -> Result<Loaded, Confi
         targets,
         notifiers,
         routes,
+        time_intervals,
         heartbeat,
         server,
     };

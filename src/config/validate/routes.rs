@@ -8,9 +8,51 @@ use crate::cloud::model::Status;
 use crate::config::TargetConfig;
 use crate::config::check::{Checker, closest, did_you_mean};
 use crate::config::key::KeyPath;
-use crate::config::raw::RawRoute;
+use crate::config::raw::{RawRoute, RawTimeInterval};
 use crate::config::{EventKind, GroupBy, Route};
 use crate::notify::kinds::NotifierConfig;
+use crate::silence::{TimeInterval, TimeRange, weekdays};
+
+/// `[time_intervals.NAME]`: each a maintenance window of weekdays and
+/// times of day; at least one of the two.
+pub(super) fn intervals(
+    ck: &mut Checker<'_>,
+    key: &KeyPath,
+    raw: BTreeMap<String, RawTimeInterval>,
+) -> BTreeMap<String, TimeInterval> {
+    let mut out = BTreeMap::new();
+    for (name, r) in raw {
+        let k = key.f(&name);
+        if r.weekdays.is_none() && r.times.is_none() {
+            ck.err(
+                &k,
+                "empty: give `weekdays` (such as [\"saturday\", \"sunday\"] or [\"monday:friday\"]), `times` (such as [\"22:00-24:00\"]) or both",
+            );
+            continue;
+        }
+        let mut interval = TimeInterval::default();
+        for (j, text) in r.weekdays.unwrap_or_default().iter().enumerate() {
+            match weekdays(text) {
+                Ok(days) => {
+                    for d in days {
+                        if !interval.weekdays.contains(&d) {
+                            interval.weekdays.push(d);
+                        }
+                    }
+                }
+                Err(e) => ck.err(&k.f("weekdays").i(j), e),
+            }
+        }
+        for (j, text) in r.times.unwrap_or_default().iter().enumerate() {
+            match text.parse::<TimeRange>() {
+                Ok(range) => interval.times.push(range),
+                Err(e) => ck.err(&k.f("times").i(j), e),
+            }
+        }
+        out.insert(name, interval);
+    }
+    out
+}
 
 pub(super) fn check(
     ck: &mut Checker<'_>,
@@ -18,6 +60,7 @@ pub(super) fn check(
     raw: Vec<RawRoute>,
     notifiers: &BTreeMap<String, NotifierConfig>,
     targets: &[TargetConfig],
+    intervals: &BTreeSet<String>,
 ) -> Vec<Route> {
     // What `targets` and `projects` may name: a filter naming nothing
     // configured would silently never match.
@@ -153,7 +196,31 @@ pub(super) fn check(
             &[("route", GroupBy::Route), ("job_id", GroupBy::JobId)],
             GroupBy::Route,
         );
+        let mute_time_intervals = listed(
+            ck,
+            &k.f("mute_time_intervals"),
+            r.mute_time_intervals,
+            "time",
+        );
+        for (j, name) in mute_time_intervals.iter().enumerate() {
+            if !intervals.contains(name) {
+                let hint = did_you_mean(name, intervals.iter().map(String::as_str));
+                let defined = if intervals.is_empty() {
+                    "no [time_intervals] are defined".to_owned()
+                } else {
+                    format!(
+                        "defined: {}",
+                        intervals.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                };
+                ck.err(
+                    &k.f("mute_time_intervals").i(j),
+                    format!("unknown time interval {name:?}{hint}; {defined}"),
+                );
+            }
+        }
         out.push(Route {
+            mute_time_intervals,
             targets,
             projects,
             job_types,

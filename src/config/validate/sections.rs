@@ -50,7 +50,17 @@ pub(super) fn state(ck: &mut Checker<'_>, key: &KeyPath, raw: RawState) -> State
             "both `path` and `url` are set; keep one (`url` puts the state in PostgreSQL)",
         );
     }
-    StateConfig { path, url }
+    let keep_history = ck.duration(
+        &key.f("keep_history"),
+        raw.keep_history.as_ref(),
+        StateConfig::KEEP_HISTORY,
+        Duration::from_secs(60),
+    );
+    StateConfig {
+        path,
+        url,
+        keep_history,
+    }
 }
 
 /// `[cluster]`; `shared`: the state is a database replicas share.
@@ -231,8 +241,19 @@ pub(super) fn server(ck: &mut Checker<'_>, key: &KeyPath, raw: RawServer) -> Opt
         );
         return None;
     };
+    let token = ck.secret(key, "token", raw.token, raw.token_file, None);
+    let token_problem = ck.has_secret_problem(key, "token");
     match text.trim().parse::<SocketAddr>() {
-        Ok(listen) => Some(ServerConfig { listen }),
+        Ok(listen) if !listen.ip().is_loopback() && token.is_none() && !token_problem => {
+            ck.err(
+                &key.f("token"),
+                format!(
+                    "missing: {listen} is reachable beyond this machine, so the console and its API need a bearer token (token, token_file or JOBWATCH_SERVER__TOKEN); or listen on 127.0.0.1"
+                ),
+            );
+            None
+        }
+        Ok(listen) => Some(ServerConfig { listen, token }),
         Err(e) => {
             ck.err(
                 &key.f("listen"),

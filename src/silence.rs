@@ -256,6 +256,53 @@ pub struct NewSilence {
     pub created_by: String,
 }
 
+impl NewSilence {
+    /// A silence from an operator's words (the command line's, the
+    /// console's): every matcher must read, and there must be a reason
+    /// and a time. Every problem is named at once.
+    pub fn build(
+        matchers: &[String],
+        duration: std::time::Duration,
+        comment: &str,
+        author: String,
+        now: Timestamp,
+    ) -> Result<NewSilence, String> {
+        let mut parsed = Vec::new();
+        let mut errors = Vec::new();
+        for text in matchers.iter().filter(|t| !t.trim().is_empty()) {
+            match text.parse::<Matcher>() {
+                Ok(m) => parsed.push(m),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if parsed.is_empty() && errors.is_empty() {
+            errors.push("a silence needs at least one matcher".to_owned());
+        }
+        if comment.trim().is_empty() {
+            errors.push("a silence needs a comment saying why".to_owned());
+        }
+        if duration.is_zero() {
+            errors.push("a silence must last longer than 0s".to_owned());
+        }
+        let ends_at = jiff::SignedDuration::try_from(duration)
+            .ok()
+            .and_then(|d| now.checked_add(d).ok());
+        if ends_at.is_none() {
+            errors.push("the silence would end after the year 9999".to_owned());
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
+        Ok(NewSilence {
+            matchers: parsed,
+            starts_at: now,
+            ends_at: ends_at.unwrap_or(now),
+            comment: comment.trim().to_owned(),
+            created_by: author,
+        })
+    }
+}
+
 /// Why an event was not sent to a notifier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

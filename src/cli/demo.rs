@@ -26,6 +26,10 @@ pub struct DemoArgs {
     /// New parent jobs per second.
     #[arg(long, default_value_t = 0.3)]
     pub rate: f64,
+    /// The console's port on 127.0.0.1 (0: any free one; the log says
+    /// which).
+    #[arg(long, default_value_t = 9464)]
+    pub console_port: u16,
 }
 
 const DEMO_AK: &str = "DEMOACCESSKEY0000001";
@@ -85,6 +89,9 @@ active_interval = "1s"
 [log]
 level = "info"
 
+[server]
+listen = "127.0.0.1:{console_port}"
+
 [[targets]]
 project_id = "demo"
 job_types = ["CREATE_SERVER", "DELETE_SERVER", "REINSTALL_OS"]
@@ -106,6 +113,7 @@ notify = ["receiver"]
 "#,
         sim = sim.url(),
         state = dir.path().join("state.db").display(),
+        console_port = args.console_port,
     );
     let loaded = Config::from_figment(Figment::from(Toml::string(&toml)))
         .context("the demo's own configuration")?;
@@ -118,6 +126,9 @@ notify = ["receiver"]
     println!(
         "  failures and successes go to the receiver; every transition is logged. Ctrl-C stops."
     );
+    if args.console_port != 0 {
+        println!("  the console: http://127.0.0.1:{}/", args.console_port);
+    }
     let _ = std::io::stdout().flush();
 
     let (_reload_tx, reload_rx) = mpsc::channel(1);

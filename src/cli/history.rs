@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::Context;
 
 use super::{Cli, Format};
-use crate::storage::{HistoryEntry, HistoryQuery, OpenMode, Storage};
+use crate::storage::{HistoryQuery, OpenMode, Storage};
 
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
@@ -80,7 +80,7 @@ pub async fn run(cli: &Cli, args: &HistoryArgs) -> anyhow::Result<()> {
         "OBSERVED", "TARGET", "SUB-JOB", "EVENT", "ERROR", "NOTIFIER", "OUTCOME",
     ]);
     for entry in &entries {
-        for (notifier, outcome) in outcomes(entry) {
+        for (notifier, outcome) in entry.outcomes() {
             let e = &entry.event;
             super::row(
                 &mut table,
@@ -88,7 +88,7 @@ pub async fn run(cli: &Cli, args: &HistoryArgs) -> anyhow::Result<()> {
                     crate::notify::text::format_time(e.observed_at, tz),
                     e.target_name().into_owned(),
                     e.sub_job_id.clone(),
-                    transition(entry),
+                    entry.transition(),
                     e.error_code.clone().unwrap_or_default(),
                     notifier,
                     outcome,
@@ -98,66 +98,4 @@ pub async fn run(cli: &Cli, args: &HistoryArgs) -> anyhow::Result<()> {
     }
     writeln!(out, "{table}")?;
     Ok(())
-}
-
-/// `changed RUNNING → FAILED`.
-pub fn transition(entry: &HistoryEntry) -> String {
-    format!("{} {}", entry.event.kind, transition_text(&entry.event))
-}
-
-/// `RUNNING → FAILED` (`–` for no status).
-pub fn transition_text(e: &crate::watch::Event) -> String {
-    let status = |s: &Option<crate::cloud::model::Status>| {
-        s.as_ref().map_or("–".to_owned(), |s| s.as_str().to_owned())
-    };
-    format!("{} → {}", status(&e.from), status(&e.to))
-}
-
-/// One line per notifier the event went to (or was held from): its name
-/// and how it went. An event no route took is one line, "no route".
-pub fn outcomes(entry: &HistoryEntry) -> Vec<(String, String)> {
-    if entry.routes.is_empty() {
-        return vec![(String::new(), "no route takes it".to_owned())];
-    }
-    entry
-        .routes
-        .iter()
-        .map(|r| {
-            if let Some(held) = &r.held {
-                return (r.notifier.clone(), format!("held by {held}; not sent"));
-            }
-            let delivery = entry.deliveries.iter().find(|d| d.notifier == r.notifier);
-            let text = match delivery {
-                None => "not in the outbox".to_owned(),
-                Some(d) => {
-                    let tries = d
-                        .attempts
-                        .iter()
-                        .filter(|a| a.verdict != "requeued")
-                        .count();
-                    let last = d.attempts.last();
-                    let answer = last
-                        .and_then(|a| a.answer.as_deref())
-                        .map(|a| format!(": {a}"))
-                        .unwrap_or_default();
-                    match (d.state, last) {
-                        (Some("pending"), None) => "pending".to_owned(),
-                        (Some("pending"), Some(a)) if a.verdict == "requeued" => {
-                            "requeued, pending".to_owned()
-                        }
-                        (Some("pending"), Some(_)) => {
-                            format!("retrying after {tries} attempt(s){answer}")
-                        }
-                        (_, Some(a)) if a.verdict == "delivered" => {
-                            format!("delivered at {} (attempt {tries})", a.at)
-                        }
-                        (_, Some(a)) if a.verdict == "dead" => format!("dead{answer}"),
-                        (Some(state), _) => state.to_owned(),
-                        (None, _) => "pruned".to_owned(),
-                    }
-                }
-            };
-            (r.notifier.clone(), text)
-        })
-        .collect()
 }

@@ -137,7 +137,7 @@ pub async fn run(cli: &Cli, args: &RoutesArgs) -> anyhow::Result<()> {
         out,
         "{} {} on target {} ({}) at {}:",
         event.kind,
-        super::history::transition_text(&event),
+        crate::storage::records::transition_text(&event),
         event.target,
         event.project_id,
         now

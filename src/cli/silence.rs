@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::Context;
 
 use super::{Cli, Format, UsageError};
-use crate::silence::{Matcher, NewSilence, Silence};
+use crate::silence::{NewSilence, Silence};
 use crate::storage::{OpenMode, Storage};
 
 #[derive(Debug, clap::Args)]
@@ -81,7 +81,14 @@ pub async fn run(cli: &Cli, args: &SilenceArgs) -> anyhow::Result<()> {
             comment,
             author,
         } => {
-            let new = new_silence(matchers, *duration, comment, author.clone(), now)?;
+            let new = NewSilence::build(
+                matchers,
+                *duration,
+                comment,
+                author.clone().unwrap_or_else(default_author),
+                now,
+            )
+            .map_err(UsageError)?;
             let silence = open().await?.add_silence(new, now).await?;
             if args.format == Format::Json {
                 writeln!(out, "{}", serde_json::to_string(&silence)?)?;
@@ -151,50 +158,6 @@ pub async fn run(cli: &Cli, args: &SilenceArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A silence from the command line's (or the console's) words: every
-/// matcher must read, and there must be a reason and a time.
-pub fn new_silence(
-    matchers: &[String],
-    duration: std::time::Duration,
-    comment: &str,
-    author: Option<String>,
-    now: jiff::Timestamp,
-) -> Result<NewSilence, UsageError> {
-    let mut parsed = Vec::new();
-    let mut errors = Vec::new();
-    for text in matchers {
-        match text.parse::<Matcher>() {
-            Ok(m) => parsed.push(m),
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    if parsed.is_empty() && errors.is_empty() {
-        errors.push("a silence needs at least one matcher".to_owned());
-    }
-    if comment.trim().is_empty() {
-        errors.push("a silence needs a comment saying why".to_owned());
-    }
-    if duration.is_zero() {
-        errors.push("a silence must last longer than 0s".to_owned());
-    }
-    let ends_at = jiff::SignedDuration::try_from(duration)
-        .ok()
-        .and_then(|d| now.checked_add(d).ok());
-    if ends_at.is_none() {
-        errors.push("the silence would end after the year 9999".to_owned());
-    }
-    if !errors.is_empty() {
-        return Err(UsageError(errors.join("; ")));
-    }
-    Ok(NewSilence {
-        matchers: parsed,
-        starts_at: now,
-        ends_at: ends_at.unwrap_or(now),
-        comment: comment.trim().to_owned(),
-        created_by: author.unwrap_or_else(default_author),
-    })
 }
 
 fn default_author() -> String {

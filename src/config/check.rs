@@ -26,7 +26,7 @@ use crate::secret::Secret;
 
 /// A duration as written: `"300ms"`, `"30s"`, `"1h 30m"`, and days or
 /// weeks (`"7d"`, `"2w"`), counted as 24 hours and 7 such days.
-fn parse_duration(text: &str) -> Result<Duration, jiff::Error> {
+pub fn parse_duration(text: &str) -> Result<Duration, jiff::Error> {
     let parser = SpanParser::new();
     match parser.parse_unsigned_duration(text) {
         Ok(d) => Ok(d),

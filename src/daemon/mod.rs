@@ -2,6 +2,7 @@
 //! signals and systemd, and reload — all tasks tracked, shutdown an argument.
 
 pub mod cluster;
+pub mod console;
 pub mod heartbeat;
 pub mod server;
 pub mod systemd;
@@ -65,19 +66,6 @@ pub async fn run(
     let services = TaskTracker::new();
     let deliveries = TaskTracker::new();
 
-    if let Some(server) = &config.server {
-        let addr = server::serve(
-            server.listen,
-            metrics.clone(),
-            health.clone(),
-            &services,
-            stop_server.clone(),
-        )
-        .await
-        .with_context(|| format!("server.listen: cannot listen on {}", server.listen))?;
-        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-    }
-
     let mut dispatcher = Dispatcher::new(
         store.clone(),
         wiring::notifiers(&config)?,
@@ -101,6 +89,30 @@ pub async fn run(
         None => None,
     };
     let dispatcher = Arc::new(dispatcher);
+    let board = Arc::new(console::Board::default());
+    let console = match &config.server {
+        Some(server) => {
+            let console = Arc::new(console::Console::new(
+                &config,
+                store.clone(),
+                dispatcher.clone(),
+                board.clone(),
+            ));
+            let addr = server::serve(
+                server.listen,
+                metrics.clone(),
+                health.clone(),
+                console.clone(),
+                &services,
+                stop_server.clone(),
+            )
+            .await
+            .with_context(|| format!("server.listen: cannot listen on {}", server.listen))?;
+            tracing::info!(%addr, token = server.token.is_some(), "serving /metrics, /healthz, /readyz, the console at / and its API under /api/v1/");
+            Some(console)
+        }
+        None => None,
+    };
     let stop_cluster = CancellationToken::new();
     if let Some(membership) = &membership {
         let (membership, stop) = (membership.clone(), stop_cluster.clone());
@@ -120,6 +132,7 @@ pub async fn run(
         dispatcher: dispatcher.clone(),
         liveness: liveness.clone(),
         health: health.clone(),
+        board: board.clone(),
         services: services.clone(),
         membership: membership.clone(),
     };
@@ -186,6 +199,9 @@ pub async fn run(
                         pollers = next.launch(&parts);
                         keep_delivered.store(new.delivery.keep_delivered.as_secs(), Ordering::Relaxed);
                         keep_history.store(new.state.keep_history.as_secs(), Ordering::Relaxed);
+                        if let Some(console) = &console {
+                            console.reload(&new);
+                        }
                         config = new;
                         metrics.reloaded(true);
                         tracing::info!(targets = pollers.len(), "configuration reloaded");
@@ -247,6 +263,8 @@ struct Parts {
     dispatcher: Arc<Dispatcher>,
     liveness: Arc<Liveness>,
     health: Arc<Health>,
+    /// What the console shows of each poll loop.
+    board: Arc<console::Board>,
     /// Heartbeat pings run here, so shutdown waits for them.
     services: TaskTracker,
     /// This replica's part in a cluster (PostgreSQL state only).
@@ -317,6 +335,7 @@ impl Prepared {
             dispatcher,
             liveness,
             health,
+            board,
             services,
             ..
         } = parts;
@@ -349,8 +368,12 @@ impl Prepared {
         health.reset_targets(pace.interval);
         for (ctx, target) in targets {
             let (stop, dispatcher, liveness) = (stop.clone(), dispatcher.clone(), liveness.clone());
-            let (heartbeat, services, health) =
-                (heartbeat.clone(), services.clone(), health.clone());
+            let (heartbeat, services, health, board) = (
+                heartbeat.clone(),
+                services.clone(),
+                health.clone(),
+                board.clone(),
+            );
             liveness.idle(&target);
             let gate = gates.remove(&target).unwrap_or_else(sole_gate);
             tracker.spawn(async move {
@@ -366,10 +389,16 @@ impl Prepared {
                         Beat::Released => {
                             live.idle(target);
                             health.forget(target);
+                            board.forget(target);
                         }
-                        Beat::CycleFinished { ok, store_failed } => {
+                        Beat::CycleFinished {
+                            ok,
+                            store_failed,
+                            summary,
+                        } => {
                             live.idle(target);
                             health.record(target, ok, store_failed);
+                            board.cycle_finished(target, &summary);
                             dispatcher.wake();
                             if let Some(hb) = &heartbeat
                                 && hb.record(target, ok)

@@ -1,4 +1,5 @@
-//! `/metrics`, `/healthz` and `/readyz` on `server.listen`.
+//! `server.listen`: `/metrics`, `/healthz`, `/readyz`, and the console
+//! ([`super::console`]) behind its guard.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -134,6 +135,7 @@ pub async fn serve(
     listen: SocketAddr,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    console: Arc<super::console::Console>,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
@@ -143,7 +145,12 @@ pub async fn serve(
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(health_handler))
         .route("/readyz", get(ready_handler))
-        .with_state(AppState { metrics, health });
+        .with_state(AppState { metrics, health })
+        .merge(super::console::routes(console.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            console,
+            super::console::guard,
+        ));
     tracker.spawn(async move {
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -787,6 +787,31 @@ impl PgStore {
         n.map(|n| n as usize).map_err(pg(context))
     }
 
+    pub async fn backlog(
+        &self,
+    ) -> Result<Vec<crate::storage::records::NotifierBacklog>, StoreError> {
+        let context = "outbox backlog";
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT notifier, count(*), MIN(next_attempt_at) FROM outbox
+                 WHERE state = 'pending' GROUP BY notifier ORDER BY notifier",
+                &[],
+            )
+            .await
+            .map_err(pg(context))?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::storage::records::NotifierBacklog {
+                    notifier: r.get(0),
+                    pending: count(r.get(1)),
+                    next_attempt_at: parse_opt_time(context, r.get(2))?,
+                })
+            })
+            .collect()
+    }
+
     pub async fn prune_history(&self, older_than: Timestamp) -> Result<usize, StoreError> {
         let context = "prune history";
         let mut client = self.client().await?;

@@ -31,8 +31,8 @@ pub use crate::pg::cluster::{ClusterStore, LeaseRow, MemberRow};
 pub use crate::store::StoreError;
 pub use records::{
     AttemptRecord, CycleCommit, CycleWrite, DeliveryRecord, DueRef, Export, Fence, HistoryEntry,
-    HistoryQuery, Lease, OutboxCounts, OutboxRow, OutboxState, Outcome, Owner, PendingOutlook,
-    RouteRecord, TargetSummary,
+    HistoryQuery, Lease, NotifierBacklog, OutboxCounts, OutboxRow, OutboxState, Outcome, Owner,
+    PendingOutlook, RouteRecord, TargetSummary,
 };
 
 use crate::silence::{NewSilence, Silence};
@@ -274,6 +274,14 @@ impl Storage {
                 let (pending, dead) = p.counts().await?;
                 Ok(OutboxCounts { pending, dead })
             }
+        }
+    }
+
+    /// The pending rows by notifier, by name.
+    pub async fn backlog(&self) -> Result<Vec<NotifierBacklog>, StoreError> {
+        match self {
+            Storage::Sqlite(s) => s.call(|s| s.backlog()).await,
+            Storage::Postgres(p) => p.backlog().await,
         }
     }
 

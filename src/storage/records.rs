@@ -141,6 +141,14 @@ pub struct PendingOutlook {
     pub retrying_next: Option<Timestamp>,
 }
 
+/// One notifier's pending rows: how many, and the earliest next attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotifierBacklog {
+    pub notifier: String,
+    pub pending: u64,
+    pub next_attempt_at: Option<Timestamp>,
+}
+
 /// The right to write a target's state in a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fence {
@@ -318,6 +326,71 @@ pub struct HistoryEntry {
     pub event: Event,
     pub routes: Vec<RouteRecord>,
     pub deliveries: Vec<DeliveryRecord>,
+}
+
+impl HistoryEntry {
+    /// `changed RUNNING → FAILED`.
+    pub fn transition(&self) -> String {
+        format!("{} {}", self.event.kind, transition_text(&self.event))
+    }
+
+    /// One line per notifier the event went to (or was held from): its
+    /// name and how it went. An event no route took is one line.
+    pub fn outcomes(&self) -> Vec<(String, String)> {
+        if self.routes.is_empty() {
+            return vec![(String::new(), "no route takes it".to_owned())];
+        }
+        self.routes
+            .iter()
+            .map(|r| {
+                if let Some(held) = &r.held {
+                    return (r.notifier.clone(), format!("held by {held}; not sent"));
+                }
+                let delivery = self.deliveries.iter().find(|d| d.notifier == r.notifier);
+                let text = match delivery {
+                    None => "not in the outbox".to_owned(),
+                    Some(d) => d.summary(),
+                };
+                (r.notifier.clone(), text)
+            })
+            .collect()
+    }
+}
+
+impl DeliveryRecord {
+    /// How it went, in a few words: `delivered at …`, `retrying after 2
+    /// attempt(s): HTTP 503`, `dead: HTTP 400 …`.
+    pub fn summary(&self) -> String {
+        let tries = self
+            .attempts
+            .iter()
+            .filter(|a| a.verdict != "requeued")
+            .count();
+        let last = self.attempts.last();
+        let answer = last
+            .and_then(|a| a.answer.as_deref())
+            .map(|a| format!(": {a}"))
+            .unwrap_or_default();
+        match (self.state, last) {
+            (Some("pending"), None) => "pending".to_owned(),
+            (Some("pending"), Some(a)) if a.verdict == "requeued" => "requeued, pending".to_owned(),
+            (Some("pending"), Some(_)) => format!("retrying after {tries} attempt(s){answer}"),
+            (_, Some(a)) if a.verdict == "delivered" => {
+                format!("delivered at {} (attempt {tries})", a.at)
+            }
+            (_, Some(a)) if a.verdict == "dead" => format!("dead{answer}"),
+            (Some(state), _) => state.to_owned(),
+            (None, _) => "pruned".to_owned(),
+        }
+    }
+}
+
+/// `RUNNING → FAILED` (`–` for no status).
+pub fn transition_text(e: &Event) -> String {
+    let status = |s: &Option<crate::cloud::model::Status>| {
+        s.as_ref().map_or("–".to_owned(), |s| s.as_str().to_owned())
+    };
+    format!("{} → {}", status(&e.from), status(&e.to))
 }
 
 /// Assembles history entries from a backend's rows: events (with their

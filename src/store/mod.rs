@@ -848,6 +848,28 @@ impl Store {
         Ok(n)
     }
 
+    /// The pending rows by notifier.
+    pub fn backlog(&self) -> Result<Vec<crate::storage::records::NotifierBacklog>, StoreError> {
+        let context = "outbox backlog";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT notifier, count(*), MIN(next_attempt_at) FROM outbox
+                 WHERE state = 'pending' GROUP BY notifier ORDER BY notifier",
+            )
+            .map_err(sql(context))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(crate::storage::records::NotifierBacklog {
+                    notifier: row.get(0)?,
+                    pending: row.get::<_, i64>(1)?.unsigned_abs(),
+                    next_attempt_at: row.get::<_, Option<DbTime>>(2)?.map(|t| t.0),
+                })
+            })
+            .map_err(sql(context))?;
+        rows.collect::<Result<_, _>>().map_err(sql(context))
+    }
+
     /// The events `query` asks for, each with its routes and deliveries.
     pub fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
         let context = "read history";

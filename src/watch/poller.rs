@@ -332,17 +332,33 @@ pub struct Pace {
 
 /// What a poll loop tells its owner (liveness, the dispatcher's wake-up,
 /// the heartbeat).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Beat {
     CycleStarted,
     /// `store_failed`: the cycle could not read or commit the state.
     CycleFinished {
         ok: bool,
         store_failed: bool,
+        summary: CycleSummary,
     },
     /// The target's lease went to another replica: this one no longer
     /// polls it (its health is the other's to report).
     Released,
+}
+
+/// What the console shows of a cycle that ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CycleSummary {
+    /// Requests the cycle made (a failed one: none counted).
+    pub requests: u32,
+    /// Sub-jobs tracked and active after it (a failed one: unknown).
+    pub tracked: Option<usize>,
+    pub active: Option<usize>,
+    pub read: Option<ReadKind>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When the next cycle starts.
+    pub next_in: Duration,
 }
 
 /// Whether this process may poll a target now, and the fence its commits
@@ -501,14 +517,34 @@ pub async fn poll_loop(
             }
         };
         let store_failed = matches!(result, Err(CycleError::Store { .. }));
+        let next = with_jitter(next);
+        let summary = match &result {
+            Ok(report) => CycleSummary {
+                requests: report.requests,
+                tracked: Some(report.tracked),
+                active: Some(report.active),
+                read: Some(report.read),
+                error: None,
+                next_in: next,
+            },
+            Err(error) => CycleSummary {
+                requests: 0,
+                tracked: None,
+                active: None,
+                read: None,
+                error: Some(error.to_string()),
+                next_in: next,
+            },
+        };
         beat(
             &target,
             Beat::CycleFinished {
                 ok: result.is_ok(),
                 store_failed,
+                summary,
             },
         );
-        if sleep_or_stop(with_jitter(next), &shutdown).await {
+        if sleep_or_stop(next, &shutdown).await {
             return;
         }
     }

@@ -721,14 +721,14 @@ async fn once_prints_a_table_and_forget_target_drops_the_target_but_keeps_its_al
 
 // Pins README "Commands" `demo`: zero-config, it starts, shows a transition on
 // stdout, and stops cleanly with exit 0 on Ctrl-C (SIGINT). It binds its
-// simulator and receiver on port 0, so parallel runs cannot collide.
+// simulator, receiver and console on port 0, so parallel runs cannot collide.
 #[tokio::test]
 async fn demo_shows_a_transition_and_stops_cleanly_on_sigint() {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobwatch"));
     command
-        .arg("demo")
+        .args(["demo", "--console-port", "0"])
         .env("NO_COLOR", "1")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

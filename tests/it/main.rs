@@ -8,6 +8,7 @@ mod client;
 mod cluster;
 mod commands;
 mod config;
+mod console;
 mod crash;
 mod daemon;
 mod delivery;

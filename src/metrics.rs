@@ -76,6 +76,13 @@ pub struct Metrics {
     pub config_last_reload_successful: Gauge,
     /// Unix seconds of the last successful reload (or of the start).
     pub config_last_reload_success_timestamp: Gauge,
+    /// Each account's `max_requests_per_minute` (the whole cluster's).
+    pub api_budget: Family<AccountLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabels {
+    pub account: String,
 }
 
 /// `jobwatch_build_info`'s labels.
@@ -198,7 +205,14 @@ impl Metrics {
             "Unix time of the last successful configuration reload (or the start)",
             config_last_reload_success_timestamp.clone(),
         );
+        let api_budget = Family::<AccountLabels, Gauge>::default();
+        registry.register(
+            "api_budget_requests_per_minute",
+            "Each account's API budget (max_requests_per_minute; shared by a cluster)",
+            api_budget.clone(),
+        );
         Metrics {
+            api_budget,
             registry,
             polls,
             api_requests,

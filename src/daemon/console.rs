@@ -171,18 +171,13 @@ impl Console {
                 .add_template(name, text)
                 .expect("the console's templates compile (tested)");
         }
-        // `value|time(tz)`: an RFC 3339 time in the zone named, `–` for none.
-        templates.add_filter("time", |value: Option<String>, tz: String| -> String {
-            let Some(text) = value else {
-                return "–".to_owned();
-            };
-            match (text.parse::<Timestamp>(), jiff::tz::TimeZone::get(&tz)) {
-                (Ok(at), Ok(zone)) => at
-                    .to_zoned_datetime(zone)
-                    .strftime("%Y-%m-%d %H:%M:%S")
-                    .to_string(),
-                _ => text,
-            }
+        // `value|time(tz)`: an RFC 3339 time in the zone named, `–` for
+        // none; `|clock(tz)` only its time of day when that day is today.
+        templates.add_filter("time", |value: Option<String>, tz: String| {
+            shown_time(value, &tz, false)
+        });
+        templates.add_filter("clock", |value: Option<String>, tz: String| {
+            shown_time(value, &tz, true)
         });
         Console {
             store,
@@ -439,6 +434,25 @@ impl Console {
     fn csrf(&self, token: &Secret) -> String {
         derive(token, "csrf")
     }
+}
+
+/// A stored time as the page shows it, in `tz`; `short`: without the
+/// date when it is today there.
+fn shown_time(value: Option<String>, tz: &str, short: bool) -> String {
+    let Some(text) = value else {
+        return "–".to_owned();
+    };
+    let (Ok(at), Ok(zone)) = (text.parse::<Timestamp>(), jiff::tz::TimeZone::get(tz)) else {
+        return text;
+    };
+    let zoned = at.to_zoned_datetime(zone.clone());
+    let today = Timestamp::now().to_zoned_datetime(zone).date() == zoned.date();
+    let format = if short && today {
+        "%H:%M:%S"
+    } else {
+        "%Y-%m-%d %H:%M:%S"
+    };
+    zoned.strftime(format).to_string()
 }
 
 /// A value derived from the token for one purpose (the session cookie, the

@@ -305,6 +305,14 @@ impl Pollers {
             None => None,
         };
         let contexts = wiring::cycle_contexts(config, store, metrics, false)?;
+        for account in config.accounts() {
+            metrics
+                .api_budget
+                .get_or_create(&crate::metrics::AccountLabels {
+                    account: account.name.to_owned(),
+                })
+                .set(i64::from(account.api.max_requests_per_minute));
+        }
         let targets = config
             .watched()
             .into_iter()

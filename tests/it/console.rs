@@ -28,11 +28,7 @@ impl Setup {
     }
 
     /// [`Setup::start`] with more `[delivery]` keys.
-    async fn start_with(
-        server: &str,
-        delivery: &str,
-        extra: impl FnOnce(&Sim) -> String,
-    ) -> Setup {
+    async fn start_with(server: &str, delivery: &str, extra: impl FnOnce(&Sim) -> String) -> Setup {
         let sim = Sim::start(SimOptions::default()).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state.db");
@@ -257,6 +253,10 @@ mute_time_intervals = ["weekend"]
         )
     })
     .await;
+    // The daemon made its state (which `routes test` reads) once it has
+    // baselined the target.
+    let ids = setup.sim.create("CREATE_SERVER", 1, "RUNNING").await;
+    wait_baselined(&setup.state(), "CREATE_SERVER", WITHIN).await;
     // A Saturday and a Monday in Shanghai (the clock is the argument).
     let at = |time: &str| {
         let setup = &setup;
@@ -291,8 +291,6 @@ mute_time_intervals = ["weekend"]
     assert!(monday.contains("other (routes[1]): sent"), "{monday}");
 
     // The daemon holds what the always-on window mutes, now.
-    let ids = setup.sim.create("CREATE_SERVER", 1, "RUNNING").await;
-    wait_baselined(&setup.state(), "CREATE_SERVER", WITHIN).await;
     setup.sim.set_status(&ids[0], "FAILED").await;
     let history = eventually(WITHIN, "the FAILED event in the history", || async {
         let h = setup.history(&ids[0]).await;
@@ -563,4 +561,259 @@ async fn without_a_token_the_console_reads_on_loopback_names_only_and_refuses_ac
     assert_eq!(r.status(), 403);
     let body = r.text().await.expect("a body");
     assert!(body.contains("actions need server.token"), "{body}");
+}
+
+/// A ChromeDriver session over plain HTTP+JSON (WebDriver is no more).
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    session: String,
+    _driver: tokio::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// ChromeDriver and headless Chromium, or `None` (said in one line)
+    /// where they are not installed; CI installs them and sets
+    /// `CI_REQUIRE_CHROMIUM=1`, under which their absence fails.
+    async fn start() -> Option<Browser> {
+        jobwatch::install_crypto_provider();
+        let (chromium, driver) = ("/usr/bin/chromium", "/usr/bin/chromedriver");
+        if !std::path::Path::new(chromium).exists() || !std::path::Path::new(driver).exists() {
+            if std::env::var_os("CI_REQUIRE_CHROMIUM").is_some() {
+                panic!("CI_REQUIRE_CHROMIUM=1, but {chromium} or {driver} is missing");
+            }
+            eprintln!(
+                "skipped: no {chromium} and {driver} (Debian's chromium and chromium-driver)"
+            );
+            return None;
+        }
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            l.local_addr().expect("addr").port()
+        };
+        let driver = tokio::process::Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromedriver");
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        eventually(WITHIN, "chromedriver to be ready", || {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                let status: Value = http
+                    .get(format!("{base}/status"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                (status["value"]["ready"] == true).then_some(())
+            }
+        })
+        .await;
+        let profile = tempfile::tempdir().expect("a profile directory");
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1100,900",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([format!("--user-data-dir={}", profile.path().display())])
+        .collect::<Vec<_>>();
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": args},
+        }}});
+        let made: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .expect("a session")
+            .json()
+            .await
+            .expect("JSON");
+        let session = made["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {made}"))
+            .to_owned();
+        Some(Browser {
+            http,
+            base,
+            session,
+            _driver: driver,
+            _profile: profile,
+        })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let mut req = self.http.request(method, url);
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let answer: Value = req
+            .send()
+            .await
+            .expect("WebDriver answers")
+            .json()
+            .await
+            .expect("JSON");
+        if answer["value"]["error"].is_string() {
+            panic!("WebDriver {path}: {answer}");
+        }
+        answer["value"].clone()
+    }
+
+    async fn go(&self, url: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "/url",
+            serde_json::json!({ "url": url }),
+        )
+        .await;
+    }
+
+    async fn script(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            serde_json::json!({"script": script, "args": []}),
+        )
+        .await
+    }
+
+    async fn click(&self, css: &str) {
+        let element = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                serde_json::json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        let id = element["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .expect("an element")
+            .to_owned();
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            serde_json::json!({}),
+        )
+        .await;
+    }
+
+    async fn screenshot(&self, path: &std::path::Path) {
+        use base64::Engine;
+        let png = self
+            .call(reqwest::Method::GET, "/screenshot", Value::Null)
+            .await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().expect("base64"))
+            .expect("a PNG");
+        std::fs::create_dir_all(path.parent().expect("a directory")).expect("mkdir");
+        std::fs::write(path, bytes).expect("write the screenshot");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The session ends with the driver (killed on drop).
+    }
+}
+
+/// The page of a daemon watching the simulator shows a FAILED transition
+/// without being reloaded, and its sub-job link leads to that sub-job's
+/// history. Screenshots go to `target/console/`.
+#[tokio::test]
+async fn a_browser_sees_a_failure_appear_and_follows_it_to_the_sub_jobs_history() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let setup = Setup::start("", |_| {
+        "[notifiers.log]\nkind = \"log\"\n\n[[routes]]\nnotify = [\"log\"]\nkinds = [\"appeared\", \"changed\"]\n".to_owned()
+    })
+    .await;
+    let ids = setup.sim.create("CREATE_SERVER", 3, "RUNNING").await;
+    wait_baselined(&setup.state(), "CREATE_SERVER", WITHIN).await;
+    setup.sim.set_status(&ids[1], "SUCCESS").await;
+    let addr = setup.daemon.served_addr(WITHIN).await;
+    browser.go(&format!("http://{addr}/")).await;
+    // A mark that a reload would wipe.
+    browser
+        .script("window.__loadedOnce = 'yes'; return null;")
+        .await;
+    let title = browser.script("return document.title;").await;
+    assert_eq!(title, "jobwatch");
+
+    setup.sim.set_status(&ids[0], "FAILED").await;
+    let link = format!("a.sub-job[href=\"/sub-jobs/{}\"]", ids[0]);
+    let check = format!(
+        "const a = document.querySelector('{link}'); if (!a) return null; \
+         const row = a.closest('tr'); return row && row.querySelector('.failed') ? row.innerText : null;"
+    );
+    let row = eventually(WITHIN, "the FAILED row to appear on the page", || {
+        let (browser, check) = (&browser, check.clone());
+        async move {
+            match browser.script(&check).await {
+                Value::String(text) => Some(text),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(
+        row.contains("FAILED") && row.contains(SIM_ERROR_CODE),
+        "{row}"
+    );
+    assert_eq!(
+        browser.script("return window.__loadedOnce || null;").await,
+        "yes",
+        "the page was reloaded rather than refreshed in place"
+    );
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console");
+    browser.screenshot(&shots.join("status.png")).await;
+
+    browser.click(&link).await;
+    let path = eventually(WITHIN, "the sub-job's page", || async {
+        let url = browser
+            .call(reqwest::Method::GET, "/url", Value::Null)
+            .await;
+        let url = url.as_str()?.to_owned();
+        url.ends_with(&format!("/sub-jobs/{}", ids[0]))
+            .then_some(url)
+    })
+    .await;
+    let text = eventually(WITHIN, "the sub-job's history", || async {
+        match browser
+            .script("const h = document.querySelector('#history'); return h ? h.innerText : null;")
+            .await
+        {
+            Value::String(t) if t.contains("FAILED") => Some(t),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(
+        text.contains(&format!("History of sub-job {}", ids[0])),
+        "{path}: {text}"
+    );
+    assert!(
+        text.contains("RUNNING → FAILED") && text.contains("log: delivered"),
+        "{text}"
+    );
+    browser.screenshot(&shots.join("sub-job.png")).await;
 }

@@ -9,6 +9,7 @@ mod cluster;
 mod commands;
 mod config;
 mod console;
+mod contrib;
 mod crash;
 mod daemon;
 mod delivery;

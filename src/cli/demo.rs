@@ -26,8 +26,7 @@ pub struct DemoArgs {
     /// New parent jobs per second.
     #[arg(long, default_value_t = 0.3)]
     pub rate: f64,
-    /// The console's port on 127.0.0.1 (0: any free one; the log says
-    /// which).
+    /// The console's port on 127.0.0.1 (0, or taken: any free one).
     #[arg(long, default_value_t = 9464)]
     pub console_port: u16,
 }
@@ -67,6 +66,14 @@ pub async fn run(cli: &super::Cli, args: &DemoArgs) -> anyhow::Result<()> {
             .await;
     });
 
+    // The console on the asked port, or on a free one when that is taken
+    // (another jobwatch, say): the demo starts anyway, and says where.
+    let console_port = match std::net::TcpListener::bind(("127.0.0.1", args.console_port)) {
+        Ok(free) => free.local_addr()?.port(),
+        Err(_) => std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port(),
+    };
     let dir = tempfile::tempdir().context("creating a temporary state directory")?;
     let toml = format!(
         r#"
@@ -113,7 +120,7 @@ notify = ["receiver"]
 "#,
         sim = sim.url(),
         state = dir.path().join("state.db").display(),
-        console_port = args.console_port,
+        console_port = console_port,
     );
     let loaded = Config::from_figment(Figment::from(Toml::string(&toml)))
         .context("the demo's own configuration")?;
@@ -126,9 +133,7 @@ notify = ["receiver"]
     println!(
         "  failures and successes go to the receiver; every transition is logged. Ctrl-C stops."
     );
-    if args.console_port != 0 {
-        println!("  the console: http://127.0.0.1:{}/", args.console_port);
-    }
+    println!("  the console: http://127.0.0.1:{console_port}/");
     let _ = std::io::stdout().flush();
 
     let (_reload_tx, reload_rx) = mpsc::channel(1);

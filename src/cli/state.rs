@@ -39,7 +39,7 @@ pub enum StateCommand {
     /// The replicas sharing a PostgreSQL state, and which targets each
     /// polls since when.
     Cluster,
-    /// Copy this SQLite state (snapshots, pending outbox, dead letters)
+    /// Copy this SQLite state (snapshots, outbox, dead letters, history, silences)
     /// into an empty PostgreSQL database, so a cluster starts from it: no
     /// new baseline, nothing lost. Stop the daemon first.
     Migrate {
@@ -419,12 +419,15 @@ async fn migrate(
         .count();
     println!(
         "copied {} target(s) with {} tracked sub-job(s), and {} outbox row(s) ({} pending, {} dead, \
-         {delivered} delivered) from {} into {}",
+         {delivered} delivered), {} event(s) of history with {} attempt(s), and {} silence(s) from {} into {}",
         export.targets.len(),
         export.snapshot.len(),
         export.outbox.len(),
         counts.pending,
         counts.dead,
+        export.events.len(),
+        export.attempts.len(),
+        export.silences.len(),
         path.display(),
         url.shown()
     );

@@ -179,6 +179,14 @@ impl Console {
         templates.add_filter("clock", |value: Option<String>, tz: String| {
             shown_time(value, &tz, true)
         });
+        // `id|short`: a long id's first 8 characters and `…` (the whole id
+        // is in the link's title and on its page).
+        templates.add_filter("short", |id: String| -> String {
+            match id.char_indices().nth(8) {
+                Some((at, _)) if id.chars().count() > 9 => format!("{}…", &id[..at]),
+                _ => id,
+            }
+        });
         Console {
             store,
             dispatcher,
@@ -292,12 +300,18 @@ impl Console {
             doc.next_attempt_at = b.next_attempt_at;
         }
         let notifiers: Vec<NotifierDoc> = notifiers.into_values().collect();
-        let dead = self.store.dead_letters().await.map_err(|e| e.to_string())?;
-        let dead_count = dead.len();
-        let dead_letters = dead
+        let dead_count = self
+            .store
+            .outbox_counts()
+            .await
+            .map_err(|e| e.to_string())?
+            .dead;
+        let dead_letters = self
+            .store
+            .newest_dead_letters(50)
+            .await
+            .map_err(|e| e.to_string())?
             .into_iter()
-            .rev()
-            .take(50)
             .map(|row| DeadDoc {
                 target: row
                     .event()
@@ -486,7 +500,7 @@ struct StatusDoc {
     accounts: Vec<AccountDoc>,
     notifiers: Vec<NotifierDoc>,
     pending: u64,
-    dead: usize,
+    dead: u64,
     dead_letters: Vec<DeadDoc>,
     silences: Vec<SilenceDoc>,
     jobs: Vec<JobDoc>,

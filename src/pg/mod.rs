@@ -760,6 +760,15 @@ impl PgStore {
             .await
     }
 
+    pub async fn newest_dead(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        self.outbox_rows(
+            "list dead letters",
+            "WHERE state = 'dead' ORDER BY id DESC LIMIT $1",
+            &[&limit],
+        )
+        .await
+    }
+
     pub async fn retry_dead(&self, ids: &[i64], now: Timestamp) -> Result<usize, StoreError> {
         let update = "UPDATE outbox SET state = 'pending', attempts = 0, queued_at = $1,
                           next_attempt_at = $1, finished_at = NULL,
@@ -1121,7 +1130,8 @@ impl PgStore {
             .client()
             .await?
             .query_one(
-                "SELECT NOT EXISTS (SELECT 1 FROM targets) AND NOT EXISTS (SELECT 1 FROM outbox)",
+                "SELECT NOT EXISTS (SELECT 1 FROM targets) AND NOT EXISTS (SELECT 1 FROM outbox)
+                        AND NOT EXISTS (SELECT 1 FROM silences)",
                 &[],
             )
             .await
@@ -1215,14 +1225,90 @@ impl PgStore {
             .await
             .map_err(pg(context))?;
         }
-        tx.execute(
-            "SELECT setval(pg_get_serial_sequence('outbox', 'id'),
-                           GREATEST((SELECT MAX(id) FROM outbox), 1),
-                           (SELECT MAX(id) FROM outbox) IS NOT NULL)",
-            &[],
-        )
-        .await
-        .map_err(pg(context))?;
+        let events = tx
+            .prepare(
+                "INSERT INTO events (event_id, project_id, job_type, sub_job_id, job_id,
+                     observed_at, payload_json, routes_json)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7::text::json, $8::text::json)",
+            )
+            .await
+            .map_err(pg(context))?;
+        for e in &export.events {
+            tx.execute(
+                &events,
+                &[
+                    &e.event_id,
+                    &e.project_id,
+                    &e.job_type,
+                    &e.sub_job_id,
+                    &e.job_id,
+                    &e.observed_at,
+                    &e.payload_json,
+                    &e.routes_json,
+                ],
+            )
+            .await
+            .map_err(pg(context))?;
+        }
+        let attempts = tx
+            .prepare(
+                "INSERT INTO attempts (outbox_id, event_id, notifier, at, verdict, answer, next_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .await
+            .map_err(pg(context))?;
+        for a in &export.attempts {
+            tx.execute(
+                &attempts,
+                &[
+                    &a.outbox_id,
+                    &a.event_id,
+                    &a.notifier,
+                    &a.at,
+                    &a.verdict,
+                    &a.answer,
+                    &a.next_at,
+                ],
+            )
+            .await
+            .map_err(pg(context))?;
+        }
+        for s in &export.silences {
+            let matchers: Vec<String> = s.matchers.iter().map(ToString::to_string).collect();
+            let matchers = serde_json::to_string(&matchers).map_err(|e| StoreError::Value {
+                context,
+                error: e.to_string(),
+            })?;
+            tx.execute(
+                "INSERT INTO silences (id, matchers, starts_at, ends_at, comment, created_by, created_at)
+                 VALUES ($1, $2::text::json, $3, $4, $5, $6, $7)",
+                &[
+                    &s.id,
+                    &matchers,
+                    &time_text(s.starts_at),
+                    &time_text(s.ends_at),
+                    &s.comment,
+                    &s.created_by,
+                    &time_text(s.created_at),
+                ],
+            )
+            .await
+            .map_err(pg(context))?;
+        }
+        // Ids go on after the highest copied, so `state dead` and `silence
+        // list` show the same ids.
+        for table in ["outbox", "silences"] {
+            tx.execute(
+                &format!(
+                    "SELECT setval(pg_get_serial_sequence('{table}', 'id'),
+                               GREATEST((SELECT MAX(id) FROM {table}), 1),
+                               (SELECT MAX(id) FROM {table}) IS NOT NULL)"
+                ),
+                &[],
+            )
+            .await
+            .map_err(pg(context))?;
+        }
         tx.commit().await.map_err(pg(context))
     }
 }

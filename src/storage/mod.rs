@@ -241,6 +241,16 @@ impl Storage {
         }
     }
 
+    /// The newest `limit` dead letters, newest first (what the console
+    /// shows; `state dead` lists them all).
+    pub async fn newest_dead_letters(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match self {
+            Storage::Sqlite(s) => s.call(move |s| s.newest_dead(limit)).await,
+            Storage::Postgres(p) => p.newest_dead(limit).await,
+        }
+    }
+
     /// Requeues dead letters (`ids`, or all of them when empty) for
     /// delivery now, with a fresh attempt count and `max_age`. Returns how
     /// many were requeued.
@@ -326,13 +336,13 @@ impl Storage {
         }
     }
 
-    /// Whether nothing is stored yet: no target, no outbox row.
+    /// Whether nothing is stored yet: no target, no outbox row, no silence.
     pub async fn is_empty(&self) -> Result<bool, StoreError> {
         match self {
             Storage::Sqlite(s) => {
                 s.call(|s| {
                     let e = s.export()?;
-                    Ok(e.targets.is_empty() && e.outbox.is_empty())
+                    Ok(e.targets.is_empty() && e.outbox.is_empty() && e.silences.is_empty())
                 })
                 .await
             }

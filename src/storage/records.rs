@@ -284,7 +284,8 @@ impl CycleWrite {
 }
 
 /// Which events `history` returns: every filter given must match; the
-/// newest `limit`, listed oldest first.
+/// newest `limit`, listed oldest first (events of one cycle, observed at
+/// one instant, by event id: the same order on every backend).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HistoryQuery {
     pub sub_job_id: Option<String>,
@@ -490,6 +491,31 @@ pub struct SnapshotRecord {
     pub job_json: String,
 }
 
+/// A history row, whole (times as stored), as `state migrate` copies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub event_id: String,
+    pub project_id: String,
+    pub job_type: String,
+    pub sub_job_id: String,
+    pub job_id: Option<String>,
+    pub observed_at: String,
+    pub payload_json: String,
+    pub routes_json: String,
+}
+
+/// A delivery attempt's row, whole, as `state migrate` copies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRow {
+    pub outbox_id: i64,
+    pub event_id: String,
+    pub notifier: String,
+    pub at: String,
+    pub verdict: String,
+    pub answer: Option<String>,
+    pub next_at: Option<String>,
+}
+
 /// Everything a state holds: what `state migrate` reads from SQLite and
 /// writes to PostgreSQL.
 #[derive(Debug, Clone, Default)]
@@ -498,4 +524,9 @@ pub struct Export {
     pub snapshot: Vec<SnapshotRecord>,
     /// Every outbox row (pending, delivered and dead), by id.
     pub outbox: Vec<OutboxRow>,
+    /// The history: events and attempts, oldest first.
+    pub events: Vec<EventRow>,
+    pub attempts: Vec<AttemptRow>,
+    /// Every silence kept, by id.
+    pub silences: Vec<crate::silence::Silence>,
 }

@@ -660,6 +660,15 @@ impl Store {
         )
     }
 
+    /// The newest `limit` dead letters, newest first.
+    pub fn newest_dead(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        self.outbox_rows(
+            "list dead letters",
+            "WHERE state = 'dead' ORDER BY id DESC LIMIT ?1",
+            params![limit],
+        )
+    }
+
     /// Records a successful delivery. Returns whether a pending row with
     /// this id existed.
     pub fn mark_delivered(&mut self, id: i64, now: Timestamp) -> Result<bool, StoreError> {
@@ -881,7 +890,7 @@ impl Store {
                  WHERE (?1 IS NULL OR sub_job_id = ?1)
                    AND (?2 IS NULL OR job_id = ?2 OR (job_id IS NULL AND sub_job_id = ?2))
                    AND (?3 IS NULL OR observed_at >= ?3)
-                 ORDER BY observed_at DESC, rowid DESC LIMIT ?4",
+                 ORDER BY observed_at DESC, event_id DESC LIMIT ?4",
             )
             .map_err(sql(context))?;
         let mut events: Vec<(String, String, String)> = stmt
@@ -1130,10 +1139,60 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql(context))?;
         let outbox = self.outbox_rows(context, "ORDER BY id", params![])?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT event_id, project_id, job_type, sub_job_id, job_id, observed_at,
+                        payload_json, routes_json
+                 FROM events ORDER BY observed_at, rowid",
+            )
+            .map_err(sql(context))?;
+        let events = stmt
+            .query_map([], |row| {
+                Ok(crate::storage::records::EventRow {
+                    event_id: row.get(0)?,
+                    project_id: row.get(1)?,
+                    job_type: row.get(2)?,
+                    sub_job_id: row.get(3)?,
+                    job_id: row.get(4)?,
+                    observed_at: row.get(5)?,
+                    payload_json: row.get(6)?,
+                    routes_json: row.get(7)?,
+                })
+            })
+            .map_err(sql(context))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql(context))?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT outbox_id, event_id, notifier, at, verdict, answer, next_at
+                 FROM attempts ORDER BY id",
+            )
+            .map_err(sql(context))?;
+        let attempts = stmt
+            .query_map([], |row| {
+                Ok(crate::storage::records::AttemptRow {
+                    outbox_id: row.get(0)?,
+                    event_id: row.get(1)?,
+                    notifier: row.get(2)?,
+                    at: row.get(3)?,
+                    verdict: row.get(4)?,
+                    answer: row.get(5)?,
+                    next_at: row.get(6)?,
+                })
+            })
+            .map_err(sql(context))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql(context))?;
+        let silences = self.silences(None)?;
         Ok(Export {
             targets,
             snapshot,
             outbox,
+            events,
+            attempts,
+            silences,
         })
     }
 

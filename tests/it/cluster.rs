@@ -751,6 +751,41 @@ async fn state_migrate_moves_a_file_to_a_cluster_that_delivers_the_rest() {
         after
     };
     let dead_ids = pg_or_file_dead_ids(&file_config).await;
+    // A silence (that holds nothing here) and the history move too.
+    let added = crate::support::jobwatch(
+        &file_config,
+        &[
+            "silence",
+            "add",
+            "--match",
+            "target=nobody",
+            "--for",
+            "1h",
+            "--comment",
+            "kept across the move",
+        ],
+    )
+    .await;
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let history = |config: std::path::PathBuf| async move {
+        let out = crate::support::jobwatch(
+            &config,
+            &["history", "--format", "json", "--limit", "100000"],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("history is JSON")
+    };
+    let history_before = history(file_config.clone()).await;
+    assert!(!history_before.is_empty());
 
     let url = pg.url("postgres");
     let out = crate::support::jobwatch(&file_config, &["state", "migrate", "--to", &url]).await;
@@ -784,6 +819,16 @@ async fn state_migrate_moves_a_file_to_a_cluster_that_delivers_the_rest() {
         dead_ids,
         "dead letters keep their ids"
     );
+    assert!(stdout.contains("1 silence(s)"), "{stdout}");
+    assert_eq!(
+        history(config.clone()).await,
+        history_before,
+        "the history moved whole"
+    );
+    let listed = crate::support::jobwatch(&config, &["silence", "list", "--format", "json"]).await;
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    assert_eq!(listed[0]["id"], 1, "{listed}");
+    assert_eq!(listed[0]["comment"], "kept across the move");
     let replicas: Vec<Replica> = start_replicas(2, &config, dir.path());
     caught_up_within(&recorder, &driver, "the migrated deliveries", WITHIN).await;
     // And the cluster goes on from the migrated snapshot.

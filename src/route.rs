@@ -139,10 +139,12 @@ impl Router {
         &self.routes
     }
 
-    /// Every notifier the event is routed to, once each (the first route
-    /// naming a notifier decides its grouping), each with what holds it at
-    /// `now`: the first of `silences` that matches, else the first of its
-    /// route's maintenance windows that is on.
+    /// Every notifier the event is routed to, once each, each with what
+    /// holds it at `now`: the first of `silences` that matches (it holds
+    /// every notifier), else its route's first maintenance window that is
+    /// on. The first route naming a notifier decides its grouping, unless
+    /// a window mutes that route and a later one naming it is not muted:
+    /// then that one sends it.
     pub fn route(&self, event: &Event, now: Timestamp, silences: &[Silence]) -> Vec<Routed> {
         let silenced = silences
             .iter()
@@ -170,13 +172,22 @@ impl Router {
                     .map(|name| Hold::Window(name.clone()))
             });
             for notifier in &route.notify {
+                let routed = Routed {
+                    notifier: notifier.clone(),
+                    route: index,
+                    group: group.clone(),
+                    held: held.clone(),
+                };
                 if seen.insert(notifier.clone()) {
-                    out.push(Routed {
-                        notifier: notifier.clone(),
-                        route: index,
-                        group: group.clone(),
-                        held: held.clone(),
-                    });
+                    out.push(routed);
+                } else if routed.held.is_none()
+                    && let Some(first) = out
+                        .iter_mut()
+                        .find(|r| r.notifier == *notifier && r.held.is_some())
+                {
+                    // A window mutes its route, not the notifier: a later
+                    // route that is not muted still sends (and groups).
+                    *first = routed;
                 }
             }
         }

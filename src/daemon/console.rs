@@ -206,21 +206,35 @@ impl Console {
     }
 
     fn render(&self, name: &str, context: minijinja::Value) -> Response {
-        match self
-            .templates
+        match self.render_text(name, context) {
+            Ok(html) => Html(html).into_response(),
+            Err(failed) => failed.into_response(),
+        }
+    }
+
+    /// A template rendered, or why not (logged here).
+    fn render_text(&self, name: &str, context: minijinja::Value) -> Result<String, RenderFailed> {
+        self.templates
             .get_template(name)
             .and_then(|t| t.render(context))
-        {
-            Ok(html) => Html(html).into_response(),
-            Err(e) => {
+            .map_err(|e| {
                 tracing::error!(error = %e, template = name, "console template failed");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the page failed to render\n",
-                )
-                    .into_response()
-            }
+                RenderFailed
+            })
+    }
+
+    /// `body` alone (the page's refresh asks for `?fragment`), or in the
+    /// layout with its title and CSRF value.
+    fn page(&self, headers: &HeaderMap, fragment: bool, title: &str, body: String) -> Response {
+        if fragment {
+            return Html(body).into_response();
         }
+        let context = page_context(self, headers, title, body);
+        self.render("layout.html", context)
+    }
+
+    fn timezone_name(&self) -> String {
+        self.view().timezone.iana_name().unwrap_or("UTC").to_owned()
     }
 
     /// Everything `/` and `/api/v1/status` show.
@@ -447,6 +461,20 @@ impl Console {
 
     fn csrf(&self, token: &Secret) -> String {
         derive(token, "csrf")
+    }
+}
+
+/// A template that failed to render: a 500 (the log has minijinja's words).
+#[derive(Debug)]
+struct RenderFailed;
+
+impl IntoResponse for RenderFailed {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the page failed to render\n",
+        )
+            .into_response()
     }
 }
 
@@ -819,23 +847,14 @@ async fn page(
         Ok(doc) => doc,
         Err(e) => return store_error(&e),
     };
-    let tz = console.view().timezone.clone();
-    let body = match console
-        .templates
-        .get_template("status.html")
-        .and_then(|t| t.render(minijinja::context! { s => minijinja::Value::from(minijinja::value::Serde(&doc)), tz => tz.iana_name().unwrap_or("UTC") }))
-    {
-        Ok(body) => body,
-        Err(e) => {
-            tracing::error!(error = %e, "console template failed");
-            return (StatusCode::INTERNAL_SERVER_ERROR, "the page failed to render\n").into_response();
-        }
+    let context = minijinja::context! {
+        s => minijinja::Value::from(minijinja::value::Serde(&doc)),
+        tz => console.timezone_name(),
     };
-    if q.fragment.is_some() {
-        return Html(body).into_response();
+    match console.render_text("status.html", context) {
+        Ok(body) => console.page(&headers, q.fragment.is_some(), "jobwatch", body),
+        Err(failed) => failed.into_response(),
     }
-    let context = page_context(&console, &headers, "jobwatch", body);
-    console.render("layout.html", context)
 }
 
 async fn history_page(
@@ -862,31 +881,15 @@ async fn history_page(
             })
         })
         .collect();
-    let body = match console
-        .templates
-        .get_template("history.html")
-        .and_then(|t| {
-            t.render(minijinja::context! {
-                title => &title,
-                events => minijinja::Value::from(minijinja::value::Serde(&events)),
-                tz => console.view().timezone.iana_name().unwrap_or("UTC").to_owned(),
-            })
-        }) {
-        Ok(body) => body,
-        Err(e) => {
-            tracing::error!(error = %e, "console template failed");
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the page failed to render\n",
-            )
-                .into_response();
-        }
+    let context = minijinja::context! {
+        title => &title,
+        events => minijinja::Value::from(minijinja::value::Serde(&events)),
+        tz => console.timezone_name(),
     };
-    if fragment {
-        return Html(body).into_response();
+    match console.render_text("history.html", context) {
+        Ok(body) => console.page(&headers, fragment, &title, body),
+        Err(failed) => failed.into_response(),
     }
-    let context = page_context(&console, &headers, &title, body);
-    console.render("layout.html", context)
 }
 
 async fn sub_job_page(

@@ -364,3 +364,85 @@ fn no_routes_route_nothing() {
     // Pins that routing is opt-in: a config without routes sends nothing.
     check("", &changed("CREATE_SERVER", "RUNNING", "FAILED"), &[]);
 }
+
+/// A window mutes its route, not its notifiers: a notifier that a muted
+/// route and an unmuted one both name is sent to by the unmuted one (with
+/// its grouping); one only muted routes name is held. A silence holds
+/// every notifier.
+#[test]
+fn a_muted_route_leaves_its_notifiers_to_the_routes_that_are_not() {
+    use jobwatch::silence::{Hold, Silence};
+    let toml = r#"
+[auth]
+method = "none"
+[[targets]]
+project_id = "p1"
+job_types = ["CREATE_SERVER"]
+[notifiers.a]
+kind = "log"
+[notifiers.b]
+kind = "log"
+[time_intervals.always]
+weekdays = ["monday:sunday"]
+[[routes]]
+notify = ["a", "b"]
+mute_time_intervals = ["always"]
+[[routes]]
+to = ["FAILED"]
+notify = ["a"]
+group_window = "30s"
+"#;
+    let loaded = Config::from_figment(
+        Figment::new()
+            .merge(Toml::string(toml))
+            .merge(EnvVars::default()),
+    )
+    .expect("valid");
+    let c = &loaded.config;
+    let router = Router::new(
+        c.routes.clone(),
+        c.time_intervals.clone(),
+        c.delivery.timezone.clone(),
+    );
+    let now = jiff::Timestamp::now();
+    let routed =
+        |event: &Event, silences: &[Silence]| -> Vec<(String, usize, Option<Hold>, bool)> {
+            router
+                .route(event, now, silences)
+                .into_iter()
+                .map(|r| (r.notifier, r.route, r.held, r.group.is_some()))
+                .collect()
+        };
+    let window = Some(Hold::Window("always".into()));
+    assert_eq!(
+        routed(&changed("CREATE_SERVER", "RUNNING", "FAILED"), &[]),
+        vec![
+            ("a".into(), 1, None, true),
+            ("b".into(), 0, window.clone(), false)
+        ]
+    );
+    assert_eq!(
+        routed(&changed("CREATE_SERVER", "RUNNING", "SUCCESS"), &[]),
+        vec![
+            ("a".into(), 0, window.clone(), false),
+            ("b".into(), 0, window, false)
+        ]
+    );
+    let silence = Silence {
+        id: 7,
+        matchers: vec!["to=FAILED".parse().expect("a matcher")],
+        starts_at: now - jiff::SignedDuration::from_hours(1),
+        ends_at: now + jiff::SignedDuration::from_hours(1),
+        comment: String::new(),
+        created_by: String::new(),
+        created_at: now,
+    };
+    let held = Some(Hold::Silence(7));
+    assert_eq!(
+        routed(&changed("CREATE_SERVER", "RUNNING", "FAILED"), &[silence]),
+        vec![
+            ("a".into(), 0, held.clone(), false),
+            ("b".into(), 0, held, false)
+        ]
+    );
+}

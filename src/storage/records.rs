@@ -2,6 +2,8 @@
 //! targets, a cycle to commit, claims and outcomes. A backend builds on
 //! these; the [`super::Storage`] enum above the backends dispatches to one.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -402,6 +404,41 @@ pub(crate) fn assemble_history(
     outbox: Vec<(i64, String, String, String)>,
     attempts: Vec<(i64, String, String, AttemptRecord)>,
 ) -> Result<Vec<HistoryEntry>, String> {
+    use std::collections::HashMap;
+    // Each event's deliveries by outbox id, built in one pass over each
+    // list (a long history is not a product of its lengths).
+    let mut by_event: HashMap<String, BTreeMap<i64, DeliveryRecord>> = HashMap::new();
+    for (id, event_id, notifier, state) in outbox {
+        let state = match state.as_str() {
+            "pending" => OutboxState::Pending,
+            "delivered" => OutboxState::Delivered,
+            _ => OutboxState::Dead,
+        };
+        by_event.entry(event_id).or_default().insert(
+            id,
+            DeliveryRecord {
+                outbox_id: id,
+                notifier,
+                state: Some(state.as_str()),
+                attempts: Vec::new(),
+            },
+        );
+    }
+    for (outbox_id, event_id, notifier, attempt) in attempts {
+        by_event
+            .entry(event_id)
+            .or_default()
+            .entry(outbox_id)
+            .or_insert_with(|| DeliveryRecord {
+                outbox_id,
+                notifier,
+                // The row was pruned; its attempts say how it went.
+                state: None,
+                attempts: Vec::new(),
+            })
+            .attempts
+            .push(attempt);
+    }
     let mut out = Vec::with_capacity(events.len());
     for (payload, routes) in events {
         let event: Event = serde_json::from_str(&payload)
@@ -412,37 +449,10 @@ pub(crate) fn assemble_history(
                 event.event_id
             )
         })?;
-        let mut deliveries: Vec<DeliveryRecord> = Vec::new();
-        for (id, event_id, notifier, state) in &outbox {
-            if *event_id == event.event_id {
-                let state = match state.as_str() {
-                    "pending" => OutboxState::Pending,
-                    "delivered" => OutboxState::Delivered,
-                    _ => OutboxState::Dead,
-                };
-                deliveries.push(DeliveryRecord {
-                    outbox_id: *id,
-                    notifier: notifier.clone(),
-                    state: Some(state.as_str()),
-                    attempts: Vec::new(),
-                });
-            }
-        }
-        for (outbox_id, event_id, notifier, attempt) in &attempts {
-            if *event_id != event.event_id {
-                continue;
-            }
-            match deliveries.iter_mut().find(|d| d.outbox_id == *outbox_id) {
-                Some(d) => d.attempts.push(attempt.clone()),
-                None => deliveries.push(DeliveryRecord {
-                    outbox_id: *outbox_id,
-                    notifier: notifier.clone(),
-                    state: None,
-                    attempts: vec![attempt.clone()],
-                }),
-            }
-        }
-        deliveries.sort_by_key(|d| d.outbox_id);
+        let deliveries = by_event
+            .remove(&event.event_id)
+            .map(|d| d.into_values().collect())
+            .unwrap_or_default();
         out.push(HistoryEntry {
             event,
             routes,

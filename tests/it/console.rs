@@ -817,3 +817,60 @@ async fn a_browser_sees_a_failure_appear_and_follows_it_to_the_sub_jobs_history(
     );
     browser.screenshot(&shots.join("sub-job.png")).await;
 }
+
+/// A receiver's throttle (429 with `Retry-After`) shows on the status as
+/// the notifier's pause and until when, beside its pending row.
+#[tokio::test]
+async fn a_receivers_throttle_shows_as_its_notifiers_pause_until_it_ends() {
+    let throttled = crate::support::Receiver::start(vec![(
+        429,
+        vec![("Retry-After", "60".to_owned())],
+        "slow down".to_owned(),
+    )])
+    .await;
+    let url = throttled.url.clone();
+    let setup = Setup::start("", |_| {
+        format!("[notifiers.hook]\nkind = \"webhook\"\nurl = \"{url}/hook\"\n\n[[routes]]\nnotify = [\"hook\"]\n")
+    })
+    .await;
+    let ids = setup.sim.create("CREATE_SERVER", 1, "RUNNING").await;
+    wait_baselined(&setup.state(), "CREATE_SERVER", WITHIN).await;
+    let addr = setup.daemon.served_addr(WITHIN).await;
+    setup.sim.set_status(&ids[0], "FAILED").await;
+    let hook = eventually(WITHIN, "the hook's pause on the status", || async move {
+        let status: Value = reqwest::get(format!("http://{addr}/api/v1/status"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let hook = status["notifiers"]
+            .as_array()?
+            .iter()
+            .find(|n| n["notifier"] == "hook")?
+            .clone();
+        (!hook["paused_until"].is_null()).then_some(hook)
+    })
+    .await;
+    let until: jiff::Timestamp = hook["paused_until"]
+        .as_str()
+        .expect("a time")
+        .parse()
+        .expect("RFC 3339");
+    let left = until.duration_since(jiff::Timestamp::now());
+    assert!(
+        left > jiff::SignedDuration::from_secs(30) && left <= jiff::SignedDuration::from_secs(61),
+        "paused for {left:#} more: {hook}"
+    );
+    assert_eq!(hook["pending"], 1, "{hook}");
+    let page = reqwest::get(format!("http://{addr}/?fragment=1"))
+        .await
+        .expect("answers")
+        .text()
+        .await
+        .expect("a page");
+    assert!(
+        page.contains("<span class=\"pill warn\">"),
+        "the pause is not on the page:\n{page}"
+    );
+}

@@ -257,6 +257,19 @@ pub struct NewSilence {
 }
 
 impl NewSilence {
+    /// The silence as stored under `id`, added at `created_at`.
+    pub fn stored(&self, id: i64, created_at: Timestamp) -> Silence {
+        Silence {
+            id,
+            matchers: self.matchers.clone(),
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            comment: self.comment.clone(),
+            created_by: self.created_by.clone(),
+            created_at,
+        }
+    }
+
     /// A silence from an operator's words (the command line's, the
     /// console's): every matcher must read, and there must be a reason
     /// and a time. Every problem is named at once.

@@ -314,6 +314,7 @@ impl Console {
             doc.next_attempt_at = b.next_attempt_at;
         }
         let notifiers: Vec<NotifierDoc> = notifiers.into_values().collect();
+        let pending = notifiers.iter().map(|n| n.pending).sum();
         let dead_count = self
             .store
             .outbox_counts()
@@ -376,13 +377,12 @@ impl Console {
             targets,
             accounts,
             notifiers,
-            pending: 0,
+            pending,
             dead: dead_count,
             dead_letters,
             silences,
             jobs,
-        }
-        .with_totals())
+        })
     }
 
     /// Recent events grouped by parent job, newest job first, each with
@@ -532,13 +532,6 @@ struct StatusDoc {
     dead_letters: Vec<DeadDoc>,
     silences: Vec<SilenceDoc>,
     jobs: Vec<JobDoc>,
-}
-
-impl StatusDoc {
-    fn with_totals(mut self) -> StatusDoc {
-        self.pending = self.notifiers.iter().map(|n| n.pending).sum();
-        self
-    }
 }
 
 #[derive(Debug, Serialize)]

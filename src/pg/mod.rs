@@ -27,7 +27,7 @@ use crate::silence::{NewSilence, Silence};
 use crate::storage::records::{
     AttemptRecord, CycleCommit, CycleWrite, DueRef, Export, Fence, HistoryEntry, HistoryQuery,
     OutboxRow, OutboxState, Outcome, Owner, PendingOutlook, TargetSummary, assemble_history,
-    read_matchers, summarize, time_text,
+    matchers_json, read_matchers, summarize, time_text,
 };
 use crate::store::StoreError;
 use crate::watch::diff::keep_job_id;
@@ -907,11 +907,7 @@ impl PgStore {
         now: Timestamp,
     ) -> Result<Silence, StoreError> {
         let context = "add silence";
-        let matchers: Vec<String> = new.matchers.iter().map(ToString::to_string).collect();
-        let matchers = serde_json::to_string(&matchers).map_err(|e| StoreError::Value {
-            context,
-            error: e.to_string(),
-        })?;
+        let matchers = matchers_json(&new.matchers);
         let row = self
             .client()
             .await?
@@ -929,15 +925,7 @@ impl PgStore {
             )
             .await
             .map_err(pg(context))?;
-        Ok(Silence {
-            id: row.get(0),
-            matchers: new.matchers.clone(),
-            starts_at: new.starts_at,
-            ends_at: new.ends_at,
-            comment: new.comment.clone(),
-            created_by: new.created_by.clone(),
-            created_at: now,
-        })
+        Ok(new.stored(row.get(0), now))
     }
 
     pub async fn silences(&self, active_at: Option<Timestamp>) -> Result<Vec<Silence>, StoreError> {
@@ -1274,11 +1262,7 @@ impl PgStore {
             .map_err(pg(context))?;
         }
         for s in &export.silences {
-            let matchers: Vec<String> = s.matchers.iter().map(ToString::to_string).collect();
-            let matchers = serde_json::to_string(&matchers).map_err(|e| StoreError::Value {
-                context,
-                error: e.to_string(),
-            })?;
+            let matchers = matchers_json(&s.matchers);
             tx.execute(
                 "INSERT INTO silences (id, matchers, starts_at, ends_at, comment, created_by, created_at)
                  VALUES ($1, $2::text::json, $3, $4, $5, $6, $7)",

@@ -463,6 +463,12 @@ pub(crate) fn assemble_history(
 }
 
 /// A silence's matchers as stored: a JSON list of their texts.
+pub(crate) fn matchers_json(matchers: &[crate::silence::Matcher]) -> String {
+    let texts: Vec<String> = matchers.iter().map(ToString::to_string).collect();
+    serde_json::Value::from(texts).to_string()
+}
+
+/// Reads what [`matchers_json`] wrote.
 pub(crate) fn read_matchers(text: &str) -> Result<Vec<crate::silence::Matcher>, String> {
     let texts: Vec<String> =
         serde_json::from_str(text).map_err(|e| format!("its matchers do not read: {e}"))?;

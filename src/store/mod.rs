@@ -958,13 +958,12 @@ impl Store {
     /// Adds a silence; returns it with its id.
     pub fn add_silence(&mut self, new: &NewSilence, now: Timestamp) -> Result<Silence, StoreError> {
         let context = "add silence";
-        let matchers: Vec<String> = new.matchers.iter().map(ToString::to_string).collect();
         self.conn
             .execute(
                 "INSERT INTO silences (matchers, starts_at, ends_at, comment, created_by, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
-                    JsonCol(&matchers),
+                    crate::storage::records::matchers_json(&new.matchers),
                     DbTime(new.starts_at),
                     DbTime(new.ends_at),
                     new.comment,
@@ -973,15 +972,7 @@ impl Store {
                 ],
             )
             .map_err(sql(context))?;
-        Ok(Silence {
-            id: self.conn.last_insert_rowid(),
-            matchers: new.matchers.clone(),
-            starts_at: new.starts_at,
-            ends_at: new.ends_at,
-            comment: new.comment.clone(),
-            created_by: new.created_by.clone(),
-            created_at: now,
-        })
+        Ok(new.stored(self.conn.last_insert_rowid(), now))
     }
 
     /// Every silence kept (expired ones until the history is pruned), by

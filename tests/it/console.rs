@@ -77,7 +77,7 @@ impl Setup {
     }
 }
 
-/// Events the recorder got for `sub_job`, as `(to, event)`.
+/// The statuses entered of the events the recorder got for `sub_job`.
 fn received_for(recorder: &Recorder, sub_job: &str) -> Vec<String> {
     recorder
         .received()
@@ -726,12 +726,6 @@ impl Browser {
             .expect("a PNG");
         std::fs::create_dir_all(path.parent().expect("a directory")).expect("mkdir");
         std::fs::write(path, bytes).expect("write the screenshot");
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // The session ends with the driver (killed on drop).
     }
 }
 
